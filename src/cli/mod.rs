@@ -1,0 +1,21 @@
+//! Subcommand definitions and dispatch.
+
+use clap::{Parser, Subcommand};
+
+/// Model Surgery: edit a few gate-projection rows of an LLM to change a behaviour, and
+/// measure that the behaviour changed and the model did not get worse.
+#[derive(Parser, Debug)]
+#[command(name = "scalpel", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All subcommands; one file per subcommand under `src/cli/`.
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {}
+}
