@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod generate;
+
 /// Model Surgery: edit a few gate-projection rows of an LLM to change a behaviour, and
 /// measure that the behaviour changed and the model did not get worse.
 #[derive(Parser, Debug)]
@@ -13,9 +15,14 @@ pub struct Cli {
 
 /// All subcommands; one file per subcommand under `src/cli/`.
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Continue prompts with a model (greedy or sampled, batched).
+    Generate(generate::GenerateArgs),
+}
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+    }
 }

@@ -1,1 +1,141 @@
-//! Model runtime.
+//! The model runtime: load a Llama-family model from GGUF or safetensors, tokenize, run a
+//! forward pass that exposes hidden states, and generate.
+//!
+//! - [`config`]: hyper-parameters from GGUF metadata or `config.json`;
+//! - [`weights`]: tensors by role from either file format;
+//! - [`tokenizer`] and [`chat`]: ids and the model's own chat template;
+//! - [`llama`]: the forward pass, top to bottom;
+//! - [`generate`]: batched generation with a KV cache.
+
+pub mod chat;
+pub mod config;
+pub mod generate;
+pub mod llama;
+pub mod tokenizer;
+pub mod weights;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::path::{Path, PathBuf};
+
+pub use config::{Arch, ModelConfig};
+pub use llama::{Llama, Logits, Output, Point};
+pub use tokenizer::Tokenizer;
+pub use weights::Precision;
+
+/// Options for [`Model::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// How matrices are held in memory.
+    pub precision: Precision,
+}
+
+/// A model ready to run: configuration, weights and tokenizer.
+pub struct Model {
+    /// The network.
+    pub net: Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The file or folder it was loaded from.
+    pub path: PathBuf,
+}
+
+impl Model {
+    /// Loads a GGUF file or a Hugging Face folder (`config.json` + safetensors).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        let mut src = weights::WeightSource::open(path)?;
+        let (cfg, tokenizer) = match weights::gguf_metadata(&src) {
+            Some(ct) => {
+                let n_vocab = ct
+                    .tensor_infos
+                    .get("token_embd.weight")
+                    .map(|t| t.shape.dims()[0])
+                    .unwrap_or(0);
+                let cfg = ModelConfig::from_gguf(&ct.metadata, n_vocab)
+                    .with_context(|| format!("{}", path.display()))?;
+                let tok = Tokenizer::from_gguf(&ct.metadata)
+                    .with_context(|| format!("{}", path.display()))?;
+                (cfg, tok)
+            }
+            None => (
+                ModelConfig::from_hf_config(&path.join("config.json"))?,
+                Tokenizer::from_hf_dir(path)?,
+            ),
+        };
+        let net = Llama::load(&mut src, cfg, opts.precision)?;
+        Ok(Model {
+            net,
+            tokenizer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.net.cfg
+    }
+
+    /// Formats a single user message with the model's chat template (ending with the
+    /// assistant turn's opening).
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
+        let template =
+            self.tokenizer.chat_template.as_deref().with_context(|| {
+                format!("{}: the model has no chat template", self.path.display())
+            })?;
+        chat::render(
+            template,
+            &[chat::Message::user(user)],
+            true,
+            self.tokenizer.bos_token().as_deref(),
+            self.tokenizer.eos_token().as_deref(),
+        )
+    }
+
+    /// Runs a right-padded batch of token sequences and returns the requested points
+    /// (`[b, t, d]` each), the padding mask `[b, t]` (1 = real token) and, if asked, the
+    /// logits of every position.
+    pub fn forward_batch(
+        &self,
+        seqs: &[Vec<u32>],
+        points: &[Point],
+        logits: Logits,
+    ) -> Result<(Output, Tensor)> {
+        let (ids, positions, mask) = right_padded(seqs, self.tokenizer.pad_id)?;
+        let padded = seqs.iter().any(|s| s.len() != seqs[0].len());
+        let out = self.net.forward(
+            &ids,
+            &positions,
+            padded.then_some(&mask),
+            None,
+            points,
+            logits,
+        )?;
+        Ok((out, mask))
+    }
+}
+
+/// Builds `[b, t]` ids, positions and mask tensors for right-padded sequences.
+pub fn right_padded(seqs: &[Vec<u32>], pad: u32) -> Result<(Tensor, Tensor, Tensor)> {
+    anyhow::ensure!(!seqs.is_empty(), "empty batch");
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    anyhow::ensure!(t > 0, "batch of empty sequences");
+    let b = seqs.len();
+    let mut ids = vec![pad; b * t];
+    let mut mask = vec![0u8; b * t];
+    let mut pos = vec![0u32; b * t];
+    for (s, seq) in seqs.iter().enumerate() {
+        for (j, &id) in seq.iter().enumerate() {
+            ids[s * t + j] = id;
+            mask[s * t + j] = 1;
+        }
+        for (j, p) in pos[s * t..(s + 1) * t].iter_mut().enumerate() {
+            *p = j as u32;
+        }
+    }
+    let dev = Device::Cpu;
+    Ok((
+        Tensor::from_vec(ids, (b, t), &dev)?,
+        Tensor::from_vec(pos, (b, t), &dev)?,
+        Tensor::from_vec(mask, (b, t), &dev)?.to_dtype(DType::U8)?,
+    ))
+}

@@ -1,0 +1,81 @@
+//! Chat formatting with the model's own Jinja `chat_template`, rendered by minijinja (with
+//! Python-compatible string methods such as `.strip()`), never a hand-written format.
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+
+/// One chat message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl Message {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Renders `messages` with `template`, ending with the assistant turn's opening when
+/// `add_generation_prompt` is set (as Hugging Face's `apply_chat_template`).
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // HF templates call `raise_exception` to reject bad conversations.
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| anyhow!("chat template does not parse: {e}"))?;
+    let tmpl = env.get_template("chat").expect("added above");
+    tmpl.render(minijinja::context! {
+        messages => messages,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token.unwrap_or(""),
+        eos_token => eos_token.unwrap_or(""),
+    })
+    .map_err(|e| anyhow!("{e}"))
+    .context("cannot render chat template")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_chatml_with_python_methods() {
+        let t = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        let out = render(t, &[Message::user("  hi ")], true, None, None).unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let t = "{{ raise_exception('no system role') }}";
+        let err = render(t, &[], false, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("no system role"));
+    }
+}

@@ -1,0 +1,350 @@
+//! Where the weights come from: a GGUF file or a Hugging Face safetensors folder.
+//!
+//! The forward pass asks for tensors by their role (`blk.3.ffn_gate`), and the source maps
+//! the role to the file's own tensor name. GGUF matrices stay quantised by default (candle's
+//! quantised matmul), so a GGUF model needs about its file size in memory.
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How matrices are held in memory for the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+pub enum Precision {
+    /// As stored in the file (quantised GGUF matrices stay quantised).
+    #[default]
+    Native,
+    /// Everything dequantised to f32: ~4 bytes per parameter, fastest for large batches.
+    F32,
+    /// Quantised matrices re-quantised to Q8_0 at load: candle has SIMD kernels for Q8_0
+    /// but not for every type (Q4_1 is a scalar loop), so this trades a small rounding
+    /// error for speed in single-stream generation.
+    Q8_0,
+}
+
+/// A linear layer `y = x Wᵀ (+ b)` over quantised or dense weights.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Applies the layer to `[.., in]`, giving `[.., out]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Reads tensors by role from one of the supported file formats.
+pub enum WeightSource {
+    Gguf {
+        path: PathBuf,
+        file: File,
+        content: gguf_file::Content,
+    },
+    SafeTensors {
+        dir: PathBuf,
+        st: candle_core::safetensors::MmapedSafetensors,
+    },
+}
+
+/// Maps a GGUF-style role name (`blk.N.ffn_gate`, `token_embd`, `output_norm`, `output`) to
+/// the Hugging Face tensor name, without the `.weight`/`.bias` suffix.
+fn hf_name(role: &str) -> String {
+    match role {
+        "token_embd" => return "model.embed_tokens".into(),
+        "output_norm" => return "model.norm".into(),
+        "output" => return "lm_head".into(),
+        _ => {}
+    }
+    let rest = role.strip_prefix("blk.").unwrap_or(role);
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let hf_part = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("model.layers.{layer}.{hf_part}")
+}
+
+impl WeightSource {
+    /// Opens a GGUF file (reading its header) or a Hugging Face folder.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            let dir = path.to_path_buf();
+            let index = dir.join("model.safetensors.index.json");
+            let files: Vec<PathBuf> = if index.exists() {
+                let text = std::fs::read_to_string(&index)
+                    .with_context(|| format!("cannot read {}", index.display()))?;
+                let j: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not valid JSON", index.display()))?;
+                let map = j["weight_map"]
+                    .as_object()
+                    .with_context(|| format!("{}: no `weight_map`", index.display()))?;
+                let mut shards: Vec<String> = map
+                    .values()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect();
+                shards.sort();
+                shards.dedup();
+                shards.into_iter().map(|s| dir.join(s)).collect()
+            } else {
+                let single = dir.join("model.safetensors");
+                if !single.exists() {
+                    bail!(
+                        "{}: neither model.safetensors nor model.safetensors.index.json found",
+                        dir.display()
+                    );
+                }
+                vec![single]
+            };
+            // SAFETY of the mmap: the files are opened read-only and scalpel never writes
+            // to an input model; another process truncating them is outside our control,
+            // as for every mmap-based loader.
+            let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+                .with_context(|| format!("cannot read safetensors in {}", dir.display()))?;
+            Ok(WeightSource::SafeTensors { dir, st })
+        } else {
+            let mut file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let content = gguf_file::Content::read(&mut file)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
+            Ok(WeightSource::Gguf {
+                path: path.to_path_buf(),
+                file,
+                content,
+            })
+        }
+    }
+
+    /// The file or folder the weights come from.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightSource::Gguf { path, .. } => path,
+            WeightSource::SafeTensors { dir, .. } => dir,
+        }
+    }
+
+    /// True when the model has a tensor for this role (with suffix `.weight`/`.bias`).
+    pub fn has(&self, role: &str, suffix: &str) -> bool {
+        match self {
+            WeightSource::Gguf { content, .. } => content
+                .tensor_infos
+                .contains_key(&format!("{role}.{suffix}")),
+            WeightSource::SafeTensors { st, .. } => {
+                st.get(&format!("{}.{suffix}", hf_name(role))).is_ok()
+            }
+        }
+    }
+
+    /// The shape of a tensor in the forward pass's convention (`[out, in]` for matrices).
+    pub fn shape(&self, role: &str) -> Result<Vec<usize>> {
+        match self {
+            WeightSource::Gguf { content, path, .. } => {
+                let name = format!("{role}.weight");
+                let info = content
+                    .tensor_infos
+                    .get(&name)
+                    .with_context(|| format!("{}: missing tensor `{name}`", path.display()))?;
+                Ok(info.shape.dims().to_vec())
+            }
+            WeightSource::SafeTensors { st, dir } => {
+                let name = format!("{}.weight", hf_name(role));
+                let view = st
+                    .get(&name)
+                    .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", dir.display()))?;
+                Ok(view.shape().to_vec())
+            }
+        }
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        let WeightSource::Gguf {
+            path,
+            file,
+            content,
+        } = self
+        else {
+            unreachable!("qtensor is only called on GGUF sources")
+        };
+        if !content.tensor_infos.contains_key(name) {
+            bail!("{}: missing tensor `{name}`", path.display());
+        }
+        content
+            .tensor(file, name, &Device::Cpu)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("{}: cannot read tensor `{name}`", path.display()))
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        match self {
+            WeightSource::Gguf { .. } => {
+                let q = self.qtensor(name)?;
+                Ok(q.dequantize(&Device::Cpu)?)
+            }
+            WeightSource::SafeTensors { st, dir } => {
+                let t = st
+                    .load(name, &Device::Cpu)
+                    .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", dir.display()))?;
+                Ok(t.to_dtype(DType::F32)?)
+            }
+        }
+    }
+
+    fn file_name(&self, role: &str, suffix: &str) -> String {
+        match self {
+            WeightSource::Gguf { .. } => format!("{role}.{suffix}"),
+            WeightSource::SafeTensors { .. } => format!("{}.{suffix}", hf_name(role)),
+        }
+    }
+
+    /// Loads a vector (norm gain or bias) as f32.
+    pub fn vector(&mut self, role: &str, suffix: &str, len: usize) -> Result<Tensor> {
+        let name = self.file_name(role, suffix);
+        let t = self.dense(&name)?.flatten_all()?;
+        if t.dim(0)? != len {
+            bail!(
+                "{}: tensor `{name}` has {} elements, expected {len}",
+                self.path().display(),
+                t.dim(0)?
+            );
+        }
+        Ok(t)
+    }
+
+    /// Loads a matrix `[out, in]` as a linear layer, checking its shape.
+    pub fn linear(
+        &mut self,
+        role: &str,
+        out_dim: usize,
+        in_dim: usize,
+        bias: bool,
+        precision: Precision,
+    ) -> Result<Linear> {
+        let name = self.file_name(role, "weight");
+        let weight = match self {
+            WeightSource::Gguf { .. } => {
+                let q = self.qtensor(&name)?;
+                check_dims(self.path(), &name, q.shape().dims(), &[out_dim, in_dim])?;
+                qmatmul(q, precision)?
+            }
+            WeightSource::SafeTensors { .. } => {
+                let t = self.dense(&name)?;
+                check_dims(self.path(), &name, t.dims(), &[out_dim, in_dim])?;
+                QMatMul::Tensor(t)
+            }
+        };
+        let bias = if bias {
+            Some(self.vector(role, "bias", out_dim)?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Loads the token embedding table `[vocab, d]` as f32, and the same weights as a
+    /// linear layer for tied output heads.
+    pub fn embedding(
+        &mut self,
+        vocab: usize,
+        d: usize,
+        precision: Precision,
+    ) -> Result<(Tensor, Linear)> {
+        let name = self.file_name("token_embd", "weight");
+        match self {
+            WeightSource::Gguf { .. } => {
+                let q = self.qtensor(&name)?;
+                check_dims(self.path(), &name, q.shape().dims(), &[vocab, d])?;
+                let table = q.dequantize(&Device::Cpu)?;
+                Ok((
+                    table,
+                    Linear {
+                        weight: qmatmul(q, precision)?,
+                        bias: None,
+                    },
+                ))
+            }
+            WeightSource::SafeTensors { .. } => {
+                let t = self.dense(&name)?;
+                check_dims(self.path(), &name, t.dims(), &[vocab, d])?;
+                Ok((
+                    t.clone(),
+                    Linear {
+                        weight: QMatMul::Tensor(t),
+                        bias: None,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+fn check_dims(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        bail!(
+            "{}: tensor `{name}` has shape {got:?}, expected {want:?}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn qmatmul(q: QTensor, precision: Precision) -> Result<QMatMul> {
+    let dense_type = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+    Ok(match precision {
+        Precision::Native => QMatMul::from_arc(Arc::new(q))?,
+        Precision::F32 => QMatMul::Tensor(q.dequantize(&Device::Cpu)?),
+        Precision::Q8_0 if dense_type || q.dtype() == GgmlDType::Q8_0 => {
+            QMatMul::from_arc(Arc::new(q))?
+        }
+        Precision::Q8_0 => {
+            let dense = q.dequantize(&Device::Cpu)?;
+            if dense.dim(1)? % 32 != 0 {
+                QMatMul::from_arc(Arc::new(q))?
+            } else {
+                QMatMul::from_arc(Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0)?))?
+            }
+        }
+    })
+}
+
+/// Reads the GGUF metadata and tensor directory without loading tensors.
+pub fn gguf_metadata(source: &WeightSource) -> Option<&gguf_file::Content> {
+    match source {
+        WeightSource::Gguf { content, .. } => Some(content),
+        WeightSource::SafeTensors { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hf_name;
+
+    #[test]
+    fn role_names_map_to_hugging_face_names() {
+        assert_eq!(hf_name("blk.3.ffn_gate"), "model.layers.3.mlp.gate_proj");
+        assert_eq!(hf_name("blk.12.attn_k"), "model.layers.12.self_attn.k_proj");
+        assert_eq!(
+            hf_name("blk.0.ffn_norm"),
+            "model.layers.0.post_attention_layernorm"
+        );
+        assert_eq!(hf_name("token_embd"), "model.embed_tokens");
+        assert_eq!(hf_name("output"), "lm_head");
+    }
+}

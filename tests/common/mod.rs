@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) named by `SCALPEL_MODEL`, or `None`
+/// with a printed skip line. `.ci/run` fetches the model and sets the variable.
+pub fn default_model() -> Option<PathBuf> {
+    match std::env::var_os("SCALPEL_MODEL") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!(
+                "skipped: SCALPEL_MODEL is not set (run `scalpel fetch` and point it at the GGUF)"
+            );
+            None
+        }
+    }
+}
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Writes a Hugging Face folder holding the same weights as a Llama GGUF (dequantised to
+/// f32), so that the two loading paths can be compared. llama.cpp's converter permuted the
+/// rows of q and k for interleaved RoPE; this undoes it: GGUF rows are grouped per head as
+/// `[hd/2, 2]`, Hugging Face rows as `[2, hd/2]`.
+pub fn gguf_to_hf_folder(gguf: &Path, dir: &Path) {
+    use scalpel::runtime::{LoadOptions, Model};
+    let model = Model::load(gguf, &LoadOptions::default()).unwrap();
+    let cfg = model.config().clone();
+    let mut file = std::fs::File::open(gguf).unwrap();
+    let ct = gguf_file::Content::read(&mut file).unwrap();
+    let hf = |name: &str| -> String {
+        let map = [
+            ("token_embd", "model.embed_tokens"),
+            ("output_norm", "model.norm"),
+            ("output", "lm_head"),
+        ];
+        let stem = name.trim_end_matches(".weight");
+        if let Some((_, h)) = map.iter().find(|(g, _)| *g == stem) {
+            return format!("{h}.weight");
+        }
+        let rest = stem.strip_prefix("blk.").unwrap();
+        let (layer, part) = rest.split_once('.').unwrap();
+        let part = match part {
+            "attn_norm" => "input_layernorm",
+            "ffn_norm" => "post_attention_layernorm",
+            "attn_q" => "self_attn.q_proj",
+            "attn_k" => "self_attn.k_proj",
+            "attn_v" => "self_attn.v_proj",
+            "attn_output" => "self_attn.o_proj",
+            "ffn_gate" => "mlp.gate_proj",
+            "ffn_up" => "mlp.up_proj",
+            "ffn_down" => "mlp.down_proj",
+            p => panic!("unexpected tensor part {p}"),
+        };
+        format!("model.layers.{layer}.{part}.weight")
+    };
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let hd = cfg.head_dim;
+    for name in ct.tensor_infos.keys() {
+        let mut t = ct
+            .tensor(&mut file, name, &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap();
+        let heads = if name.ends_with("attn_q.weight") {
+            Some(cfg.num_heads)
+        } else if name.ends_with("attn_k.weight") {
+            Some(cfg.num_kv_heads)
+        } else {
+            None
+        };
+        if let Some(nh) = heads {
+            let d_in = t.dim(1).unwrap();
+            t = t
+                .reshape((nh, hd / 2, 2, d_in))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((nh * hd, d_in))
+                .unwrap();
+        }
+        tensors.insert(hf(name), t);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "vocab_size": cfg.vocab_size,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": true,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    model.tokenizer.save_hf(dir).unwrap();
+}

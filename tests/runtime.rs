@@ -1,0 +1,204 @@
+//! The runtime on the real default model: tokenizer ids and greedy text against llama.cpp
+//! (stored by `scripts/llamacpp_reference.py`), the safetensors path against the GGUF path,
+//! padding, and batched generation.
+
+mod common;
+
+use scalpel::runtime::generate::{generate, GenParams};
+use scalpel::runtime::llama::mean_pool;
+use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
+
+fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/llamacpp_reference.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn tokenizer_ids_equal_llama_cpp_and_round_trip() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    for case in reference()["tokens"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids = model.tokenizer.encode(text).unwrap();
+        assert_eq!(
+            ids,
+            ids_of(&case["ids"]),
+            "ids differ from llama.cpp for {text:?}"
+        );
+        assert_eq!(
+            model.tokenizer.decode(&ids, false).unwrap(),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+}
+
+#[test]
+fn greedy_text_matches_llama_cpp() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let cases = reference()["generations"].as_array().unwrap().clone();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids_of(&c["ids"])).collect();
+    for (c, p) in cases.iter().zip(&prompts) {
+        assert_eq!(
+            &model
+                .tokenizer
+                .encode(c["prompt"].as_str().unwrap())
+                .unwrap(),
+            p
+        );
+    }
+    let params = GenParams {
+        max_new_tokens: 20,
+        batch_size: 3,
+        ..Default::default()
+    };
+    let (gens, _) = generate(&model, &prompts, &params, None).unwrap();
+    for (c, g) in cases.iter().zip(&gens) {
+        let want = ids_of(&c["greedy20"]);
+        // Same quantised weights, but candle and llama.cpp sum in different orders, so a
+        // near-tie can flip late in a continuation (measured: "321" vs "311 million" at
+        // token 14 of the first prompt). Require agreement on the first 12 tokens.
+        let agree = g
+            .tokens
+            .iter()
+            .zip(&want)
+            .take_while(|(a, b)| a == b)
+            .count();
+        assert!(
+            agree >= 12.min(want.len()),
+            "greedy tokens diverge at {agree}: {:?} vs {:?}",
+            g.text,
+            c["text"]
+        );
+    }
+    assert!(gens[0].text.starts_with(" Paris"), "got {:?}", gens[0].text);
+}
+
+#[test]
+fn batched_left_padded_generation_equals_one_at_a_time() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let texts = [
+        "The capital of France is",
+        "Water boils at a temperature of",
+        "Hi",
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t).unwrap())
+        .collect();
+    let params = GenParams {
+        max_new_tokens: 12,
+        batch_size: 3,
+        ..Default::default()
+    };
+    let (batched, _) = generate(&model, &prompts, &params, None).unwrap();
+    let single = GenParams {
+        batch_size: 1,
+        ..params
+    };
+    let (alone, _) = generate(&model, &prompts, &single, None).unwrap();
+    for (a, b) in batched.iter().zip(&alone) {
+        assert_eq!(a.tokens, b.tokens, "{:?} vs {:?}", a.text, b.text);
+    }
+}
+
+#[test]
+fn mean_pooling_ignores_padding() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let short = model.tokenizer.encode("You are kind.").unwrap();
+    let long = model
+        .tokenizer
+        .encode("A much longer sentence that forces padding of the other one.")
+        .unwrap();
+    let pooled = |seqs: &[Vec<u32>]| {
+        let (out, mask) = model
+            .forward_batch(seqs, &[Point::FinalNorm], Logits::None)
+            .unwrap();
+        mean_pool(&out.hidden[0], &mask)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let alone = pooled(&[short.clone()]);
+    let batched = pooled(&[long, short]);
+    let diff = alone[0]
+        .iter()
+        .zip(&batched[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "max abs difference {diff}");
+}
+
+#[test]
+fn safetensors_folder_gives_the_same_hidden_states_as_the_gguf() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::gguf_to_hf_folder(&path, dir.path());
+    let f32_opts = LoadOptions {
+        precision: Precision::F32,
+    };
+    let gguf = Model::load(&path, &f32_opts).unwrap();
+    let hf = Model::load(dir.path(), &f32_opts).unwrap();
+    let native = Model::load(&path, &LoadOptions::default()).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog, and then it rests.";
+    let ids = gguf.tokenizer.encode(text).unwrap();
+    assert_eq!(
+        hf.tokenizer.encode(text).unwrap(),
+        ids,
+        "tokenizer.json written from the GGUF"
+    );
+    let points = [Point::Residual(14), Point::FinalNorm];
+    let run = |m: &Model| {
+        let (out, _) = m
+            .forward_batch(&[ids.clone()], &points, Logits::None)
+            .unwrap();
+        out.hidden
+            .iter()
+            .map(|h| h.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let rel = |a: &[f32], b: &[f32]| {
+        let num: f32 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        num / b.iter().map(|y| y * y).sum::<f32>().sqrt()
+    };
+    let (g, h, n) = (run(&gguf), run(&hf), run(&native));
+    for k in 0..points.len() {
+        let exact = rel(&h[k], &g[k]);
+        let quant = rel(&n[k], &h[k]);
+        eprintln!("{:?}: rel L2 f32 GGUF vs safetensors {exact:.2e}, native Q4_1 vs safetensors {quant:.2e}", points[k]);
+        assert!(exact < 1e-4, "f32 GGUF and safetensors differ: {exact}");
+        // Native quantised matmul rounds activations to 8 bits (Q8_1): measured 8e-4 at block
+        // 14 and 4e-2 after the final norm, which amplifies the last blocks.
+        assert!(quant < 1e-1, "native GGUF and safetensors differ: {quant}");
+    }
+}
