@@ -64,9 +64,12 @@ fn greedy_text_matches_llama_cpp() {
             p
         );
     }
+    // One prompt at a time, as llama.cpp ran them: padding changes the shapes of the
+    // attention matmuls, hence summation order, and 8-bit activation rounding can turn that
+    // into a flipped near-tie.
     let params = GenParams {
         max_new_tokens: 20,
-        batch_size: 3,
+        batch_size: 1,
         ..Default::default()
     };
     let (gens, _) = generate(&model, &prompts, &params, None).unwrap();
@@ -101,11 +104,20 @@ fn batched_left_padded_generation_equals_one_at_a_time() {
     let Some(path) = common::default_model() else {
         return;
     };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    // f32 weights: with quantised matmul, the 8-bit rounding of activations can amplify the
+    // last-bit differences that padding causes in attention into a flipped near-tie.
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            precision: Precision::F32,
+        },
+    )
+    .unwrap();
     let texts = [
         "The capital of France is",
         "Water boils at a temperature of",
         "Hi",
+        "Once upon a time, in a small village at the edge of a great forest, there lived an old woman who",
     ];
     let prompts: Vec<Vec<u32>> = texts
         .iter()
@@ -113,7 +125,7 @@ fn batched_left_padded_generation_equals_one_at_a_time() {
         .collect();
     let params = GenParams {
         max_new_tokens: 12,
-        batch_size: 3,
+        batch_size: 4,
         ..Default::default()
     };
     let (batched, _) = generate(&model, &prompts, &params, None).unwrap();
