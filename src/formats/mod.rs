@@ -9,8 +9,12 @@
 //! - [`ggml`]: ggml tensor types and block geometry.
 //! - [`gguf`]: GGUF reader and writer.
 //! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
+//! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.
+//! - [`tiny`]: deterministic tiny random Llama models (GGUF and HF) for tests.
 
 pub mod ggml;
 pub mod gguf;
 pub(crate) mod io;
 pub mod quant;
+pub mod safetensors;
+pub mod tiny;
