@@ -10,6 +10,7 @@
 //! - [`gguf`]: GGUF reader and writer.
 //! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
 //! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.
+//! - [`summary`]: a format-independent summary of a model (`scalpel inspect`).
 //! - [`tiny`]: deterministic tiny random Llama models (GGUF and HF) for tests.
 
 pub mod ggml;
@@ -17,4 +18,5 @@ pub mod gguf;
 pub(crate) mod io;
 pub mod quant;
 pub mod safetensors;
+pub mod summary;
 pub mod tiny;

@@ -168,11 +168,15 @@ impl MetaValue {
 }
 
 impl fmt::Display for MetaValue {
-    /// Scalars as themselves, strings quoted (lossy), arrays as their type and length only:
-    /// vocabularies have tens of thousands of entries.
+    /// Scalars as themselves, strings quoted (lossy), arrays of up to 8 items in full, longer
+    /// ones as their type and length only: vocabularies have tens of thousands of entries.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MetaValue::String(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            MetaValue::Array(_, items) if items.len() <= 8 => {
+                let parts: Vec<String> = items.iter().map(|x| x.to_string()).collect();
+                write!(f, "[{}]", parts.join(", "))
+            }
             MetaValue::Array(t, items) => write!(f, "[{t:?}; {}]", items.len()),
             MetaValue::Bool(b) => write!(f, "{b}"),
             MetaValue::F32(v) => write!(f, "{v}"),
