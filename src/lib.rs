@@ -8,7 +8,10 @@
 //! - [`runtime`]: the model runtime — configuration, weights (GGUF or safetensors), tokenizer
 //!   and chat template, a forward pass that exposes hidden states, and batched generation.
 //!   Every other step reads hidden states or weights through it.
+//! - [`formats`]: the model files — GGUF and Hugging Face safetensors folders — read and
+//!   written tensor by tensor, with ggml quantisation, and tiny random models for tests.
 //!
-//! Further steps (probe, select, edit, eval) and the file formats live beside it.
+//! Further steps (probe, select, edit, eval) live beside them.
 
+pub mod formats;
 pub mod runtime;

@@ -1,8 +1,9 @@
 //! Subcommand definitions and dispatch.
 
-use clap::{Parser, Subcommand};
+mod generate;
+mod inspect;
 
-pub mod generate;
+use clap::{Parser, Subcommand};
 
 /// Model Surgery: edit a few gate-projection rows of an LLM to change a behaviour, and
 /// measure that the behaviour changed and the model did not get worse.
@@ -16,6 +17,8 @@ pub struct Cli {
 /// All subcommands; one file per subcommand under `src/cli/`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Show what a model holds: architecture, dims, metadata, tensors, tokenizer.
+    Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
 }
@@ -23,6 +26,7 @@ pub enum Command {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
     }
 }

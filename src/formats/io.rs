@@ -1,0 +1,99 @@
+//! Output-file safety shared by the writers: temp files beside the output, renamed into place
+//! only when complete, and checks that we never overwrite the input or an unasked-for file.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// A temp file beside its destination, removed on drop unless committed.
+pub(crate) struct TempFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl TempFile {
+    /// Creates `.NAME.scalpel-tmp-PID` in the destination's folder (same file system, so the
+    /// final rename is atomic).
+    pub(crate) fn create(dest: &Path) -> Result<TempFile> {
+        let name = dest
+            .file_name()
+            .with_context(|| format!("{} has no file name", dest.display()))?;
+        let tmp = dest.with_file_name(format!(
+            ".{}.scalpel-tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(TempFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// The temp file, opened for writing.
+    pub(crate) fn file(&self) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.tmp)
+            .with_context(|| format!("opening {}", self.tmp.display()))
+    }
+
+    /// Flushes to disk and renames over the destination.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Absolute, symlink-free form of a path that may not exist yet (its parent must).
+fn resolved(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Some(c);
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+        _ => std::env::current_dir().ok()?,
+    };
+    Some(parent.join(p.file_name()?))
+}
+
+/// Refuses to write `output` when it is the input itself, or exists and `force` is off.
+pub(crate) fn check_output_path(input: &Path, output: &Path, force: bool) -> Result<()> {
+    if let (Some(a), Some(b)) = (resolved(input), resolved(output)) {
+        if a == b {
+            bail!(
+                "output {} is the input itself; write to another path",
+                output.display()
+            );
+        }
+    }
+    if output.exists() && !force {
+        bail!(
+            "output {} already exists (use --force to overwrite)",
+            output.display()
+        );
+    }
+    Ok(())
+}

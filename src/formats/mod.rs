@@ -1,0 +1,22 @@
+//! Model file formats: GGUF (llama.cpp, ollama) and Hugging Face safetensors folders.
+//!
+//! Everything here streams: files are memory-mapped, a tensor (or one row of it) is read
+//! without touching the others, and writers copy untouched tensors byte for byte into a temp
+//! file beside the output that is renamed into place only when complete. Model surgery
+//! edits a few rows of each block's `ffn_gate` / `gate_proj` and must leave every other byte
+//! of the user's file as it was.
+//!
+//! - [`ggml`]: ggml tensor types and block geometry.
+//! - [`gguf`]: GGUF reader and writer.
+//! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
+//! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.
+//! - [`summary`]: a format-independent summary of a model (`scalpel inspect`).
+//! - [`tiny`]: deterministic tiny random Llama models (GGUF and HF) for tests.
+
+pub mod ggml;
+pub mod gguf;
+pub(crate) mod io;
+pub mod quant;
+pub mod safetensors;
+pub mod summary;
+pub mod tiny;

@@ -1,0 +1,119 @@
+//! Streaming writer of a modified copy of a Hugging Face folder.
+
+use std::collections::HashSet;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::{HfFolder, HfTensor};
+use crate::formats::io::{check_output_path, TempFile};
+
+/// Returns the new bytes of a replaced tensor from `(tensor, old bytes)`.
+pub type HfProducer<'p> = dyn FnMut(&HfTensor, &[u8]) -> Result<Vec<u8>> + 'p;
+
+/// A copy of a Hugging Face folder with some tensors replaced.
+///
+/// Every top-level regular file that is not a weight shard (config, tokenizer files, the
+/// index, README, …) is copied byte for byte; subfolders and hidden files are skipped. Each
+/// shard keeps its header and layout; replaced tensors keep their dtype and shape, so the
+/// index stays valid. All files are written as temp files in the output folder and renamed
+/// only when every one of them is complete.
+pub struct HfRewrite<'a> {
+    src: &'a HfFolder,
+    replaced: HashSet<String>,
+}
+
+impl<'a> HfRewrite<'a> {
+    /// A rewrite of `src` that changes nothing yet.
+    pub fn new(src: &'a HfFolder) -> Self {
+        HfRewrite {
+            src,
+            replaced: HashSet::new(),
+        }
+    }
+
+    /// Declares that tensor `name` will be replaced (same dtype and shape).
+    pub fn replace(&mut self, name: &str) -> Result<()> {
+        self.src.require_tensor(name)?;
+        self.replaced.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Writes the folder to `out`. `produce(tensor, old_bytes)` is called for each replaced
+    /// tensor, in file order, and returns its new bytes (same length: same dtype and shape;
+    /// see [`super::encode_values`]). Refuses `out` equal to the input, and an existing `out`
+    /// unless `force` (then files of the same names are replaced; others are left alone).
+    pub fn write(&self, out: &Path, force: bool, produce: &mut HfProducer<'_>) -> Result<()> {
+        let created = !out.exists();
+        let r = self.write_inner(out, force, produce);
+        if r.is_err() && created {
+            // Only succeeds when empty: the temp files are gone already.
+            let _ = std::fs::remove_dir(out);
+        }
+        r.with_context(|| format!("writing HF model folder {}", out.display()))
+    }
+
+    fn write_inner(&self, out: &Path, force: bool, produce: &mut HfProducer<'_>) -> Result<()> {
+        let src = self.src;
+        check_output_path(&src.dir, out, force)?;
+        std::fs::create_dir_all(out)?;
+        let shard_names: HashSet<&str> = src.shard_files().into_iter().collect();
+        let mut temps = Vec::new();
+
+        let mut entries: Vec<_> = std::fs::read_dir(&src.dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name_s = name.to_string_lossy();
+            if name_s.starts_with('.') || !e.file_type()?.is_file() {
+                continue;
+            }
+            if shard_names.contains(name_s.as_ref()) {
+                continue;
+            }
+            let tmp = TempFile::create(&out.join(&name))?;
+            let mut w = tmp.file()?;
+            let mut r = std::fs::File::open(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
+            std::io::copy(&mut r, &mut w)?;
+            temps.push(tmp);
+        }
+
+        for (si, file) in src.shard_files().into_iter().enumerate() {
+            let tmp = TempFile::create(&out.join(file))?;
+            let mut w = BufWriter::with_capacity(1 << 20, tmp.file()?);
+            let bytes = src.shard_bytes(si);
+            let mut pos = 0usize;
+            for t in src.tensors.iter().filter(|t| t.shard == si) {
+                // Header (and any bytes between tensors) verbatim.
+                w.write_all(&bytes[pos..t.start])?;
+                if self.replaced.contains(&t.name) {
+                    let new = produce(t, &bytes[t.start..t.end])
+                        .with_context(|| format!("tensor {}", t.name))?;
+                    if new.len() != t.end - t.start {
+                        bail!(
+                            "tensor {}: got {} bytes, expected {} ({:?} {:?})",
+                            t.name,
+                            new.len(),
+                            t.end - t.start,
+                            t.dtype,
+                            t.shape
+                        );
+                    }
+                    w.write_all(&new)?;
+                } else {
+                    w.write_all(&bytes[t.start..t.end])?;
+                }
+                pos = t.end;
+            }
+            w.write_all(&bytes[pos..])?;
+            w.into_inner().map_err(|e| e.into_error())?;
+            temps.push(tmp);
+        }
+        for t in temps {
+            t.commit()?;
+        }
+        Ok(())
+    }
+}

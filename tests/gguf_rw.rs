@@ -1,0 +1,202 @@
+//! GGUF reader and writer: round trips, rewrites and every error path, on tiny models and
+//! hand-made files. The default model's round trip lives in `default_model.rs`.
+
+use std::io::Write;
+use std::path::Path;
+
+use scalpel::formats::ggml::GgmlType;
+use scalpel::formats::gguf::{write_gguf, GgufFile, GgufRewrite, MetaValue, TensorSpec};
+use scalpel::formats::quant;
+use scalpel::formats::tiny::{self, TinySpec};
+use sha2::{Digest, Sha256};
+
+fn sha(p: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+fn err(p: &Path) -> String {
+    format!("{:#}", GgufFile::open(p).unwrap_err())
+}
+
+/// A one-tensor GGUF with no metadata: the tensor type field is at byte 45.
+fn one_tensor(p: &Path) -> Vec<u8> {
+    let spec = TensorSpec {
+        name: "t".into(),
+        dims: vec![4],
+        ty: GgmlType::F32,
+    };
+    write_gguf(p, 3, &[], &[spec], &mut |_, _, w| {
+        Ok(w.write_all(&[0u8; 16])?)
+    })
+    .unwrap();
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn unchanged_rewrite_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_1] {
+        let a = dir.path().join(format!("a-{ty}.gguf"));
+        let b = dir.path().join(format!("b-{ty}.gguf"));
+        tiny::write_gguf(&a, &TinySpec::default(), 5, ty).unwrap();
+        let g = GgufFile::open(&a).unwrap();
+        GgufRewrite::new(&g)
+            .write(&b, false, &mut |_, _, _| panic!("nothing replaced"))
+            .unwrap();
+        assert_eq!(sha(&a), sha(&b), "{ty}");
+    }
+}
+
+#[test]
+fn replaced_tensor_changes_type_and_everything_else_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.gguf");
+    let b = dir.path().join("b.gguf");
+    tiny::write_gguf(&a, &TinySpec::default(), 5, GgmlType::Q4_1).unwrap();
+    let g = GgufFile::open(&a).unwrap();
+    let mut rw = GgufRewrite::new(&g);
+    rw.replace("blk.1.ffn_gate.weight", GgmlType::F32).unwrap();
+    rw.set_metadata("general.name", MetaValue::string("edited"));
+    rw.write(&b, false, &mut |info, old, w| {
+        let mut x = quant::decode_tensor(info.ty, old, info.row_len() as usize)?;
+        x[0] += 1.0;
+        for r in x.chunks(info.row_len() as usize) {
+            w.write_all(&quant::encode_row(GgmlType::F32, r)?)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let h = GgufFile::open(&b).unwrap();
+    assert_eq!(h.get_str("general.name").unwrap(), "edited");
+    assert_eq!(
+        g.metadata.iter().map(|m| &m.0).collect::<Vec<_>>(),
+        h.metadata.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    for (t, u) in g.tensors.iter().zip(&h.tensors) {
+        assert_eq!(t.name, u.name);
+        assert_eq!(u.offset % h.alignment, 0);
+        if t.name == "blk.1.ffn_gate.weight" {
+            assert_eq!(u.ty, GgmlType::F32);
+            let old = quant::decode_tensor(t.ty, g.tensor_bytes(t), 64).unwrap();
+            let new = quant::decode_tensor(u.ty, h.tensor_bytes(u), 64).unwrap();
+            assert_eq!(new[0], old[0] + 1.0);
+            assert_eq!(new[1..], old[1..]);
+        } else {
+            assert_eq!(g.tensor_bytes(t), h.tensor_bytes(u), "{}", t.name);
+        }
+    }
+}
+
+#[test]
+fn writer_refuses_unsafe_outputs_and_leaves_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.gguf");
+    tiny::write_gguf(&a, &TinySpec::default(), 5, GgmlType::F32).unwrap();
+    let g = GgufFile::open(&a).unwrap();
+    let none = &mut |_: &_, _: &[u8], _: &mut dyn Write| Ok(());
+    let e = format!(
+        "{:#}",
+        GgufRewrite::new(&g).write(&a, true, none).unwrap_err()
+    );
+    assert!(e.contains("is the input itself"), "{e}");
+    let b = dir.path().join("b.gguf");
+    std::fs::write(&b, b"keep me").unwrap();
+    let e = format!(
+        "{:#}",
+        GgufRewrite::new(&g).write(&b, false, none).unwrap_err()
+    );
+    assert!(e.contains("already exists"), "{e}");
+
+    let mut rw = GgufRewrite::new(&g);
+    rw.replace("blk.0.ffn_up.weight", GgmlType::F16).unwrap();
+    let e = format!(
+        "{:#}",
+        rw.write(&b, true, &mut |_, _, w| Ok(w.write_all(&[0u8; 10])?))
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("blk.0.ffn_up.weight") && e.contains("expected"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&b).unwrap(), b"keep me");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 2, "a temp file was left behind");
+    assert!(rw.replace("no.such.tensor", GgmlType::F32).is_err());
+    let e = rw
+        .replace("blk.0.ffn_up.weight", GgmlType::Q4_K)
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot be stored as Q4_K"), "{e}");
+}
+
+#[test]
+fn error_paths_are_one_line_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.gguf");
+    let good = one_tensor(&p);
+    assert_eq!(GgufFile::open(&p).unwrap().tensors[0].ty, GgmlType::F32);
+    let case = |patch: &dyn Fn(&mut Vec<u8>), want: &str| {
+        let mut b = good.clone();
+        patch(&mut b);
+        std::fs::write(&p, &b).unwrap();
+        let e = err(&p);
+        assert!(e.contains(want), "want {want:?} in {e:?}");
+        assert!(e.contains("x.gguf") && !e.contains('\n'), "{e}");
+    };
+    case(&|b| b[0] = b'X', "bad magic");
+    case(&|b| b[4] = 1, "unsupported GGUF version 1");
+    case(&|b| b[4] = 9, "unsupported GGUF version 9");
+    case(
+        &|b| b[8..16].copy_from_slice(&u64::MAX.to_le_bytes()),
+        "absurd tensor count",
+    );
+    case(
+        &|b| b[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes()),
+        "absurd metadata count",
+    );
+    case(&|b| b[45] = 4, "tensor t: unknown ggml type 4");
+    case(
+        &|b| b[41..45].copy_from_slice(&[1, 0, 0, 0]),
+        "file truncated",
+    );
+    case(&|b| b[33] = 5, "tensor t: 5 dimensions");
+    case(&|b| b.truncate(40), "truncated or corrupt");
+    case(&|b| b.truncate(56), "file truncated: t at byte 49");
+    case(
+        &|b| b.truncate(70),
+        "tensor t (16 bytes at data offset 0) extends past",
+    );
+    case(&|b| b[49] = 8, "not a multiple of the alignment");
+    assert!(err(&dir.path().join("missing.gguf")).contains("opening"));
+}
+
+#[test]
+fn metadata_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.gguf");
+    let md = vec![
+        ("a.array".to_string(), MetaValue::strings(["x", "y"])),
+        ("general.alignment".to_string(), MetaValue::U32(64)),
+    ];
+    write_gguf(&p, 2, &md, &[], &mut |_, _, _| Ok(())).unwrap();
+    let g = GgufFile::open(&p).unwrap();
+    assert_eq!((g.version, g.alignment, g.data_start % 64), (2, 64, 0));
+    assert_eq!(g.get_strings("a.array").unwrap(), ["x", "y"]);
+    assert!(g
+        .get_u64("a.array")
+        .unwrap_err()
+        .to_string()
+        .contains("a.array"));
+
+    let mut b = std::fs::read(&p).unwrap();
+    // key "a.array" (8 + 7 bytes) at 24, value type at 39, element type at 43, count at 47
+    b[47..55].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    assert!(err(&p).contains("metadata key a.array: absurd array length"));
+    b[47..55].copy_from_slice(&2u64.to_le_bytes());
+    b[39] = 99;
+    std::fs::write(&p, &b).unwrap();
+    assert!(err(&p).contains("metadata key a.array: unknown value type 99"));
+
+    let md = vec![("general.alignment".to_string(), MetaValue::U32(48))];
+    assert!(write_gguf(&p, 3, &md, &[], &mut |_, _, _| Ok(())).is_err());
+}
