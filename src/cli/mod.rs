@@ -1,5 +1,7 @@
 //! Subcommand definitions and dispatch.
 
+mod fetch;
+
 use clap::{Parser, Subcommand};
 
 /// Model Surgery: edit a few gate-projection rows of an LLM to change a behaviour, and
@@ -13,9 +15,14 @@ pub struct Cli {
 
 /// All subcommands; one file per subcommand under `src/cli/`.
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Fetch pinned models and datasets into the cache and print their paths.
+    Fetch(fetch::FetchArgs),
+}
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Fetch(args) => fetch::run(args),
+    }
 }
