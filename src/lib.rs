@@ -12,4 +12,5 @@
 //! Further steps (probe, select, edit, eval) and the file formats live beside it.
 
 pub mod assets;
+pub mod data;
 pub mod runtime;
