@@ -11,4 +11,5 @@
 //!
 //! Further steps (probe, select, edit, eval) and the file formats live beside it.
 
+pub mod eval;
 pub mod runtime;
