@@ -8,3 +8,4 @@
 
 pub mod hatesonar;
 pub mod onnx;
+pub mod refusal;
