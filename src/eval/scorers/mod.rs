@@ -6,6 +6,7 @@
 //! - [`sentiment`]: VADER compound / pos / neu / neg (port of `vaderSentiment` 3.3.2).
 //! - [`fluency`]: degeneration statistics of continuations.
 
+pub mod fluency;
 pub mod hatesonar;
 pub mod onnx;
 pub mod refusal;
