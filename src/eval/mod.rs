@@ -13,3 +13,4 @@
 //! from a path; none of those files is part of the repository.
 
 pub mod scorers;
+pub mod stats;
