@@ -10,3 +10,4 @@ pub mod fluency;
 pub mod hatesonar;
 pub mod onnx;
 pub mod refusal;
+pub mod sentiment;
