@@ -15,10 +15,14 @@
 //!   fetched into a cache with pip or from a mirror directory, verified on every use.
 //! - [`data`]: labelled datasets for the probe (toxicity, ToxiGen demonstrations,
 //!   sentiment, user files) and prompt sets for evaluation (RTP, ToxiGen, AdvBench).
+//! - [`eval`]: offline scorers of generated text — toxicity (a port of the hatesonar
+//!   classifier), refusal markers, VADER sentiment, degeneration — and the statistics
+//!   (bootstrap intervals, sign tests) every reported change comes with.
 //!
-//! Further steps (probe, select, edit, eval) live beside them.
+//! Further steps (probe, select, edit) live beside them.
 
 pub mod assets;
 pub mod data;
+pub mod eval;
 pub mod formats;
 pub mod runtime;
