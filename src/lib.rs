@@ -18,11 +18,13 @@
 //! - [`eval`]: offline scorers of generated text — toxicity (a port of the hatesonar
 //!   classifier), refusal markers, VADER sentiment, degeneration — and the statistics
 //!   (bootstrap intervals, sign tests) every reported change comes with.
+//! - [`probe`]: step 1, the behaviour probe and its file.
 //!
-//! Further steps (probe, select, edit) live beside them.
+//! Further steps (select, edit) live beside them.
 
 pub mod assets;
 pub mod data;
 pub mod eval;
 pub mod formats;
+pub mod probe;
 pub mod runtime;

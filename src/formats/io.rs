@@ -97,3 +97,19 @@ pub(crate) fn check_output_path(input: &Path, output: &Path, force: bool) -> Res
     }
     Ok(())
 }
+
+/// Writes a small file (probe, plan, report) atomically: a temp file beside `dest`, renamed
+/// over it when complete, so a crash never leaves a half-written output.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = TempFile::create(dest)?;
+    let mut f = tmp.file()?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    drop(f);
+    tmp.commit()
+}

@@ -15,7 +15,7 @@
 
 pub mod ggml;
 pub mod gguf;
-pub(crate) mod io;
+pub mod io;
 pub mod quant;
 pub mod safetensors;
 pub mod summary;

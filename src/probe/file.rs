@@ -1,0 +1,185 @@
+//! The probe file: safetensors with `weight` `[2, d]` and `bias` `[2]` (f32), the layout of
+//! the paper's released probes, so either kind loads; provenance in the metadata.
+//!
+//! Row 1 of `weight` belongs to the undesirable class (toxic, refusal, negative): the paper
+//! edits with `w = W[1]`.
+
+use crate::formats::io::write_atomic;
+use anyhow::{bail, Context, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// A trained linear probe `p(y | h) = softmax(W h + b)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Hidden size d.
+    pub d: usize,
+    /// `W`, row-major `[2, d]`: row 0 desirable, row 1 undesirable.
+    pub weight: Vec<f32>,
+    /// `b`.
+    pub bias: [f32; 2],
+    /// Provenance (model, hidden-state point, pooling, dataset, seed, metrics …).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Which vector of the probe the surgery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+pub enum Direction {
+    /// `W[1]`, the undesirable class's row (the paper and its released code).
+    #[default]
+    Undesirable,
+    /// `W[1] − W[0]`, the direction that changes the logit difference.
+    Diff,
+}
+
+impl Probe {
+    /// Builds a probe, checking shapes and finiteness.
+    pub fn new(weight: Vec<f32>, bias: [f32; 2], meta: BTreeMap<String, String>) -> Result<Self> {
+        if weight.is_empty() || weight.len() % 2 != 0 {
+            bail!("probe weight has {} values, expected 2 × d", weight.len());
+        }
+        if let Some(i) = weight.iter().chain(&bias).position(|x| !x.is_finite()) {
+            bail!("probe has a non-finite value (NaN or ±inf) at index {i}");
+        }
+        Ok(Probe {
+            d: weight.len() / 2,
+            weight,
+            bias,
+            meta,
+        })
+    }
+
+    /// Row `k` of `W`.
+    pub fn row(&self, k: usize) -> &[f32] {
+        &self.weight[k * self.d..(k + 1) * self.d]
+    }
+
+    /// The edit direction.
+    pub fn direction(&self, which: Direction) -> Vec<f32> {
+        match which {
+            Direction::Undesirable => self.row(1).to_vec(),
+            Direction::Diff => self
+                .row(1)
+                .iter()
+                .zip(self.row(0))
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+
+    /// P(undesirable | h) for one pooled hidden state.
+    pub fn prob_undesirable(&self, h: &[f32]) -> f32 {
+        let logit = |k: usize| -> f32 {
+            self.row(k).iter().zip(h).map(|(w, x)| w * x).sum::<f32>() + self.bias[k]
+        };
+        let (l0, l1) = (logit(0), logit(1));
+        1.0 / (1.0 + (l0 - l1).exp())
+    }
+
+    /// Refuses a probe of another width than the model's hidden size.
+    pub fn check_width(&self, d: usize) -> Result<()> {
+        if self.d != d {
+            bail!(
+                "probe has width {} but the model's hidden size is {d}; it was trained on another model",
+                self.d
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the probe atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let w: Vec<u8> = self.weight.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = self.bias.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let tensors = [
+            ("weight", TensorView::new(Dtype::F32, vec![2, self.d], &w)?),
+            ("bias", TensorView::new(Dtype::F32, vec![2], &b)?),
+        ];
+        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        let bytes = safetensors::serialize(tensors, Some(meta))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads a probe written by scalpel or by the paper's code (converted to safetensors).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let ctx = || format!("{} is not a probe file", path.display());
+        let st = SafeTensors::deserialize(&bytes).with_context(ctx)?;
+        let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let t = st
+                .tensor(name)
+                .with_context(|| format!("{}: no tensor `{name}`", path.display()))?;
+            let vals: Vec<f32> = match t.dtype() {
+                Dtype::F32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::F16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                other => bail!(
+                    "{}: tensor `{name}` has dtype {other:?}, expected a float",
+                    path.display()
+                ),
+            };
+            Ok((t.shape().to_vec(), vals))
+        };
+        let (ws, w) = read("weight")?;
+        let (bs, b) = read("bias")?;
+        if ws.len() != 2 || ws[0] != 2 || bs != [2] {
+            bail!(
+                "{}: probe shapes weight {ws:?} and bias {bs:?}, expected [2, d] and [2]",
+                path.display()
+            );
+        }
+        let (_, meta) = SafeTensors::read_metadata(&bytes).with_context(ctx)?;
+        let meta: BTreeMap<String, String> = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Probe::new(w, [b[0], b[1]], meta).with_context(|| format!("{}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip_and_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let mut meta = BTreeMap::new();
+        meta.insert("point".to_string(), "final".to_string());
+        let p = Probe::new(vec![1.0, 2.0, 3.0, -4.0], [0.5, -0.5], meta).unwrap();
+        p.save(&path).unwrap();
+        let q = Probe::load(&path).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.direction(Direction::Diff), vec![2.0, -6.0]);
+        assert!(q.check_width(3).is_err());
+        let err = Probe::new(vec![1.0, f32::NAN], [0.0, 0.0], BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("non-finite"));
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = Probe::load(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("is not a probe file"));
+    }
+
+    #[test]
+    fn probability_follows_the_logit_difference() {
+        let p = Probe::new(vec![0.0, 0.0, 1.0, 0.0], [0.0, 0.0], BTreeMap::new()).unwrap();
+        assert!((p.prob_undesirable(&[0.0, 0.0]) - 0.5).abs() < 1e-6);
+        assert!(p.prob_undesirable(&[3.0, 0.0]) > 0.95);
+    }
+}
