@@ -383,6 +383,15 @@ fn build() -> Vec<Asset> {
         "MIT",
     ));
     v.push(Asset::package_member(
+        "vader-emoji-lexicon",
+        "vadersentiment",
+        "3.3.2",
+        Dist::Sdist,
+        &["vaderSentiment-3.3.2/vaderSentiment/emoji_utf8_lexicon.txt"],
+        "b8d54223ae1ce22a3e12c1f745316b71678c328eb5f5d3063a842f37cfbe2823",
+        "MIT",
+    ));
+    v.push(Asset::package_member(
         "hatesonar-model",
         "hatesonar",
         "0.1.0",

