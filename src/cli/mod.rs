@@ -1,5 +1,6 @@
 //! Subcommand definitions and dispatch.
 
+mod bench;
 mod fetch;
 mod generate;
 mod inspect;
@@ -24,6 +25,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
+    /// Measure the runtime's throughput (prompt, batched forward, generation).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs one parsed command line.
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
