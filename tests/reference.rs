@@ -1,11 +1,13 @@
 //! The forward pass against an independent implementation: candle-transformers'
-//! `quantized_llama` on the same GGUF weights.
+//! `quantized_llama` on the same GGUF weights, both in exact f32 arithmetic (weights
+//! dequantised, `CANDLE_DEQUANTIZE_ALL=1` for the reference), so that any difference is a
+//! bug rather than rounding. The quantised paths are compared in `reference_quant.rs`.
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use scalpel::runtime::{LoadOptions, Logits, Model};
+use scalpel::runtime::{LoadOptions, Logits, Model, Precision};
 
 const PROMPTS: &[&str] = &[
     "The capital of France is",
@@ -29,11 +31,20 @@ fn top5(v: &[f32]) -> Vec<usize> {
 }
 
 #[test]
-fn last_logits_match_candle_quantized_llama() {
+fn last_logits_match_candle_quantized_llama_in_f32() {
     let Some(path) = common::default_model() else {
         return;
     };
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    // candle reads this once per thread, at the first quantised matmul it builds; this file
+    // holds a single test so no other thread has read it yet.
+    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            precision: Precision::F32,
+        },
+    )
+    .unwrap();
     let mut file = std::fs::File::open(&path).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
     let mut reference = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
@@ -60,7 +71,7 @@ fn last_logits_match_candle_quantized_llama() {
             top5(&ours),
             top5(&theirs)
         );
-        assert!(cos >= 0.999, "cosine {cos} < 0.999 for {prompt:?}");
+        assert!(cos >= 0.99999, "cosine {cos} < 0.99999 for {prompt:?}");
         assert_eq!(top5(&ours), top5(&theirs), "top-5 differ for {prompt:?}");
     }
 }

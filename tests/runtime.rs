@@ -75,9 +75,12 @@ fn greedy_text_matches_llama_cpp() {
     let (gens, _) = generate(&model, &prompts, &params, None).unwrap();
     for (c, g) in cases.iter().zip(&gens) {
         let want = ids_of(&c["greedy20"]);
-        // Same quantised weights, but llama.cpp keeps its KV cache in f16 and sums in
-        // another order, so near-ties flip later in a continuation (measured on the chat
-        // prompt: the 7th token, "Marseillaise" vs "Cité"). Require the first 5 tokens.
+        // llama.cpp rounds every matmul input to 8 bits and keeps its KV cache in f16;
+        // scalpel's native path is exact (equal to f32 weights). Near-ties therefore flip —
+        // on the chat prompt llama.cpp's rounding turns "The capital of France is Paris."
+        // into "L'Étoile, …" — so the check is that our first token is among llama.cpp's
+        // top 5, and the printed agreement length is information, not a criterion.
+        let top5 = ids_of(&c["top5"]);
         let agree = g
             .tokens
             .iter()
@@ -90,13 +93,17 @@ fn greedy_text_matches_llama_cpp() {
             g.text
         );
         assert!(
-            agree >= 5.min(want.len()),
-            "greedy tokens diverge at {agree}: {:?} vs {:?}",
-            g.text,
-            c["text"]
+            top5.contains(&g.tokens[0]),
+            "first token {} not in llama.cpp's top 5 {top5:?}",
+            g.tokens[0]
         );
     }
     assert!(gens[0].text.starts_with(" Paris"), "got {:?}", gens[0].text);
+    assert!(
+        gens[1].text.contains("Paris"),
+        "chat answer {:?}",
+        gens[1].text
+    );
 }
 
 #[test]
@@ -214,8 +221,8 @@ fn safetensors_folder_gives_the_same_hidden_states_as_the_gguf() {
         let quant = rel(&n[k], &h[k]);
         eprintln!("{:?}: rel L2 f32 GGUF vs safetensors {exact:.2e}, native Q4_1 vs safetensors {quant:.2e}", points[k]);
         assert!(exact < 1e-4, "f32 GGUF and safetensors differ: {exact}");
-        // Native quantised matmul rounds activations to 8 bits (Q8_1): measured 8e-4 at block
-        // 14 and 4e-2 after the final norm, which amplifies the last blocks.
-        assert!(quant < 1e-1, "native GGUF and safetensors differ: {quant}");
+        // The native kernels multiply the stored weights with f32 inputs: exact up to
+        // summation order, like the f32 path.
+        assert!(quant < 1e-4, "native GGUF and safetensors differ: {quant}");
     }
 }

@@ -15,7 +15,7 @@
 //! last block anyone asked about.
 
 use super::config::ModelConfig;
-use super::weights::{Linear, Precision, WeightSource};
+use super::weights::{Embedding, Linear, Precision, WeightSource};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 
@@ -140,7 +140,7 @@ impl KvCache {
 pub struct Llama {
     /// Hyper-parameters.
     pub cfg: ModelConfig,
-    embed: Tensor,
+    embed: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -260,10 +260,7 @@ impl Llama {
             }
         };
 
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?;
+        let mut x = self.embed.forward(ids)?;
         for (i, blk) in self.blocks.iter().enumerate().take(last_block) {
             let h = blk.attn_norm.forward(&x)?;
             let a = self.attention(blk, i, &h, &cos, &sin, bias.as_ref(), cache.as_deref_mut())?;

@@ -5,11 +5,13 @@
 //! - [`weights`]: tensors by role from either file format;
 //! - [`tokenizer`] and [`chat`]: ids and the model's own chat template;
 //! - [`llama`]: the forward pass, top to bottom;
-//! - [`generate`]: batched generation with a KV cache.
+//! - [`generate`]: batched generation with a KV cache;
+//! - [`kernels`]: a SIMD matmul for Q4_1 weights, which candle multiplies with a scalar loop.
 
 pub mod chat;
 pub mod config;
 pub mod generate;
+pub mod kernels;
 pub mod llama;
 pub mod tokenizer;
 pub mod weights;

@@ -11,6 +11,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::kernels::{BlockType, QuantMatrix};
+
 /// How matrices are held in memory for the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 pub enum Precision {
@@ -25,17 +27,88 @@ pub enum Precision {
     Q8_0,
 }
 
+/// The matrix of a linear layer: candle's (quantised or dense) matmul, or our exact SIMD
+/// kernels for Q4_1 and Q8_0 (see [`super::kernels`]).
+#[derive(Debug, Clone)]
+enum Matrix {
+    Candle(QMatMul),
+    Quant(Arc<QuantMatrix>),
+}
+
+/// From this many input rows on, a quantised matrix is widened to f32 for one GEMM.
+const GEMM_MIN_ROWS: usize = 16;
+
+/// The token embedding table: dense, or quantised rows dequantised on lookup so that a
+/// quantised table is never held in f32.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    /// `[vocab, d]` f32.
+    Dense(Tensor),
+    /// Rows in their GGUF encoding.
+    Quant(Arc<QuantMatrix>),
+}
+
+impl Embedding {
+    /// Looks up `[b, t]` ids, giving `[b, t, d]`.
+    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        match self {
+            Embedding::Dense(table) => {
+                table
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, t, ()))
+            }
+            Embedding::Quant(m) => {
+                let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; flat.len() * m.k];
+                for (i, &id) in flat.iter().enumerate() {
+                    if id as usize >= m.n {
+                        candle_core::bail!("token id {id} outside the vocabulary of {}", m.n);
+                    }
+                    m.dequantize_row(id as usize, &mut out[i * m.k..(i + 1) * m.k]);
+                }
+                Tensor::from_vec(out, (b, t, m.k), ids.device())
+            }
+        }
+    }
+}
+
 /// A linear layer `y = x Wᵀ (+ b)` over quantised or dense weights.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Matrix,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.weight {
+            Matrix::Candle(w) => w.forward(x)?,
+            Matrix::Quant(w) => {
+                let dims = x.dims().to_vec();
+                let k = *dims.last().expect("matmul input has a last dim");
+                let m = x.elem_count() / k;
+                if m >= GEMM_MIN_ROWS {
+                    // Many input rows (prompt processing, probe collection): widening the
+                    // weights once and calling the f32 GEMM beats m dot products per row;
+                    // the values are the same, so results stay exact.
+                    let wt = Tensor::from_vec(w.dequantize(), (w.n, w.k), x.device())?;
+                    let y = x.reshape((m, k))?.matmul(&wt.t()?)?;
+                    let mut out_dims = dims;
+                    *out_dims.last_mut().expect("non-empty") = w.n;
+                    return match &self.bias {
+                        Some(b) => y.reshape(out_dims)?.broadcast_add(b),
+                        None => y.reshape(out_dims),
+                    };
+                }
+                let flat = x.flatten_all()?.to_vec1::<f32>()?;
+                let y = w.matmul(&flat, m);
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("non-empty") = w.n;
+                Tensor::from_vec(y, out_dims, x.device())?
+            }
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -243,12 +316,12 @@ impl WeightSource {
             WeightSource::Gguf { .. } => {
                 let q = self.qtensor(&name)?;
                 check_dims(self.path(), &name, q.shape().dims(), &[out_dim, in_dim])?;
-                qmatmul(q, precision)?
+                matrix(q, precision)?
             }
             WeightSource::SafeTensors { .. } => {
                 let t = self.dense(&name)?;
                 check_dims(self.path(), &name, t.dims(), &[out_dim, in_dim])?;
-                QMatMul::Tensor(t)
+                Matrix::Candle(QMatMul::Tensor(t))
             }
         };
         let bias = if bias {
@@ -259,24 +332,31 @@ impl WeightSource {
         Ok(Linear { weight, bias })
     }
 
-    /// Loads the token embedding table `[vocab, d]` as f32, and the same weights as a
-    /// linear layer for tied output heads.
+    /// Loads the token embedding table `[vocab, d]`, and the same weights as a linear
+    /// layer for tied output heads (sharing memory).
     pub fn embedding(
         &mut self,
         vocab: usize,
         d: usize,
         precision: Precision,
-    ) -> Result<(Tensor, Linear)> {
+    ) -> Result<(Embedding, Linear)> {
         let name = self.file_name("token_embd", "weight");
         match self {
             WeightSource::Gguf { .. } => {
                 let q = self.qtensor(&name)?;
                 check_dims(self.path(), &name, q.shape().dims(), &[vocab, d])?;
-                let table = q.dequantize(&Device::Cpu)?;
+                let head = matrix(q, precision)?;
+                let table = match &head {
+                    Matrix::Quant(m) => Embedding::Quant(m.clone()),
+                    Matrix::Candle(QMatMul::Tensor(t)) => Embedding::Dense(t.clone()),
+                    Matrix::Candle(_) => {
+                        Embedding::Dense(self.qtensor(&name)?.dequantize(&Device::Cpu)?)
+                    }
+                };
                 Ok((
                     table,
                     Linear {
-                        weight: qmatmul(q, precision)?,
+                        weight: head,
                         bias: None,
                     },
                 ))
@@ -285,9 +365,9 @@ impl WeightSource {
                 let t = self.dense(&name)?;
                 check_dims(self.path(), &name, t.dims(), &[vocab, d])?;
                 Ok((
-                    t.clone(),
+                    Embedding::Dense(t.clone()),
                     Linear {
-                        weight: QMatMul::Tensor(t),
+                        weight: Matrix::Candle(QMatMul::Tensor(t)),
                         bias: None,
                     },
                 ))
@@ -311,6 +391,22 @@ fn check_dims(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<
         );
     }
     Ok(())
+}
+
+fn matrix(q: QTensor, precision: Precision) -> Result<Matrix> {
+    let block = match q.dtype() {
+        GgmlDType::Q4_1 => Some(BlockType::Q4_1),
+        GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+        _ => None,
+    };
+    if let (Precision::Native, Some(ty)) = (precision, block) {
+        let dims = q.shape().dims().to_vec();
+        let data = q.data()?.into_owned();
+        return Ok(Matrix::Quant(Arc::new(QuantMatrix::new(
+            ty, dims[0], dims[1], data,
+        )?)));
+    }
+    Ok(Matrix::Candle(qmatmul(q, precision)?))
 }
 
 fn qmatmul(q: QTensor, precision: Precision) -> Result<QMatMul> {
