@@ -76,7 +76,7 @@ fn native_quantised_logits_agree_with_candle_quantized_llama() {
         let shared = a.iter().filter(|i| b.contains(i)).count();
         assert!(shared >= 4, "top-5 {a:?} vs {b:?} for {prompt:?}");
         let exact: Vec<f32> = f32_model
-            .forward_batch(&[ids.clone()], &[], Logits::Last)
+            .forward_batch(std::slice::from_ref(&ids), &[], Logits::Last)
             .unwrap()
             .0
             .logits
