@@ -1,8 +1,11 @@
 //! Subcommand definitions and dispatch.
 
+mod edit;
 mod fetch;
 mod generate;
 mod inspect;
+mod patch;
+mod select;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,12 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
+    /// Rank gate rows against a probe and write the selection plan (JSON).
+    Select(select::SelectArgs),
+    /// Select rows, add α·w to them, write the edited model and (optionally) a patch.
+    Edit(edit::EditArgs),
+    /// Apply or revert a patch written by `edit`.
+    Patch(patch::PatchArgs),
 }
 
 /// Runs one parsed command line.
@@ -32,5 +41,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
+        Command::Select(a) => select::run(&a),
+        Command::Edit(a) => edit::run(&a),
+        Command::Patch(a) => patch::run(&a),
     }
 }
