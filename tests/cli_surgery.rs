@@ -2,7 +2,6 @@
 //! non-zero exit and no file.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
