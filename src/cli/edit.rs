@@ -66,9 +66,10 @@ pub fn run(a: &EditArgs) -> Result<()> {
     );
     println!("per block    {}", per_block_line(&sel));
     println!(
-        "change norm  intended {:.4}, stored {:.4} (max |stored − intended| {:.3e})",
+        "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",
         plan.delta_norm(),
         r.stored_change_norm,
+        r.error_norm,
         r.max_abs_error
     );
     println!(

@@ -37,6 +37,8 @@ pub struct WriteReport {
     pub stored_change_norm: f64,
     /// Largest |stored − intended| over all edited values (0 with F32 storage).
     pub max_abs_error: f64,
+    /// Frobenius norm of stored − intended over all edited rows (the re-quantisation error).
+    pub error_norm: f64,
     /// Bytes of the model output (file, or all files of the folder).
     pub bytes_written: u64,
     /// Bytes of the patch file, if written.
@@ -83,6 +85,7 @@ fn edit_tensor(
         for ((n, o), w) in new.iter().zip(&old).zip(&want) {
             report.stored_change_norm += ((n - o) as f64).powi(2);
             report.max_abs_error = report.max_abs_error.max((n - w).abs() as f64);
+            report.error_norm += ((n - w) as f64).powi(2);
         }
         out[r * rb_out..(r + 1) * rb_out].copy_from_slice(&enc);
     }
@@ -209,6 +212,7 @@ pub fn write_edited(
         }
     }
     report.stored_change_norm = report.stored_change_norm.sqrt();
+    report.error_norm = report.error_norm.sqrt();
     report.patch_rows = patch.tensors.iter().map(|t| t.rows.len()).sum();
     if let Some(p) = &opts.patch {
         match patch.save(p, opts.force) {
