@@ -9,7 +9,19 @@ fn main() {
     let args = cli::Cli::parse();
     if let Err(err) = cli::run(args) {
         // One line, with the whole context chain ("what: where: why"), and a non-zero exit.
-        eprintln!("error: {err:#}");
+        // Some library errors (candle's) append a backtrace after a newline: keep line one.
+        let chain: Vec<String> = err
+            .chain()
+            .map(|e| {
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
     }
 }

@@ -1,5 +1,6 @@
 //! Subcommand definitions and dispatch.
 
+mod bench;
 mod edit;
 mod fetch;
 mod generate;
@@ -27,6 +28,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
+    /// Measure the runtime's throughput (prompt, batched forward, generation).
+    Bench(bench::BenchArgs),
     /// Rank gate rows against a probe and write the selection plan (JSON).
     Select(select::SelectArgs),
     /// Select rows, add α·w to them, write the edited model and (optionally) a patch.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Select(a) => select::run(&a),
         Command::Edit(a) => edit::run(&a),
         Command::Patch(a) => patch::run(&a),

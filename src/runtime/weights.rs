@@ -117,13 +117,14 @@ impl WeightSource {
             // to an input model; another process truncating them is outside our control,
             // as for every mmap-based loader.
             let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+                .map_err(one_line)
                 .with_context(|| format!("cannot read safetensors in {}", dir.display()))?;
             Ok(WeightSource::SafeTensors { dir, st })
         } else {
             let mut file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let content = gguf_file::Content::read(&mut file)
-                .map_err(|e| anyhow::anyhow!("{e}"))
+                .map_err(one_line)
                 .with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
             Ok(WeightSource::Gguf {
                 path: path.to_path_buf(),
@@ -188,7 +189,7 @@ impl WeightSource {
         }
         content
             .tensor(file, name, &Device::Cpu)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(one_line)
             .with_context(|| format!("{}: cannot read tensor `{name}`", path.display()))
     }
 
@@ -293,6 +294,13 @@ impl WeightSource {
             }
         }
     }
+}
+
+/// candle errors carry a backtrace in their `Display` when `RUST_BACKTRACE` is set; users
+/// get one line.
+fn one_line(e: candle_core::Error) -> anyhow::Error {
+    let text = e.to_string();
+    anyhow::anyhow!("{}", text.lines().next().unwrap_or("candle error").trim())
 }
 
 fn check_dims(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
