@@ -19,8 +19,9 @@
 //!   classifier), refusal markers, VADER sentiment, degeneration — and the statistics
 //!   (bootstrap intervals, sign tests) every reported change comes with.
 //! - [`probe`]: step 1, the behaviour probe and its file.
-//!
-//! Further steps (select, edit) live beside them.
+//! - [`surgery`]: steps 2 and 3 — select the gate rows most anti-aligned with the probe,
+//!   add `α · w` to them, and write the edited model (GGUF or HF) with a reversible patch
+//!   ([`formats::patch`]).
 
 pub mod assets;
 pub mod data;
@@ -28,3 +29,4 @@ pub mod eval;
 pub mod formats;
 pub mod probe;
 pub mod runtime;
+pub mod surgery;

@@ -1,9 +1,12 @@
 //! Subcommand definitions and dispatch.
 
 mod bench;
+mod edit;
 mod fetch;
 mod generate;
 mod inspect;
+mod patch;
+mod select;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,12 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Measure the runtime's throughput (prompt, batched forward, generation).
     Bench(bench::BenchArgs),
+    /// Rank gate rows against a probe and write the selection plan (JSON).
+    Select(select::SelectArgs),
+    /// Select rows, add α·w to them, write the edited model and (optionally) a patch.
+    Edit(edit::EditArgs),
+    /// Apply or revert a patch written by `edit`.
+    Patch(patch::PatchArgs),
 }
 
 /// Runs one parsed command line.
@@ -36,5 +45,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Select(a) => select::run(&a),
+        Command::Edit(a) => edit::run(&a),
+        Command::Patch(a) => patch::run(&a),
     }
 }

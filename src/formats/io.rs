@@ -79,6 +79,11 @@ fn resolved(p: &Path) -> Option<PathBuf> {
     Some(parent.join(p.file_name()?))
 }
 
+/// Whether two paths name the same file (either may not exist yet).
+pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
+    matches!((resolved(a), resolved(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Refuses to write `output` when it is the input itself, or exists and `force` is off.
 pub(crate) fn check_output_path(input: &Path, output: &Path, force: bool) -> Result<()> {
     if let (Some(a), Some(b)) = (resolved(input), resolved(output)) {
@@ -112,4 +117,16 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", dest.display()))?;
     drop(f);
     tmp.commit()
+}
+
+/// `madvise(MADV_DONTNEED)` on a range of a read-only file map: the pages leave this
+/// process's resident set and are read again from the page cache if touched.
+pub(crate) fn release_range(map: &memmap2::Mmap, start: usize, len: usize) {
+    if len == 0 || start >= map.len() {
+        return;
+    }
+    let len = len.min(map.len() - start);
+    // SAFETY: the map is read-only and private, never written through, so dropping its pages
+    // loses nothing: a later access faults them in again with the file's same contents.
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
 }

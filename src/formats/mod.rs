@@ -8,6 +8,7 @@
 //!
 //! - [`ggml`]: ggml tensor types and block geometry.
 //! - [`gguf`]: GGUF reader and writer.
+//! - [`patch`]: the reversible patch of an edit (rows before and after, sha256 of tensors).
 //! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
 //! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.
 //! - [`summary`]: a format-independent summary of a model (`scalpel inspect`).
@@ -16,6 +17,7 @@
 pub mod ggml;
 pub mod gguf;
 pub mod io;
+pub mod patch;
 pub mod quant;
 pub mod safetensors;
 pub mod summary;

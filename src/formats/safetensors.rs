@@ -112,6 +112,12 @@ impl HfFolder {
         &self.shards[t.shard].mmap[t.start..t.end]
     }
 
+    /// Drops this process's mapping of a tensor's pages (see
+    /// [`crate::formats::gguf::GgufFile::release`]).
+    pub fn release(&self, t: &HfTensor) {
+        crate::formats::io::release_range(&self.shards[t.shard].mmap, t.start, t.end - t.start);
+    }
+
     /// A tensor's values as f32 (F32, F16 and BF16 tensors).
     pub fn tensor_f32(&self, t: &HfTensor) -> Result<Vec<f32>> {
         decode_values(t.dtype, self.tensor_bytes(t))

@@ -151,6 +151,14 @@ impl GgufFile {
         &self.mmap[start..start + info.n_bytes() as usize]
     }
 
+    /// Drops this process's mapping of a tensor's pages once it has been read (they stay in
+    /// the page cache): streaming a whole model through the map would otherwise count the
+    /// entire file in the resident set. Best effort; the bytes remain readable.
+    pub fn release(&self, info: &TensorInfo) {
+        let start = (self.data_start + info.offset) as usize;
+        crate::formats::io::release_range(&self.mmap, start, info.n_bytes() as usize);
+    }
+
     /// The raw bytes of row `row` of a tensor (rows are ne0 elements, stored contiguously).
     pub fn row_bytes(&self, info: &TensorInfo, row: u64) -> Result<&[u8]> {
         if row >= info.n_rows() {

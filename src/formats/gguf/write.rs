@@ -243,11 +243,13 @@ impl<'a> GgufRewrite<'a> {
             &mut |i, _spec, w| {
                 let info = &src.tensors[i];
                 let bytes = src.tensor_bytes(info);
-                if self.new_types.contains_key(&info.name) {
+                let r = if self.new_types.contains_key(&info.name) {
                     produce(info, bytes, w)
                 } else {
                     Ok(w.write_all(bytes)?)
-                }
+                };
+                src.release(info);
+                r
             },
         )
     }

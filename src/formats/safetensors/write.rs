@@ -106,6 +106,7 @@ impl<'a> HfRewrite<'a> {
                     w.write_all(&bytes[t.start..t.end])?;
                 }
                 pos = t.end;
+                src.release(t);
             }
             w.write_all(&bytes[pos..])?;
             w.into_inner().map_err(|e| e.into_error())?;

@@ -1,0 +1,56 @@
+//! `scalpel patch apply|revert MODEL PATCH --out OUT`: replay or undo an edit exactly.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use scalpel::formats::patch::Patch;
+
+/// Arguments of `scalpel patch`.
+#[derive(Args, Debug)]
+pub struct PatchArgs {
+    #[command(subcommand)]
+    pub action: PatchAction,
+}
+
+/// What to do with the patch.
+#[derive(Subcommand, Debug)]
+pub enum PatchAction {
+    /// Apply a patch to the model it was made from.
+    Apply(PatchIo),
+    /// Undo a patch on the edited model: gives back the original bytes.
+    Revert(PatchIo),
+}
+
+/// Model, patch, output.
+#[derive(Args, Debug)]
+pub struct PatchIo {
+    /// A GGUF file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// The patch file written by `scalpel edit --patch`.
+    pub patch: PathBuf,
+    /// Output model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs `scalpel patch`.
+pub fn run(a: &PatchArgs) -> Result<()> {
+    let (io, forward) = match &a.action {
+        PatchAction::Apply(io) => (io, true),
+        PatchAction::Revert(io) => (io, false),
+    };
+    let p = Patch::load(&io.patch)?;
+    p.write(&io.model, &io.out, io.force, forward)?;
+    let rows: usize = p.tensors.iter().map(|t| t.rows.len()).sum();
+    println!(
+        "{} {} tensors ({rows} stored rows) → {}",
+        if forward { "applied" } else { "reverted" },
+        p.tensors.len(),
+        io.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! The patch file: what an edit changed, small enough to keep beside the model, exact
+//! enough to undo it bit for bit.
+//!
+//! A safetensors file. For each touched tensor `NAME` it holds `NAME/rows` (I64 `[n]`, the
+//! row indices), `NAME/before` and `NAME/after` (U8 `[n, row bytes]`, the rows in the
+//! tensor's encoding before and after, quantised rows as their raw bytes). One metadata key,
+//! `scalpel.patch`, holds JSON: format, what produced the edit, and per tensor its types and
+//! the sha256 of its bytes before and after (one key because safetensors keeps metadata in
+//! a hash map, and one JSON string keeps the file's bytes deterministic).
+//!
+//! A row is stored when it cannot be rebuilt from the other side: when its bytes differ
+//! (same type), or when the tensor changed type (`--keep-precision` stores edited GGUF
+//! tensors as F32) and converting the row back does not give the original bytes. Rows that
+//! round-trip are rebuilt by conversion, so a keep-precision patch stays small and revert
+//! is still exact; the sha256 of every rebuilt tensor is checked before anything is written.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::formats::ggml::GgmlType;
+use crate::formats::gguf::GgufFile;
+use crate::formats::io::{check_output_path, write_atomic};
+use crate::formats::quant;
+use crate::formats::safetensors::{HfFolder, HfRewrite};
+
+/// The metadata key holding the patch description.
+pub const META_KEY: &str = "scalpel.patch";
+
+/// One touched tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Rows of the tensor.
+    pub n_rows: usize,
+    /// Elements per row.
+    pub row_len: usize,
+    /// Encoding before the edit (ggml type name; safetensors F32/F16/BF16 use the ggml type
+    /// with the same bytes).
+    pub before_type: String,
+    /// Encoding after the edit.
+    pub after_type: String,
+    /// sha256 (hex) of the tensor's bytes before.
+    pub sha256_before: String,
+    /// sha256 (hex) of the tensor's bytes after.
+    pub sha256_after: String,
+    /// Stored rows, ascending.
+    #[serde(skip)]
+    pub rows: Vec<u64>,
+    /// Those rows before, concatenated.
+    #[serde(skip)]
+    pub before: Vec<u8>,
+    /// Those rows after, concatenated.
+    #[serde(skip)]
+    pub after: Vec<u8>,
+}
+
+/// A patch: a format (`gguf` or `hf`), a description of the edit, the touched tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    /// File format version of the patch.
+    pub version: u32,
+    /// `gguf` or `hf`: the kind of model it applies to.
+    pub format: String,
+    /// What produced the edit (probe hash, α, K, options).
+    pub info: serde_json::Value,
+    /// Touched tensors, in the model's file order.
+    pub tensors: Vec<PatchTensor>,
+}
+
+/// sha256 (hex) of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn ggml(name: &str) -> Result<GgmlType> {
+    GgmlType::from_name(name).with_context(|| format!("patch names unknown type {name}"))
+}
+
+/// Converts one row between encodings; `None` when `to` cannot be encoded.
+fn convert(bytes: &[u8], from: GgmlType, to: GgmlType, row_len: usize) -> Result<Option<Vec<u8>>> {
+    if from == to {
+        return Ok(Some(bytes.to_vec()));
+    }
+    if !quant::can_encode(to) {
+        return Ok(None);
+    }
+    let mut x = vec![0f32; row_len];
+    quant::decode_row(from, bytes, &mut x)?;
+    Ok(Some(quant::encode_row(to, &x)?))
+}
+
+impl PatchTensor {
+    /// Compares a tensor before and after and keeps the rows that conversion cannot rebuild.
+    pub fn diff(
+        name: &str,
+        row_len: usize,
+        before_type: GgmlType,
+        before: &[u8],
+        after_type: GgmlType,
+        after: &[u8],
+    ) -> Result<PatchTensor> {
+        let (rb0, rb1) = (
+            quant::row_bytes(before_type, row_len)?,
+            quant::row_bytes(after_type, row_len)?,
+        );
+        let n_rows = before.len() / rb0.max(1);
+        if before.len() != n_rows * rb0 || after.len() != n_rows * rb1 {
+            bail!("tensor {name}: before and after sizes do not match {n_rows} rows");
+        }
+        let mut t = PatchTensor {
+            name: name.to_string(),
+            n_rows,
+            row_len,
+            before_type: before_type.name().to_string(),
+            after_type: after_type.name().to_string(),
+            sha256_before: sha256_hex(before),
+            sha256_after: sha256_hex(after),
+            rows: Vec::new(),
+            before: Vec::new(),
+            after: Vec::new(),
+        };
+        for r in 0..n_rows {
+            let (b, a) = (
+                &before[r * rb0..(r + 1) * rb0],
+                &after[r * rb1..(r + 1) * rb1],
+            );
+            let fwd = convert(b, before_type, after_type, row_len)?;
+            let back = convert(a, after_type, before_type, row_len)?;
+            if fwd.as_deref() != Some(a) || back.as_deref() != Some(b) {
+                t.rows.push(r as u64);
+                t.before.extend_from_slice(b);
+                t.after.extend_from_slice(a);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The tensor on the other side: `forward` = before → after (apply), else after → before
+    /// (revert). Checks the input's and the result's sha256.
+    pub fn rebuild(&self, input: &[u8], forward: bool) -> Result<Vec<u8>> {
+        let (from, to) = (ggml(&self.before_type)?, ggml(&self.after_type)?);
+        let (from, to, want_in, want_out, stored_from, stored_to) = if forward {
+            (
+                from,
+                to,
+                &self.sha256_before,
+                &self.sha256_after,
+                &self.before,
+                &self.after,
+            )
+        } else {
+            (
+                to,
+                from,
+                &self.sha256_after,
+                &self.sha256_before,
+                &self.after,
+                &self.before,
+            )
+        };
+        let got = sha256_hex(input);
+        if &got != want_in {
+            bail!(
+                "tensor {} is not the one the patch expects (sha256 {}… ≠ {}…): the patch was made for another model",
+                self.name,
+                &got[..12],
+                &want_in[..12]
+            );
+        }
+        let (rb_in, rb_out) = (
+            quant::row_bytes(from, self.row_len)?,
+            quant::row_bytes(to, self.row_len)?,
+        );
+        let mut out = Vec::with_capacity(self.n_rows * rb_out);
+        let mut stored = self.rows.iter().enumerate().peekable();
+        for r in 0..self.n_rows {
+            let row_in = &input[r * rb_in..(r + 1) * rb_in];
+            match stored.peek() {
+                Some(&(i, &sr)) if sr == r as u64 => {
+                    debug_assert_eq!(&stored_from[i * rb_in..(i + 1) * rb_in], row_in);
+                    out.extend_from_slice(&stored_to[i * rb_out..(i + 1) * rb_out]);
+                    stored.next();
+                }
+                _ => match convert(row_in, from, to, self.row_len)? {
+                    Some(v) => out.extend_from_slice(&v),
+                    None => bail!("tensor {}: row {r} is missing from the patch", self.name),
+                },
+            }
+        }
+        if &sha256_hex(&out) != want_out {
+            bail!(
+                "tensor {}: rebuilt bytes do not match the patch's sha256 (corrupt patch?)",
+                self.name
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Patch {
+    /// Serialises the patch (deterministic bytes).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for t in &self.tensors {
+            let n = t.rows.len();
+            let rows: Vec<u8> = t
+                .rows
+                .iter()
+                .flat_map(|&r| (r as i64).to_le_bytes())
+                .collect();
+            data.push((format!("{}/rows", t.name), Dtype::I64, vec![n], rows));
+            let (b, a) = (t.before.len() / n.max(1), t.after.len() / n.max(1));
+            data.push((
+                format!("{}/before", t.name),
+                Dtype::U8,
+                vec![n, b],
+                t.before.clone(),
+            ));
+            data.push((
+                format!("{}/after", t.name),
+                Dtype::U8,
+                vec![n, a],
+                t.after.clone(),
+            ));
+        }
+        let views = data
+            .iter()
+            .map(|(name, dt, shape, bytes)| {
+                Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(self)?)]);
+        Ok(safetensors::serialize(views, Some(meta))?)
+    }
+
+    /// Writes the patch atomically; refuses an existing file unless `force`.
+    pub fn save(&self, path: &Path, force: bool) -> Result<u64> {
+        if path.exists() && !force {
+            bail!(
+                "patch {} already exists (use --force to overwrite)",
+                path.display()
+            );
+        }
+        let bytes = self.to_bytes()?;
+        write_atomic(path, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Reads a patch file.
+    pub fn load(path: &Path) -> Result<Patch> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a scalpel patch", path.display()))
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Patch> {
+        let (_, meta) = SafeTensors::read_metadata(bytes)?;
+        let json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .with_context(|| format!("no {META_KEY} metadata"))?;
+        let mut p: Patch = serde_json::from_str(json)?;
+        if p.version != 1 {
+            bail!("patch version {} is not supported", p.version);
+        }
+        let st = SafeTensors::deserialize(bytes)?;
+        for t in &mut p.tensors {
+            let get = |part: &str| {
+                st.tensor(&format!("{}/{part}", t.name))
+                    .with_context(|| format!("no tensor {}/{part}", t.name))
+            };
+            t.rows = get("rows")?
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
+                .collect();
+            t.before = get("before")?.data().to_vec();
+            t.after = get("after")?.data().to_vec();
+            let n = t.rows.len();
+            let (rb0, rb1) = (
+                quant::row_bytes(ggml(&t.before_type)?, t.row_len)?,
+                quant::row_bytes(ggml(&t.after_type)?, t.row_len)?,
+            );
+            if t.before.len() != n * rb0
+                || t.after.len() != n * rb1
+                || t.rows.windows(2).any(|w| w[0] >= w[1])
+                || t.rows.last().is_some_and(|&r| r >= t.n_rows as u64)
+            {
+                bail!("tensor {}: stored rows are inconsistent", t.name);
+            }
+        }
+        Ok(p)
+    }
+
+    /// Writes `model` with the patch applied (`forward`) or reverted to `out`. Every touched
+    /// tensor's sha256 is checked against the patch before anything is written.
+    pub fn write(&self, model: &Path, out: &Path, force: bool, forward: bool) -> Result<()> {
+        let side = |t: &PatchTensor| -> Result<(GgmlType, GgmlType, String)> {
+            let (b, a) = (ggml(&t.before_type)?, ggml(&t.after_type)?);
+            Ok(if forward {
+                (b, a, t.sha256_before.clone())
+            } else {
+                (a, b, t.sha256_after.clone())
+            })
+        };
+        let what = if forward { "apply" } else { "revert" };
+        let mismatch = |name: &str| {
+            format!(
+                "patch does not fit {}: tensor {name} differs from the one the patch {} (wrong model, or {})",
+                model.display(),
+                if forward { "was made from" } else { "wrote" },
+                if forward { "already edited?" } else { "not edited with this patch?" }
+            )
+        };
+        let is_dir = model.is_dir();
+        if is_dir != (self.format == "hf") {
+            bail!(
+                "patch is for a {} model, {} is not one",
+                self.format,
+                model.display()
+            );
+        }
+        if is_dir {
+            let src = HfFolder::open(model)?;
+            let mut rw = HfRewrite::new(&src);
+            for t in &self.tensors {
+                let st = src.require_tensor(&t.name)?;
+                if sha256_hex(src.tensor_bytes(st)) != side(t)?.2 {
+                    bail!("{}", mismatch(&t.name));
+                }
+                rw.replace(&t.name)?;
+            }
+            let by_name: HashMap<&str, &PatchTensor> =
+                self.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+            rw.write(out, force, &mut |t, bytes| {
+                by_name[t.name.as_str()].rebuild(bytes, forward)
+            })
+            .with_context(|| format!("patch {what}"))
+        } else {
+            let src = GgufFile::open(model)?;
+            let mut rw = crate::formats::gguf::GgufRewrite::new(&src);
+            for t in &self.tensors {
+                let info = src.require_tensor(&t.name)?;
+                let (ty_in, ty_out, hash) = side(t)?;
+                if info.ty != ty_in
+                    || info.n_rows() != t.n_rows as u64
+                    || info.row_len() != t.row_len as u64
+                    || sha256_hex(src.tensor_bytes(info)) != hash
+                {
+                    bail!("{}", mismatch(&t.name));
+                }
+                rw.replace(&t.name, ty_out)?;
+            }
+            check_output_path(model, out, force)?;
+            let by_name: HashMap<&str, &PatchTensor> =
+                self.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+            rw.write(out, force, &mut |info, bytes, w| {
+                let new = by_name[info.name.as_str()].rebuild(bytes, forward)?;
+                Ok(w.write_all(&new)?)
+            })
+            .with_context(|| format!("patch {what}"))
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Steps 2 and 3 of Model Surgery: select the behaviour region, edit it, write the result.
+//!
+//! - [`model`]: the gate / up projections of a GGUF file or HF folder, row by row.
+//! - [`select`]: global cosine ranking of rows against the probe direction → a [`Selection`].
+//! - [`edit`]: the per-row changes as an [`EditPlan`] (`row += α · w` for the paper).
+//! - [`write`]: streams the edited model and its [`crate::formats::patch::Patch`].
+//!
+//! The flow `select → plan_edit → write_edited` holds at most one tensor in memory besides
+//! the plan; everything else is read through memory maps.
+
+pub mod edit;
+pub mod model;
+pub mod select;
+pub mod write;
+
+pub use edit::{plan_edit, EditOptions, EditPlan, Operation, RowEdit};
+pub use model::{Matrix, MatrixTensor, ModelFile};
+pub use select::{select, Count, Ranking, SelectOptions, Selection};
+pub use write::{write_edited, WriteOptions, WriteReport};

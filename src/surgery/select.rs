@@ -1,0 +1,288 @@
+//! Step 2 of the method: rank every row of every block's gate projection by its cosine with
+//! the probe direction, globally, and keep the K most anti-aligned.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
+use rand::{rngs::StdRng, SeedableRng};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::model::{Matrix, MatrixTensor, ModelFile};
+use crate::probe::{Direction, Probe};
+
+/// The paper's K for LLaMA-2-7B as a fraction: 16,384 of 32 × 11,008 gate rows (≈ 4.65 %).
+pub const PAPER_FRACTION: f64 = 16384.0 / 352256.0;
+
+/// How many rows to select.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Count {
+    /// Exactly this many rows.
+    Rows(usize),
+    /// This fraction of all rows of the matrix in the whole model (not only the allowed
+    /// blocks, so that leaving blocks out keeps the paper's K), rounded to nearest.
+    Fraction(f64),
+}
+
+impl Default for Count {
+    fn default() -> Self {
+        Count::Fraction(PAPER_FRACTION)
+    }
+}
+
+/// Which rows the ranking keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ranking {
+    /// Most negative cosine with the direction (the paper).
+    #[default]
+    AntiAligned,
+    /// Most positive cosine (the paper's "aligned rows, subtract" ablation).
+    Aligned,
+    /// Uniformly random rows, seeded (the "random rows" control).
+    Random,
+}
+
+/// Options of [`select`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelectOptions {
+    /// K.
+    pub count: Count,
+    /// The probe vector to rank against.
+    pub direction: Direction,
+    /// The matrix whose rows are ranked.
+    pub matrix: Matrix,
+    /// The ranking.
+    pub ranking: Ranking,
+    /// Seed of [`Ranking::Random`].
+    pub seed: u64,
+    /// Blocks allowed to hold selected rows; `None` = all.
+    pub blocks: Option<BTreeSet<usize>>,
+}
+
+/// One selected row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SelectedRow {
+    /// Block index.
+    pub block: usize,
+    /// Row (MLP neuron) in that block's matrix.
+    pub row: usize,
+    /// Cosine between the row and the direction.
+    pub cosine: f32,
+}
+
+/// Per-block summary of a selection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockCount {
+    /// Block index.
+    pub block: usize,
+    /// The block's tensor.
+    pub tensor: String,
+    /// Rows in the tensor.
+    pub rows: usize,
+    /// Rows selected in it.
+    pub selected: usize,
+}
+
+/// The result of [`select`]: the plan file's content (JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    /// sha256 of the probe's weight and bias ([`probe_hash`]).
+    pub probe_hash: String,
+    /// The options used.
+    pub options: SelectOptions,
+    /// K, resolved to a count.
+    pub k: usize,
+    /// Rows of the matrix in the whole model.
+    pub total_rows: usize,
+    /// Per block, in block order.
+    pub per_block: Vec<BlockCount>,
+    /// Selected rows ordered by (block, row).
+    pub rows: Vec<SelectedRow>,
+}
+
+impl Selection {
+    /// The tensor name of a block.
+    pub fn tensor(&self, block: usize) -> &str {
+        &self.per_block[block].tensor
+    }
+}
+
+/// sha256 (hex) of a probe's weight then bias as little-endian f32: identifies the probe
+/// independently of the file's metadata.
+pub fn probe_hash(probe: &Probe) -> String {
+    let mut h = Sha256::new();
+    for x in probe.weight.iter().chain(&probe.bias) {
+        h.update(x.to_le_bytes());
+    }
+    hex(&h.finalize())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a direction is usable: finite and not zero.
+pub(crate) fn check_direction(w: &[f32]) -> Result<f64> {
+    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+        bail!("probe direction has a non-finite value (NaN or ±inf) at index {i}");
+    }
+    let norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        bail!("probe direction is the zero vector");
+    }
+    Ok(norm)
+}
+
+/// Resolves K against the model's row count, refusing 0 and more rows than are eligible.
+fn resolve_count(count: Count, total: usize, eligible: usize) -> Result<usize> {
+    let k = match count {
+        Count::Rows(k) => k,
+        Count::Fraction(f) => {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("fraction {f} is not in (0, 1]");
+            }
+            (f * total as f64).round() as usize
+        }
+    };
+    if k == 0 {
+        bail!("K = 0 selects no rows; use a positive --top-k or a larger --fraction");
+    }
+    if k > eligible {
+        bail!("K = {k} is larger than the {eligible} rows available in the selected blocks");
+    }
+    Ok(k)
+}
+
+/// Ranks the rows of `opts.matrix` by cosine with the probe direction and keeps K.
+///
+/// Reads one block's tensor at a time, one row at a time (decoded to f32). Ties are broken
+/// by (block, row), so the result is deterministic.
+pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<Selection> {
+    let w = probe.direction(opts.direction);
+    let w_norm = check_direction(&w)?;
+    let tensors = model.matrix_tensors(opts.matrix)?;
+    for t in &tensors {
+        probe
+            .check_width(t.row_len)
+            .with_context(|| format!("{}", model.path().display()))?;
+    }
+    if let Some(bs) = &opts.blocks {
+        if let Some(&b) = bs.iter().find(|&&b| b >= tensors.len()) {
+            bail!(
+                "block {b} does not exist (the model has {} blocks)",
+                tensors.len()
+            );
+        }
+    }
+    let allowed = |b: usize| opts.blocks.as_ref().is_none_or(|s| s.contains(&b));
+    let total: usize = tensors.iter().map(|t| t.n_rows).sum();
+    let eligible: usize = tensors
+        .iter()
+        .filter(|t| allowed(t.block))
+        .map(|t| t.n_rows)
+        .sum();
+    let k = resolve_count(opts.count, total, eligible)?;
+
+    let mut all: Vec<SelectedRow> = Vec::with_capacity(eligible);
+    for t in tensors.iter().filter(|t| allowed(t.block)) {
+        cosines(model, t, &w, w_norm, &mut all)?;
+        model.release(&t.name);
+    }
+    match opts.ranking {
+        Ranking::AntiAligned => {
+            all.sort_by(|a, b| a.cosine.total_cmp(&b.cosine).then(key(a).cmp(&key(b))))
+        }
+        Ranking::Aligned => {
+            all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b))))
+        }
+        Ranking::Random => {
+            let mut rng = StdRng::seed_from_u64(opts.seed);
+            let mut idx = rand::seq::index::sample(&mut rng, all.len(), k).into_vec();
+            idx.sort_unstable();
+            all = idx.into_iter().map(|i| all[i]).collect();
+        }
+    }
+    all.truncate(k);
+    all.sort_by_key(key);
+    let per_block = tensors
+        .iter()
+        .map(|t| BlockCount {
+            block: t.block,
+            tensor: t.name.clone(),
+            rows: t.n_rows,
+            selected: all.iter().filter(|r| r.block == t.block).count(),
+        })
+        .collect();
+    Ok(Selection {
+        probe_hash: probe_hash(probe),
+        options: opts.clone(),
+        k,
+        total_rows: total,
+        per_block,
+        rows: all,
+    })
+}
+
+fn key(r: &SelectedRow) -> (usize, usize) {
+    (r.block, r.row)
+}
+
+/// Appends the cosine of every row of `t` with `w`, accumulated in f64.
+fn cosines(
+    model: &ModelFile,
+    t: &MatrixTensor,
+    w: &[f32],
+    w_norm: f64,
+    out: &mut Vec<SelectedRow>,
+) -> Result<()> {
+    let mut g = vec![0f32; t.row_len];
+    for row in 0..t.n_rows {
+        model.read_row(t, row, &mut g)?;
+        let (mut dot, mut nn) = (0f64, 0f64);
+        for (&a, &b) in g.iter().zip(w) {
+            dot += a as f64 * b as f64;
+            nn += a as f64 * a as f64;
+        }
+        // A zero row has no direction: rank it as orthogonal.
+        let cosine = if nn > 0.0 {
+            (dot / (nn.sqrt() * w_norm)) as f32
+        } else {
+            0.0
+        };
+        out.push(SelectedRow {
+            block: t.block,
+            row,
+            cosine,
+        });
+    }
+    Ok(())
+}
+
+/// Parses a block list like `0-6,15-29` or `3,5` into a set.
+pub fn parse_blocks(spec: &str) -> Result<BTreeSet<usize>> {
+    let mut set = BTreeSet::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad block list {spec:?}: expected e.g. 0-6,15-29");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().with_context(bad)?,
+                    b.trim().parse().with_context(bad)?,
+                );
+                if a > b {
+                    bail!("bad block range {part:?}: start after end");
+                }
+                set.extend(a..=b);
+            }
+            None => {
+                set.insert(part.parse().with_context(bad)?);
+            }
+        }
+    }
+    if set.is_empty() {
+        bail!("empty block list {spec:?}");
+    }
+    Ok(set)
+}
