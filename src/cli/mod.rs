@@ -3,6 +3,7 @@
 mod fetch;
 mod generate;
 mod inspect;
+mod probe;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
+    /// Train, evaluate or apply the behaviour probe (step 1 of Model Surgery).
+    Probe(probe::ProbeArgs),
 }
 
 /// Runs one parsed command line.
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
+        Command::Probe(a) => probe::run(a),
     }
 }
