@@ -272,6 +272,15 @@ fn per_point_path(out: &Path, p: Point) -> PathBuf {
 
 fn train(a: TrainArgs) -> Result<()> {
     let epoch = parse_epoch(&a.epoch)?;
+    if let EpochChoice::Epoch(k) = epoch {
+        // Checked before the (slow) collection; training checks it again.
+        ensure!(
+            k < a.epochs,
+            "--epoch {k} does not exist: epochs are 0-based and there are {} (0..={})",
+            a.epochs,
+            a.epochs.saturating_sub(1)
+        );
+    }
     let ds = load_dataset(&a.data, a.seed)?;
     let model = load_model(&a.model, a.collect.precision)?;
     let points = parse_points(&a.layer, model.config().num_layers)?;
