@@ -6,6 +6,7 @@ mod fetch;
 mod generate;
 mod inspect;
 mod patch;
+mod probe;
 mod select;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Continue prompts with a model (greedy or sampled, batched).
     Generate(generate::GenerateArgs),
+    /// Train, evaluate or apply the behaviour probe (step 1 of Model Surgery).
+    Probe(probe::ProbeArgs),
     /// Measure the runtime's throughput (prompt, batched forward, generation).
     Bench(bench::BenchArgs),
     /// Rank gate rows against a probe and write the selection plan (JSON).
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),
+        Command::Probe(a) => probe::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Select(a) => select::run(&a),
         Command::Edit(a) => edit::run(&a),

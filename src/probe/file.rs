@@ -6,8 +6,8 @@
 
 use crate::formats::io::write_atomic;
 use anyhow::{bail, Context, Result};
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A trained linear probe `p(y | h) = softmax(W h + b)`.
@@ -90,14 +90,13 @@ impl Probe {
 
     /// Writes the probe atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let w: Vec<u8> = self.weight.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let b: Vec<u8> = self.bias.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let tensors = [
-            ("weight", TensorView::new(Dtype::F32, vec![2, self.d], &w)?),
-            ("bias", TensorView::new(Dtype::F32, vec![2], &b)?),
-        ];
-        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
-        let bytes = safetensors::serialize(tensors, Some(meta))?;
+        let bytes = serialize_f32(
+            &[
+                ("weight", &[2, self.d], &self.weight),
+                ("bias", &[2], &self.bias),
+            ],
+            &self.meta,
+        )?;
         write_atomic(path, &bytes)
     }
 
@@ -151,6 +150,53 @@ impl Probe {
             .collect();
         Probe::new(w, [b[0], b[1]], meta).with_context(|| format!("{}", path.display()))
     }
+}
+
+/// Serialises f32 tensors and metadata as safetensors with the header keys in sorted order,
+/// so that the same content always gives the same bytes (`safetensors::serialize` takes the
+/// metadata as a `HashMap`, whose order changes from run to run).
+pub(crate) fn serialize_f32(
+    tensors: &[(&str, &[usize], &[f32])],
+    meta: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut sorted: Vec<_> = tensors.to_vec();
+    sorted.sort_by_key(|t| t.0);
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, data) in &sorted {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!("tensor {name}: shape {shape:?} but {} values", data.len());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * n]}),
+        );
+        offset += 4 * n;
+    }
+    // serde_json::Map may preserve insertion order (a crate feature); insert sorted either way.
+    let mut ordered = serde_json::Map::new();
+    if !meta.is_empty() {
+        ordered.insert("__metadata__".into(), serde_json::to_value(meta)?);
+    }
+    let mut keys: Vec<String> = header.keys().cloned().collect();
+    keys.sort();
+    for k in keys {
+        let v = header.remove(&k).expect("key just listed");
+        ordered.insert(k, v);
+    }
+    let mut json = serde_json::to_string(&serde_json::Value::Object(ordered))?;
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    while !json.len().is_multiple_of(8) {
+        json.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(json.as_bytes());
+    for (_, _, data) in &sorted {
+        out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

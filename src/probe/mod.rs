@@ -1,6 +1,23 @@
 //! Step 1 of Model Surgery: the behaviour probe — a linear classifier on pooled hidden
 //! states whose undesirable-class row is the direction the surgery adds to gate rows.
+//!
+//! - [`collect`]: run the model over labelled texts and pool one vector per text at a
+//!   chosen point, cached on disk;
+//! - [`train`](mod@train): fit the probe (the paper's Adam recipe, or a closed-form baseline);
+//! - [`fingerprint`]: the model's sha256, memoised, for cache keys;
+//! - [`metrics`]: accuracy, ROC AUC, confusion matrix;
+//! - [`file`]: the probe file.
 
+pub mod collect;
 pub mod file;
+pub mod fingerprint;
+pub mod metrics;
+pub mod train;
 
+pub use collect::{
+    collect, parse_points, point_name, Activations, CollectOptions, CollectStats, Pool,
+};
 pub use file::{Direction, Probe};
+pub use fingerprint::model_fingerprint;
+pub use metrics::{metrics, Metrics};
+pub use train::{train, EpochChoice, Method, TrainOptions, TrainReport, Trained};

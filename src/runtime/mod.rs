@@ -40,6 +40,9 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// The file or folder it was loaded from.
     pub path: PathBuf,
+    /// How its matrices are held (hidden states differ slightly between precisions, so
+    /// caches of activations are keyed by it).
+    pub precision: Precision,
 }
 
 impl Model {
@@ -69,6 +72,7 @@ impl Model {
             net,
             tokenizer,
             path: path.to_path_buf(),
+            precision: opts.precision,
         })
     }
 

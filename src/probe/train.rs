@@ -1,0 +1,575 @@
+//! Training the probe on pooled hidden states: the paper's softmax classifier with Adam, and
+//! two closed-form baselines (difference of class means, L2-regularised logistic regression).
+//!
+//! Everything runs in plain Rust over f64 on one thread, in a fixed order, so a seed fixes the
+//! result bit for bit. The problem is tiny (d = 576, a few thousand texts).
+//!
+//! **Layout of the closed-form probes.** Both baselines produce a binary score
+//! `f(h) = w·h + c` with `P(class 1) = σ(f(h))`. They are written in the paper's `[2, d]`
+//! layout symmetrically: `W[1] = w/2`, `W[0] = −w/2`, `b = [−c/2, c/2]`, so that
+//! `softmax(W h + b)[1] = σ(f(h))` exactly and `W[1] − W[0] = w`; the surgery's direction
+//! `W[1]` is parallel to `w`.
+
+use super::metrics::{metrics, Metrics};
+use crate::data::SplitMix64;
+use anyhow::{bail, ensure, Result};
+use serde::Serialize;
+
+/// How to fit the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The paper: `softmax(W h + b)`, cross-entropy, Adam, mini-batches, a chosen epoch.
+    #[default]
+    Paper,
+    /// `w = μ1 − μ0` (training means), threshold at the midpoint, scale fitted by 1-D
+    /// logistic regression so probabilities are calibrated.
+    MeanDiff,
+    /// L2-regularised logistic regression solved exactly by Newton's method (IRLS).
+    Logistic,
+}
+
+/// Which epoch's weights the paper method keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EpochChoice {
+    /// The epoch with the lowest loss on the held-out split. That split is then used both to
+    /// choose and to report, so its accuracy is slightly optimistic (as the paper's).
+    #[default]
+    BestHeldOut,
+    /// The last epoch.
+    Last,
+    /// Epoch `k`, **0-based** as in a Python `for epoch in range(20)` loop: epoch `k` is the
+    /// state after `k + 1` passes over the training split, so `Epoch(9)` (the paper's
+    /// "epoch 9") is after 10 passes and `Epoch(19)` equals `Last` for 20 epochs.
+    Epoch(usize),
+}
+
+/// Training hyper-parameters; the defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainOptions {
+    /// Fitting method.
+    pub method: Method,
+    /// Seed of the split, the initialisation and the mini-batch order.
+    pub seed: u64,
+    /// Fraction of each class held out (stratified).
+    pub test_fraction: f64,
+    /// Adam learning rate (paper method).
+    pub lr: f64,
+    /// Mini-batch size (paper method).
+    pub batch_size: usize,
+    /// Number of epochs (paper method).
+    pub epochs: usize,
+    /// Which epoch to keep (paper method).
+    pub epoch: EpochChoice,
+    /// L2 penalty λ of the logistic method: `λ/2 ‖w‖²` is added to the *summed* cross-entropy
+    /// (the intercept is not penalised).
+    pub l2: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            method: Method::Paper,
+            seed: 0,
+            test_fraction: 0.1,
+            lr: 1e-4,
+            batch_size: 16,
+            epochs: 20,
+            epoch: EpochChoice::BestHeldOut,
+            l2: 1.0,
+        }
+    }
+}
+
+/// Losses and accuracies after one epoch of the paper method.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochLog {
+    /// 0-based epoch number.
+    pub epoch: usize,
+    /// Mean cross-entropy on the training split (weights at the end of the epoch).
+    pub train_loss: f64,
+    /// Accuracy on the training split.
+    pub train_accuracy: f64,
+    /// Mean cross-entropy on the held-out split.
+    pub test_loss: f64,
+    /// Accuracy on the held-out split.
+    pub test_accuracy: f64,
+}
+
+/// What training reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainReport {
+    /// The options used.
+    pub options: TrainOptions,
+    /// The kept epoch (paper method), 0-based.
+    pub chosen_epoch: Option<usize>,
+    /// One entry per epoch (paper method); empty for the closed-form methods.
+    pub epochs: Vec<EpochLog>,
+    /// Metrics on the training split.
+    pub train: Metrics,
+    /// Metrics on the held-out split (NaN fields when it is empty).
+    pub test: Metrics,
+}
+
+/// A fitted probe in the `[2, d]` layout, with its report.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// `W`, row-major `[2, d]`, row 1 = undesirable.
+    pub weight: Vec<f32>,
+    /// `b`.
+    pub bias: [f32; 2],
+    /// Metrics and the loss curve.
+    pub report: TrainReport,
+}
+
+/// Checks a feature matrix `x` (`n × d`, row-major) and labels: shapes, finiteness, labels in
+/// {0, 1}, both classes present.
+pub fn check_features(x: &[f32], y: &[u8], d: usize) -> Result<()> {
+    ensure!(d > 0, "features have width 0");
+    ensure!(!y.is_empty(), "no training examples (empty dataset)");
+    ensure!(
+        x.len() == y.len() * d,
+        "feature matrix has {} values, expected {} examples × {d}",
+        x.len(),
+        y.len()
+    );
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "feature row {} has a non-finite value (NaN or ±inf) in column {}",
+            i / d,
+            i % d
+        );
+    }
+    if let Some(l) = y.iter().find(|&&l| l > 1) {
+        bail!("label {l} is not 0 or 1");
+    }
+    let n1 = y.iter().filter(|&&l| l == 1).count();
+    ensure!(
+        n1 > 0 && n1 < y.len(),
+        "all {} examples have label {}; a probe needs both classes",
+        y.len(),
+        y[0]
+    );
+    Ok(())
+}
+
+/// Stratified seeded split of example indices: `round(n_c · fraction)` of each class c are
+/// held out. Returns (train, test), each shuffled.
+pub fn split_indices(y: &[u8], seed: u64, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = SplitMix64::new(seed);
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for label in [0u8, 1] {
+        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == label).collect();
+        rng.shuffle(&mut idx);
+        let n_test = (idx.len() as f64 * fraction.clamp(0.0, 1.0)).round() as usize;
+        test.extend(idx.drain(..n_test));
+        train.extend(idx);
+    }
+    rng.shuffle(&mut train);
+    rng.shuffle(&mut test);
+    (train, test)
+}
+
+/// Fits a probe to features `x` (`n × d`, row-major) and labels `y` (0 desirable, 1
+/// undesirable) with a seeded held-out split.
+pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Trained> {
+    check_features(x, y, d)?;
+    let (tr, te) = split_indices(y, opts.seed, opts.test_fraction);
+    let n1 = tr.iter().filter(|&&i| y[i] == 1).count();
+    ensure!(
+        n1 > 0 && n1 < tr.len(),
+        "the training split has only one class ({} examples); use more data or a smaller held-out fraction",
+        tr.len()
+    );
+    let data = Data { x, y, d };
+    let (lin, chosen, epochs) = match opts.method {
+        Method::Paper => {
+            ensure!(opts.epochs > 0, "--epochs must be at least 1");
+            ensure!(opts.batch_size > 0, "batch size must be at least 1");
+            ensure!(
+                opts.lr > 0.0 && opts.lr.is_finite(),
+                "learning rate must be positive"
+            );
+            if let EpochChoice::Epoch(k) = opts.epoch {
+                ensure!(
+                    k < opts.epochs,
+                    "epoch {k} does not exist: epochs are 0-based and there are {} (0..={})",
+                    opts.epochs,
+                    opts.epochs - 1
+                );
+            }
+            let (lin, chosen, log) = fit_paper(&data, &tr, &te, opts);
+            (lin, Some(chosen), log)
+        }
+        Method::MeanDiff => (binary(fit_mean_diff(&data, &tr)), None, Vec::new()),
+        Method::Logistic => {
+            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
+            (binary(fit_logistic(&data, &tr, opts.l2)?), None, Vec::new())
+        }
+    };
+    if let Some(i) = lin.w.iter().chain(&lin.b).position(|v| !v.is_finite()) {
+        bail!("training diverged: parameter {i} is not finite (try a smaller learning rate)");
+    }
+    let eval = |idx: &[usize]| {
+        let p: Vec<f64> = idx.iter().map(|&i| lin.p1(data.row(i))).collect();
+        let l: Vec<u8> = idx.iter().map(|&i| y[i]).collect();
+        metrics(&p, &l)
+    };
+    Ok(Trained {
+        weight: lin.w.iter().map(|&v| v as f32).collect(),
+        bias: [lin.b[0] as f32, lin.b[1] as f32],
+        report: TrainReport {
+            options: opts.clone(),
+            chosen_epoch: chosen,
+            epochs,
+            train: eval(&tr),
+            test: eval(&te),
+        },
+    })
+}
+
+struct Data<'a> {
+    x: &'a [f32],
+    y: &'a [u8],
+    d: usize,
+}
+
+impl Data<'_> {
+    fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.d..(i + 1) * self.d]
+    }
+}
+
+/// `softmax(W h + b)` in f64, `W` row-major `[2, d]`.
+#[derive(Clone)]
+struct Linear2 {
+    w: Vec<f64>,
+    b: [f64; 2],
+}
+
+impl Linear2 {
+    fn logits(&self, h: &[f32]) -> [f64; 2] {
+        let d = h.len();
+        let mut z = self.b;
+        for (k, zk) in z.iter_mut().enumerate() {
+            *zk += self.w[k * d..(k + 1) * d]
+                .iter()
+                .zip(h)
+                .map(|(&w, &x)| w * x as f64)
+                .sum::<f64>();
+        }
+        z
+    }
+
+    fn p1(&self, h: &[f32]) -> f64 {
+        let z = self.logits(h);
+        sigmoid(z[1] - z[0])
+    }
+}
+
+fn sigmoid(t: f64) -> f64 {
+    if t >= 0.0 {
+        1.0 / (1.0 + (-t).exp())
+    } else {
+        let e = t.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// The symmetric `[2, d]` layout of a binary score `w·h + c` (see the module docs).
+fn binary((w, c): (Vec<f64>, f64)) -> Linear2 {
+    let mut full: Vec<f64> = w.iter().map(|v| -v / 2.0).collect();
+    full.extend(w.iter().map(|v| v / 2.0));
+    Linear2 {
+        w: full,
+        b: [-c / 2.0, c / 2.0],
+    }
+}
+
+/// Mean cross-entropy and accuracy over `idx` (NaN when empty).
+fn loss_acc(lin: &Linear2, data: &Data, idx: &[usize]) -> (f64, f64) {
+    let (mut loss, mut right) = (0.0, 0usize);
+    for &i in idx {
+        let p1 = lin.p1(data.row(i));
+        let y = data.y[i];
+        let q = if y == 1 { p1 } else { 1.0 - p1 };
+        loss -= q.max(1e-300).ln();
+        right += usize::from((p1 >= 0.5) == (y == 1));
+    }
+    let n = idx.len() as f64;
+    (loss / n, right as f64 / n)
+}
+
+/// The paper's recipe: PyTorch's `nn.Linear` initialisation (uniform ±1/√d for W and b),
+/// mean cross-entropy per mini-batch, Adam (β = 0.9, 0.999, ε = 1e-8, bias-corrected, no
+/// weight decay); the mini-batch order is reshuffled every epoch.
+fn fit_paper(
+    data: &Data,
+    tr: &[usize],
+    te: &[usize],
+    opts: &TrainOptions,
+) -> (Linear2, usize, Vec<EpochLog>) {
+    let d = data.d;
+    // A stream independent of the split's: the split seeds SplitMix64 with `seed` itself.
+    let mut rng = SplitMix64::new(opts.seed ^ 0x5eed_0f7e_a14e_u64);
+    let bound = 1.0 / (d as f64).sqrt();
+    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 * bound - bound;
+    let mut lin = Linear2 {
+        w: (0..2 * d).map(|_| uniform()).collect(),
+        b: [uniform(), uniform()],
+    };
+    let np = 2 * d + 2;
+    let (mut m, mut v) = (vec![0f64; np], vec![0f64; np]);
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let mut step = 0i32;
+    let mut order = tr.to_vec();
+    let mut grad = vec![0f64; np];
+    let mut log = Vec::with_capacity(opts.epochs);
+    let mut snapshots = Vec::with_capacity(opts.epochs);
+    for epoch in 0..opts.epochs {
+        rng.shuffle(&mut order);
+        for batch in order.chunks(opts.batch_size) {
+            grad.iter_mut().for_each(|g| *g = 0.0);
+            for &i in batch {
+                let h = data.row(i);
+                // d CE / d z_k = p_k − [y = k]; two classes, so p_0 − y0 = −(p_1 − y1).
+                let g1 = lin.p1(h) - f64::from(data.y[i]);
+                for (k, gk) in [-g1, g1].into_iter().enumerate() {
+                    for (g, &x) in grad[k * d..(k + 1) * d].iter_mut().zip(h) {
+                        *g += gk * x as f64;
+                    }
+                    grad[2 * d + k] += gk;
+                }
+            }
+            step += 1;
+            let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
+            let scale = 1.0 / batch.len() as f64;
+            for j in 0..np {
+                let g = grad[j] * scale;
+                m[j] = b1 * m[j] + (1.0 - b1) * g;
+                v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                let delta = opts.lr * (m[j] / c1) / ((v[j] / c2).sqrt() + eps);
+                if j < 2 * d {
+                    lin.w[j] -= delta;
+                } else {
+                    lin.b[j - 2 * d] -= delta;
+                }
+            }
+        }
+        let (train_loss, train_accuracy) = loss_acc(&lin, data, tr);
+        let (test_loss, test_accuracy) = loss_acc(&lin, data, te);
+        log.push(EpochLog {
+            epoch,
+            train_loss,
+            train_accuracy,
+            test_loss,
+            test_accuracy,
+        });
+        snapshots.push(lin.clone());
+    }
+    let chosen = match opts.epoch {
+        EpochChoice::Last => opts.epochs - 1,
+        EpochChoice::Epoch(k) => k,
+        // Without a held-out split there is nothing to choose by: keep the last epoch.
+        EpochChoice::BestHeldOut if te.is_empty() => opts.epochs - 1,
+        EpochChoice::BestHeldOut => (0..log.len())
+            .min_by(|&a, &b| log[a].test_loss.total_cmp(&log[b].test_loss))
+            .expect("at least one epoch"),
+    };
+    (snapshots.swap_remove(chosen), chosen, log)
+}
+
+/// Class means of the training split.
+fn class_means(data: &Data, tr: &[usize]) -> [Vec<f64>; 2] {
+    let mut mu = [vec![0f64; data.d], vec![0f64; data.d]];
+    let mut count = [0usize; 2];
+    for &i in tr {
+        let k = usize::from(data.y[i]);
+        count[k] += 1;
+        for (s, &x) in mu[k].iter_mut().zip(data.row(i)) {
+            *s += x as f64;
+        }
+    }
+    for k in 0..2 {
+        mu[k].iter_mut().for_each(|s| *s /= count[k] as f64);
+    }
+    mu
+}
+
+/// Difference of means: `u = (μ1 − μ0)/‖μ1 − μ0‖`, threshold at `(μ0 + μ1)/2`; the score is
+/// `s · u·(h − mid)` with the scale `s` fitted by 1-D Newton on the training cross-entropy
+/// (a tiny ridge, 1e-3 · s²/2 per example, keeps `s` finite when the classes are separable).
+fn fit_mean_diff(data: &Data, tr: &[usize]) -> (Vec<f64>, f64) {
+    let [mu0, mu1] = class_means(data, tr);
+    let mut u: Vec<f64> = mu1.iter().zip(&mu0).map(|(a, b)| a - b).collect();
+    let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
+    u.iter_mut().for_each(|v| *v /= norm);
+    let mid: f64 = u
+        .iter()
+        .zip(mu0.iter().zip(&mu1))
+        .map(|(w, (a, b))| w * (a + b) / 2.0)
+        .sum();
+    let z: Vec<f64> = tr
+        .iter()
+        .map(|&i| {
+            u.iter()
+                .zip(data.row(i))
+                .map(|(w, &x)| w * x as f64)
+                .sum::<f64>()
+                - mid
+        })
+        .collect();
+    let ridge = 1e-3 * tr.len() as f64;
+    let mut s = 1.0 / z.iter().map(|v| v.abs()).sum::<f64>().max(1e-300) * tr.len() as f64;
+    for _ in 0..100 {
+        let (mut g, mut h) = (ridge * s, ridge);
+        for (&zi, &i) in z.iter().zip(tr) {
+            let p = sigmoid(s * zi);
+            g += (p - f64::from(data.y[i])) * zi;
+            h += p * (1.0 - p) * zi * zi;
+        }
+        let step = g / h;
+        s -= step;
+        if step.abs() <= 1e-12 * s.abs().max(1.0) {
+            break;
+        }
+    }
+    let w: Vec<f64> = u.iter().map(|v| v * s).collect();
+    (w, -s * mid)
+}
+
+/// L2-regularised logistic regression by Newton's method (IRLS) with backtracking: minimises
+/// `Σ CE + λ/2 ‖w‖²` (intercept unpenalised); the Newton system `(Xᵀ S X + λI) Δ = g` is
+/// solved by Cholesky. Features are centred on the training mean first (the intercept absorbs
+/// it), which keeps the Hessian well conditioned.
+fn fit_logistic(data: &Data, tr: &[usize], l2: f64) -> Result<(Vec<f64>, f64)> {
+    let d = data.d;
+    let p = d + 1; // the last coordinate is the intercept
+    let mut mean = vec![0f64; d];
+    for &i in tr {
+        for (m, &x) in mean.iter_mut().zip(data.row(i)) {
+            *m += x as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= tr.len() as f64);
+    let rows: Vec<Vec<f64>> = tr
+        .iter()
+        .map(|&i| {
+            let mut r: Vec<f64> = data
+                .row(i)
+                .iter()
+                .zip(&mean)
+                .map(|(&x, m)| x as f64 - m)
+                .collect();
+            r.push(1.0);
+            r
+        })
+        .collect();
+    let ys: Vec<f64> = tr.iter().map(|&i| f64::from(data.y[i])).collect();
+    let objective = |beta: &[f64]| -> f64 {
+        let mut f = 0.5 * l2 * beta[..d].iter().map(|b| b * b).sum::<f64>();
+        for (r, &y) in rows.iter().zip(&ys) {
+            let t: f64 = r.iter().zip(beta).map(|(a, b)| a * b).sum();
+            // log(1 + e^t) − y t, computed stably.
+            f += t.max(0.0) + (-t.abs()).exp().ln_1p() - y * t;
+        }
+        f
+    };
+    let mut beta = vec![0f64; p];
+    let mut f = objective(&beta);
+    let mut converged = false;
+    for _ in 0..100 {
+        let mut g = vec![0f64; p];
+        let mut hess = vec![0f64; p * p];
+        for (r, &y) in rows.iter().zip(&ys) {
+            let t: f64 = r.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let pr = sigmoid(t);
+            let s = (pr * (1.0 - pr)).max(1e-12);
+            for a in 0..p {
+                g[a] += (pr - y) * r[a];
+                let sa = s * r[a];
+                // Upper triangle only; mirrored below.
+                for (hb, &rb) in hess[a * p + a..(a + 1) * p].iter_mut().zip(&r[a..]) {
+                    *hb += sa * rb;
+                }
+            }
+        }
+        for a in 0..d {
+            g[a] += l2 * beta[a];
+            hess[a * p + a] += l2;
+        }
+        hess[p * p - 1] += 1e-9; // a whisker of damping for the intercept
+        for a in 0..p {
+            for b in 0..a {
+                hess[a * p + b] = hess[b * p + a];
+            }
+        }
+        let delta = cholesky_solve(&mut hess, &g, p)?;
+        let decrement: f64 = delta.iter().zip(&g).map(|(a, b)| a * b).sum();
+        if decrement / 2.0 <= 1e-10 * (1.0 + f.abs()) {
+            converged = true;
+            break;
+        }
+        let mut t = 1.0;
+        loop {
+            let cand: Vec<f64> = beta.iter().zip(&delta).map(|(b, s)| b - t * s).collect();
+            let fc = objective(&cand);
+            if fc <= f - 0.25 * t * decrement || t < 1e-10 {
+                beta = cand;
+                f = fc;
+                break;
+            }
+            t /= 2.0;
+        }
+    }
+    ensure!(
+        converged,
+        "logistic regression did not converge in 100 Newton steps (try a larger --l2)"
+    );
+    let w = beta[..d].to_vec();
+    let c = beta[d] - w.iter().zip(&mean).map(|(a, m)| a * m).sum::<f64>();
+    Ok((w, c))
+}
+
+/// Solves `A x = g` for a symmetric positive definite `A` (`n × n`, overwritten by its
+/// Cholesky factor).
+fn cholesky_solve(a: &mut [f64], g: &[f64], n: usize) -> Result<Vec<f64>> {
+    for j in 0..n {
+        let mut s = a[j * n + j];
+        for k in 0..j {
+            s -= a[j * n + k] * a[j * n + k];
+        }
+        ensure!(
+            s > 0.0 && s.is_finite(),
+            "logistic regression: the Hessian is singular (features constant or duplicated; use --l2 > 0)"
+        );
+        let ljj = s.sqrt();
+        a[j * n + j] = ljj;
+        for i in j + 1..n {
+            let mut s = a[i * n + j];
+            for k in 0..j {
+                s -= a[i * n + k] * a[j * n + k];
+            }
+            a[i * n + j] = s / ljj;
+        }
+    }
+    let mut x = g.to_vec();
+    for i in 0..n {
+        for k in 0..i {
+            x[i] -= a[i * n + k] * x[k];
+        }
+        x[i] /= a[i * n + i];
+    }
+    for i in (0..n).rev() {
+        for k in i + 1..n {
+            x[i] -= a[k * n + i] * x[k];
+        }
+        x[i] /= a[i * n + i];
+    }
+    Ok(x)
+}
+
+#[cfg(test)]
+#[path = "train_tests.rs"]
+mod tests;
