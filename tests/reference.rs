@@ -40,7 +40,7 @@ fn last_logits_match_candle_quantized_llama() {
     for prompt in PROMPTS {
         let ids = model.tokenizer.encode(prompt).unwrap();
         let (out, _) = model
-            .forward_batch(&[ids.clone()], &[], Logits::Last)
+            .forward_batch(std::slice::from_ref(&ids), &[], Logits::Last)
             .unwrap();
         let ours: Vec<f32> = out.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap();
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)

@@ -159,7 +159,7 @@ fn mean_pooling_ignores_padding() {
             .to_vec2::<f32>()
             .unwrap()
     };
-    let alone = pooled(&[short.clone()]);
+    let alone = pooled(std::slice::from_ref(&short));
     let batched = pooled(&[long, short]);
     let diff = alone[0]
         .iter()
@@ -192,7 +192,7 @@ fn safetensors_folder_gives_the_same_hidden_states_as_the_gguf() {
     let points = [Point::Residual(14), Point::FinalNorm];
     let run = |m: &Model| {
         let (out, _) = m
-            .forward_batch(&[ids.clone()], &points, Logits::None)
+            .forward_batch(std::slice::from_ref(&ids), &points, Logits::None)
             .unwrap();
         out.hidden
             .iter()

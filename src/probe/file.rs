@@ -36,7 +36,7 @@ pub enum Direction {
 impl Probe {
     /// Builds a probe, checking shapes and finiteness.
     pub fn new(weight: Vec<f32>, bias: [f32; 2], meta: BTreeMap<String, String>) -> Result<Self> {
-        if weight.is_empty() || weight.len() % 2 != 0 {
+        if weight.is_empty() || !weight.len().is_multiple_of(2) {
             bail!("probe weight has {} values, expected 2 × d", weight.len());
         }
         if let Some(i) = weight.iter().chain(&bias).position(|x| !x.is_finite()) {

@@ -205,7 +205,9 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0
+        if self.num_heads == 0
+            || self.num_kv_heads == 0
+            || !self.num_heads.is_multiple_of(self.num_kv_heads)
         {
             bail!(
                 "attention heads {} not a multiple of key/value heads {}",
@@ -213,7 +215,7 @@ impl ModelConfig {
                 self.num_kv_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("head dimension {} is odd; RoPE needs pairs", self.head_dim);
         }
         if self.hidden_size == 0 || self.num_layers == 0 || self.intermediate_size == 0 {
