@@ -12,7 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How matrices are held in memory for the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Precision {
     /// As stored in the file (quantised GGUF matrices stay quantised).
     #[default]
