@@ -5,7 +5,8 @@ use clap::Args;
 use scalpel::assets::FetchOptions;
 use scalpel::eval::markdown::write_report;
 use scalpel::eval::openai::Endpoint;
-use scalpel::eval::suites::{fingerprint, parse_suites, Scorers, DEFAULT_SUITES};
+use scalpel::eval::run::check_tokenizers;
+use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, DEFAULT_SUITES};
 use scalpel::eval::{run_suites, EvalConfig, Subject};
 use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::PathBuf;
@@ -117,7 +118,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let opts = LoadOptions {
         precision: a.precision,
     };
-    let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let model = Model::load(&a.model, &opts)?;
     let endpoint = a
         .endpoint
@@ -149,6 +149,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }),
         _ => None,
     };
+    // Cheap checks first: a tokenizer mismatch or a bad prompt file fails before the
+    // scorers load and before any generation.
+    if let Some(b) = &base {
+        check_tokenizers(&model, b.model, cfg.allow_tokenizer_mismatch)?;
+    }
+    preflight(&model, &cfg, &fetch)?;
+    let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let report = run_suites(&subject, base.as_ref(), &cfg, &scorers, &fetch)?;
     let files = write_report(&report, &a.out)?;
     for w in &report.warnings {

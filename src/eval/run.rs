@@ -11,7 +11,7 @@ use crate::eval::report::{
     GenSummary, PplSummary, SuiteRun, Throughput, PPL_RISE_WARN,
 };
 use crate::eval::stats::{bootstrap_mean, BootstrapConfig};
-use crate::eval::suites::{run_suite_cached, wikitext_windows, Scorers};
+use crate::eval::suites::{preflight, run_suite_cached, wikitext_windows, Scorers};
 use crate::runtime::{Model, Precision};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,22 @@ fn evaluate(
     })
 }
 
+/// Whether `model` and `baseline` share a tokenizer; an error when they do not and
+/// `allow_mismatch` is off (token-level comparisons between them would be meaningless).
+pub fn check_tokenizers(model: &Model, baseline: &Model, allow_mismatch: bool) -> Result<bool> {
+    let same = capability::same_tokenizer(&baseline.tokenizer, &model.tokenizer);
+    if !same && !allow_mismatch {
+        bail!(
+            "{} and baseline {} have different tokenizers ({} vs {} tokens); pass --allow-tokenizer-mismatch to compare them anyway (KL is then skipped)",
+            model.path.display(),
+            baseline.path.display(),
+            model.tokenizer.vocab_size(),
+            baseline.tokenizer.vocab_size()
+        );
+    }
+    Ok(same)
+}
+
 /// Evaluates `model` on `cfg.suites` and, with a `baseline`, the baseline too, then compares
 /// them prompt by prompt. Continuation NLLs are always computed under the baseline (the
 /// model itself when there is none). Refuses models whose tokenizers differ unless
@@ -203,19 +219,11 @@ pub fn run_suites(
     fetch: &FetchOptions,
 ) -> Result<Report> {
     let t0 = Instant::now();
-    let mut same_tok = true;
-    if let Some(b) = baseline {
-        same_tok = capability::same_tokenizer(&b.model.tokenizer, &model.model.tokenizer);
-        if !same_tok && !cfg.allow_tokenizer_mismatch {
-            bail!(
-                "{} and baseline {} have different tokenizers ({} vs {} tokens); pass --allow-tokenizer-mismatch to compare them anyway (KL is then skipped)",
-                model.model.path.display(),
-                b.model.path.display(),
-                model.model.tokenizer.vocab_size(),
-                b.model.tokenizer.vocab_size()
-            );
-        }
-    }
+    let same_tok = match baseline {
+        Some(b) => check_tokenizers(model.model, b.model, cfg.allow_tokenizer_mismatch)?,
+        None => true,
+    };
+    preflight(model.model, cfg, fetch)?;
     let nll_ref = baseline.unwrap_or(model);
     let base = match baseline {
         Some(b) => Some(evaluate(b, b, cfg, scorers, fetch)?),

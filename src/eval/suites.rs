@@ -224,17 +224,15 @@ fn progress(len: usize, msg: String) -> ProgressBar {
     pb
 }
 
-/// Runs one generative suite on `subject`, scoring continuations' NLL under `nll_model`.
-pub fn run_generative(
+/// The prompts as given to the model (chat template applied when the protocol asks) and
+/// their ids; refuses a prompt that encodes to nothing or does not fit the context with
+/// the suite's new tokens, naming it.
+fn encode_prompts(
     suite: &str,
-    subject: &Subject,
-    nll_model: &Model,
-    cfg: &EvalConfig,
-    scorers: &Scorers,
-    fetch: &FetchOptions,
-) -> Result<GenRun> {
-    let (set, licences, proto) = suite_prompts(suite, cfg, fetch)?;
-    let model = subject.model;
+    set: &PromptSet,
+    proto: &Protocol,
+    model: &Model,
+) -> Result<(Vec<String>, Vec<Vec<u32>>)> {
     let texts: Vec<String> = if proto.chat {
         set.prompts
             .iter()
@@ -261,6 +259,31 @@ pub fn run_generative(
             );
         }
     }
+    Ok((texts, ids))
+}
+
+/// Loads and encodes every generative suite's prompts without generating anything, so that
+/// a bad prompt file fails in seconds rather than after hours of another suite's generation.
+pub fn preflight(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<()> {
+    for suite in cfg.suites.iter().filter(|s| *s != "ppl") {
+        let (set, _, proto) = suite_prompts(suite, cfg, fetch)?;
+        encode_prompts(suite, &set, &proto, model)?;
+    }
+    Ok(())
+}
+
+/// Runs one generative suite on `subject`, scoring continuations' NLL under `nll_model`.
+pub fn run_generative(
+    suite: &str,
+    subject: &Subject,
+    nll_model: &Model,
+    cfg: &EvalConfig,
+    scorers: &Scorers,
+    fetch: &FetchOptions,
+) -> Result<GenRun> {
+    let (set, licences, proto) = suite_prompts(suite, cfg, fetch)?;
+    let model = subject.model;
+    let (texts, ids) = encode_prompts(suite, &set, &proto, model)?;
     let params = GenParams {
         max_new_tokens: proto.max_new,
         temperature: 0.0,
