@@ -17,7 +17,10 @@
 //!   sentiment, user files) and prompt sets for evaluation (RTP, ToxiGen, AdvBench).
 //! - [`eval`]: offline scorers of generated text — toxicity (a port of the hatesonar
 //!   classifier), refusal markers, VADER sentiment, degeneration — and the statistics
-//!   (bootstrap intervals, sign tests) every reported change comes with.
+//!   (bootstrap intervals, sign tests) every reported change comes with; and the evaluation
+//!   itself ([`eval::run_suites`]): RTP / ToxiGen / AdvBench generation with the paper's
+//!   protocol (locally or through an OpenAI-compatible server), the fluency of the scored
+//!   continuations under the base model, WikiText-2 perplexity, KL to the base, and a report.
 //! - [`probe`]: step 1, the behaviour probe and its file.
 //! - [`surgery`]: steps 2 and 3 — select the gate rows most anti-aligned with the probe,
 //!   add `α · w` to them, and write the edited model (GGUF or HF) with a reversible patch

@@ -2,6 +2,7 @@
 
 mod bench;
 mod edit;
+mod eval;
 mod fetch;
 mod generate;
 mod inspect;
@@ -23,6 +24,8 @@ pub struct Cli {
 /// All subcommands; one file per subcommand under `src/cli/`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Evaluate a model (and its baseline): toxicity, refusal, sentiment, fluency, perplexity, KL.
+    Eval(eval::EvalArgs),
     /// Fetch models and datasets into the cache (sha256-verified; a mirror can stand in).
     Fetch(fetch::FetchArgs),
     /// Show what a model holds: architecture, dims, metadata, tensors, tokenizer.
@@ -44,6 +47,7 @@ pub enum Command {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Eval(a) => eval::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Generate(a) => generate::run(a),

