@@ -17,6 +17,7 @@
 pub mod ggml;
 pub mod gguf;
 pub mod io;
+pub mod names;
 pub mod patch;
 pub mod quant;
 pub mod safetensors;

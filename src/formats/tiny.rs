@@ -187,30 +187,7 @@ pub fn weights(spec: &TinySpec, seed: u64) -> Result<Vec<TinyTensor>> {
     Ok(out)
 }
 
-/// The llama.cpp GGUF name of an HF Llama tensor name.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    match hf {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (n, tail) = rest.split_once('.')?;
-    let g = match tail {
-        "input_layernorm.weight" => "attn_norm",
-        "self_attn.q_proj.weight" => "attn_q",
-        "self_attn.k_proj.weight" => "attn_k",
-        "self_attn.v_proj.weight" => "attn_v",
-        "self_attn.o_proj.weight" => "attn_output",
-        "post_attention_layernorm.weight" => "ffn_norm",
-        "mlp.gate_proj.weight" => "ffn_gate",
-        "mlp.up_proj.weight" => "ffn_up",
-        "mlp.down_proj.weight" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{n}.{g}.weight"))
-}
+pub use super::names::gguf_name;
 
 /// Reorders the rows of an HF `q_proj` (`n_head` = heads) or `k_proj` (`n_head` = kv heads)
 /// weight into llama.cpp's GGUF order, as `LlamaModel.permute` in `convert_hf_to_gguf.py`.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::kernels::{BlockType, QuantMatrix};
+use crate::formats::names::hf_name;
 
 /// How matrices are held in memory for the forward pass.
 #[derive(
@@ -137,32 +138,6 @@ pub enum WeightSource {
         dir: PathBuf,
         st: candle_core::safetensors::MmapedSafetensors,
     },
-}
-
-/// Maps a GGUF-style role name (`blk.N.ffn_gate`, `token_embd`, `output_norm`, `output`) to
-/// the Hugging Face tensor name, without the `.weight`/`.bias` suffix.
-fn hf_name(role: &str) -> String {
-    match role {
-        "token_embd" => return "model.embed_tokens".into(),
-        "output_norm" => return "model.norm".into(),
-        "output" => return "lm_head".into(),
-        _ => {}
-    }
-    let rest = role.strip_prefix("blk.").unwrap_or(role);
-    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
-    let hf_part = match part {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        other => other,
-    };
-    format!("model.layers.{layer}.{hf_part}")
 }
 
 impl WeightSource {
@@ -443,22 +418,5 @@ pub fn gguf_metadata(source: &WeightSource) -> Option<&gguf_file::Content> {
     match source {
         WeightSource::Gguf { content, .. } => Some(content),
         WeightSource::SafeTensors { .. } => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hf_name;
-
-    #[test]
-    fn role_names_map_to_hugging_face_names() {
-        assert_eq!(hf_name("blk.3.ffn_gate"), "model.layers.3.mlp.gate_proj");
-        assert_eq!(hf_name("blk.12.attn_k"), "model.layers.12.self_attn.k_proj");
-        assert_eq!(
-            hf_name("blk.0.ffn_norm"),
-            "model.layers.0.post_attention_layernorm"
-        );
-        assert_eq!(hf_name("token_embd"), "model.embed_tokens");
-        assert_eq!(hf_name("output"), "lm_head");
     }
 }

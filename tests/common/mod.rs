@@ -32,32 +32,6 @@ pub fn gguf_to_hf_folder(gguf: &Path, dir: &Path) {
     let cfg = model.config().clone();
     let mut file = std::fs::File::open(gguf).unwrap();
     let ct = gguf_file::Content::read(&mut file).unwrap();
-    let hf = |name: &str| -> String {
-        let map = [
-            ("token_embd", "model.embed_tokens"),
-            ("output_norm", "model.norm"),
-            ("output", "lm_head"),
-        ];
-        let stem = name.trim_end_matches(".weight");
-        if let Some((_, h)) = map.iter().find(|(g, _)| *g == stem) {
-            return format!("{h}.weight");
-        }
-        let rest = stem.strip_prefix("blk.").unwrap();
-        let (layer, part) = rest.split_once('.').unwrap();
-        let part = match part {
-            "attn_norm" => "input_layernorm",
-            "ffn_norm" => "post_attention_layernorm",
-            "attn_q" => "self_attn.q_proj",
-            "attn_k" => "self_attn.k_proj",
-            "attn_v" => "self_attn.v_proj",
-            "attn_output" => "self_attn.o_proj",
-            "ffn_gate" => "mlp.gate_proj",
-            "ffn_up" => "mlp.up_proj",
-            "ffn_down" => "mlp.down_proj",
-            p => panic!("unexpected tensor part {p}"),
-        };
-        format!("model.layers.{layer}.{part}.weight")
-    };
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let hd = cfg.head_dim;
     for name in ct.tensor_infos.keys() {
@@ -85,7 +59,13 @@ pub fn gguf_to_hf_folder(gguf: &Path, dir: &Path) {
                 .reshape((nh * hd, d_in))
                 .unwrap();
         }
-        tensors.insert(hf(name), t);
+        let stem = name
+            .strip_suffix(".weight")
+            .expect("llama GGUF tensors end in .weight");
+        tensors.insert(
+            format!("{}.weight", scalpel::formats::names::hf_name(stem)),
+            t,
+        );
     }
     std::fs::create_dir_all(dir).unwrap();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
