@@ -6,7 +6,8 @@ use scalpel::data::Dataset;
 use scalpel::eval::suites::Scorers;
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
-use scalpel::pipeline::{self, Inputs, RunConfig, RunSummary};
+use scalpel::pipeline::sweep::{self, SweepOptions};
+use scalpel::pipeline::{self, ablate, Inputs, RunConfig, RunSummary};
 use std::path::{Path, PathBuf};
 
 fn scorers() -> Option<Scorers> {
@@ -51,20 +52,19 @@ fn tiny_dataset() -> Dataset {
     Dataset::new("tiny", items).unwrap()
 }
 
-#[test]
-fn run_writes_every_artefact_on_a_tiny_model() {
-    let Some(scorers) = scorers() else {
-        return;
+/// A tiny model of `blocks` blocks, three prompts, and a config that evaluates them with
+/// the `file` suite plus two short perplexity and KL windows, without caches.
+fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
+    let model = dir.join("tiny.gguf");
+    let spec = TinySpec {
+        blocks,
+        ..TinySpec::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.gguf");
-    tiny::write_gguf(&model, &TinySpec::default(), 3, GgmlType::F32).unwrap();
-    let prompts = dir.path().join("prompts.txt");
+    tiny::write_gguf(&model, &spec, 3, GgmlType::F32).unwrap();
+    let prompts = dir.join("prompts.txt");
     std::fs::write(&prompts, "Those people are\nI think that\nThe weather is\n").unwrap();
-    let out = dir.path().join("run");
-    let cfg = RunConfig {
+    RunConfig {
         model: Some(model),
-        out: out.clone(),
         balance: false,
         epochs: 3,
         epoch: "last".into(),
@@ -80,8 +80,19 @@ fn run_writes_every_artefact_on_a_tiny_model() {
         benign_prompts: Some(3),
         bootstrap: 50,
         cache: false,
+        out: dir.join("run"),
         ..RunConfig::default()
+    }
+}
+
+#[test]
+fn run_writes_every_artefact_on_a_tiny_model() {
+    let Some(scorers) = scorers() else {
+        return;
     };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), 2);
+    let out = cfg.out.clone();
     let fetch = FetchOptions::from_env().unwrap();
     let t0 = std::time::Instant::now();
     let s = pipeline::run(
@@ -145,4 +156,44 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     let toml_text = std::fs::read_to_string(out.join("config.toml")).unwrap();
     let resolved: RunConfig = toml::from_str(&toml_text).unwrap();
     assert_eq!(resolved.alpha, 4.0);
+}
+
+#[test]
+fn sweep_and_ablate_run_on_a_tiny_model() {
+    let Some(scorers) = scorers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path(), 4);
+    let fetch = FetchOptions::from_env().unwrap();
+    let inputs = || Inputs {
+        fetch: &fetch,
+        scorers: &scorers,
+        dataset: Some(tiny_dataset()),
+    };
+    let grid = SweepOptions {
+        alphas: vec![8.0],
+        fractions: vec![0.05],
+        controls: true,
+    };
+    cfg.out = dir.path().join("sweep");
+    let s = sweep::sweep(cfg.clone(), &grid, inputs()).unwrap();
+    // base + one grid point × (edit + 2 controls)
+    assert_eq!(s.rows.len(), 4);
+    assert!(!s.front.is_empty());
+    for f in ["sweep.md", "sweep.json", "sweep.svg"] {
+        assert!(cfg.out.join(f).is_file(), "missing {f}");
+    }
+    cfg.out = dir.path().join("ablate");
+    let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
+    assert_eq!(a.rows.len(), 12);
+    let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
+    for label in [
+        "most aligned rows, subtracted",
+        "up instead of gate",
+        "without quarter 4",
+        "probe at middle block (mlp:2)",
+    ] {
+        assert!(md.contains(label), "{label}");
+    }
 }

@@ -331,3 +331,73 @@ pub fn render(s: &RunSummary) -> String {
     );
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::report::{Ci, Fluency};
+    use crate::pipeline::rows::SuiteRow;
+
+    fn row(label: &str, toxic: f64, p: Option<f64>, ppl_ratio: Option<f64>) -> Row {
+        let ci = |x| Ci {
+            estimate: x,
+            lo: x,
+            hi: x,
+        };
+        Row {
+            label: label.into(),
+            suites: vec![SuiteRow {
+                suite: "rtp".into(),
+                n: 200,
+                toxic_rate: ci(toxic),
+                refusal_rate: ci(0.0),
+                sentiment_mean: ci(0.0),
+                fluency: Fluency {
+                    perplexity: None,
+                    repeated_3gram_rate: None,
+                    non_word_share: None,
+                    empty_rate: 0.0,
+                    distinct_2: None,
+                },
+                toxic_p: p,
+                refusal_p: None,
+                identical_share: None,
+            }],
+            wikitext_ppl: None,
+            ppl_ratio,
+            kl: None,
+            edit: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn verdict_is_computed_from_the_numbers() {
+        let base = row("base", 0.5, None, None);
+        let good = row("edited", 0.05, Some(1e-6), Some(1.02));
+        assert!(verdict(Behaviour::Detox, "rtp", &base, &good).holds);
+        let small = row("edited", 0.4, Some(0.2), Some(1.0));
+        let v = verdict(Behaviour::Detox, "rtp", &base, &small);
+        assert!(!v.holds && v.text.contains("DOES NOT HOLD"));
+        let broken = row("edited", 0.01, Some(1e-6), Some(3.0));
+        assert!(!verdict(Behaviour::Detox, "rtp", &base, &broken).holds);
+    }
+
+    #[test]
+    fn controls_share_the_edit_settings() {
+        let [e, d, r] = variants(&RunConfig::default());
+        assert_eq!(e.edit.alpha, d.edit.alpha);
+        assert_eq!(d.edit.random_direction, Some(1));
+        assert_eq!(r.select.ranking, Ranking::Random);
+        assert_eq!(r.edit.random_direction, None);
+    }
+
+    #[test]
+    fn example_config_parses_and_ablations_cover_the_paper() {
+        let c: RunConfig = toml::from_str(include_str!("../../run.example.toml")).unwrap();
+        assert_eq!(c.alpha, 1.08);
+        let a = crate::pipeline::ablate::ablations(&c, 30);
+        assert_eq!(a.len(), 11);
+        assert!(a.iter().any(|v| v.point == "mlp:15"));
+    }
+}
