@@ -22,6 +22,7 @@
 //!   protocol (locally or through an OpenAI-compatible server), the fluency of the scored
 //!   continuations under the base model, WikiText-2 perplexity, KL to the base, and a report.
 //! - [`probe`]: step 1, the behaviour probe and its file.
+//! - [`pipeline`]: all steps in one call with controls, an α / K sweep and ablations.
 //! - [`surgery`]: steps 2 and 3 — select the gate rows most anti-aligned with the probe,
 //!   add `α · w` to them, and write the edited model (GGUF or HF) with a reversible patch
 //!   ([`formats::patch`]).
@@ -30,6 +31,7 @@ pub mod assets;
 pub mod data;
 pub mod eval;
 pub mod formats;
+pub mod pipeline;
 pub mod probe;
 pub mod runtime;
 pub mod surgery;

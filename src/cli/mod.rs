@@ -8,6 +8,7 @@ mod generate;
 mod inspect;
 mod patch;
 mod probe;
+mod run;
 mod select;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,12 @@ pub enum Command {
     Edit(edit::EditArgs),
     /// Apply or revert a patch written by `edit`.
     Patch(patch::PatchArgs),
+    /// The whole method: probe, select, edit, evaluate base, edited and two controls.
+    Run(run::RunArgs),
+    /// Grid over α and K with controls; table and trade-off plot with the Pareto front.
+    Sweep(run::SweepArgs),
+    /// The paper's ablations as one table on the same prompts and scorers.
+    Ablate(run::AblateArgs),
 }
 
 /// Runs one parsed command line.
@@ -56,5 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(a) => select::run(&a),
         Command::Edit(a) => edit::run(&a),
         Command::Patch(a) => patch::run(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Sweep(a) => run::sweep(&a),
+        Command::Ablate(a) => run::ablate(&a),
     }
 }

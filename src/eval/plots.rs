@@ -15,7 +15,7 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 70.0;
-const COLORS: [&str; 2] = ["#4c72b0", "#dd8452"];
+const COLORS: [&str; 4] = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"];
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -75,7 +75,7 @@ fn legend(s: &mut String, labels: &[&str]) {
             s,
             r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}" fill-opacity="0.7"/><text x="{}" y="{}">{}</text>"#,
             TOP - 12.0,
-            COLORS[k % 2],
+            COLORS[k % COLORS.len()],
             x + 16.0,
             TOP - 2.0,
             esc(l)
@@ -118,7 +118,7 @@ pub fn toxicity_histogram(title: &str, runs: &[(&str, &GenRun)]) -> String {
                 LEFT + bw * b as f64,
                 H - BOTTOM - bh,
                 bw - 1.0,
-                COLORS[k % 2]
+                COLORS[k % COLORS.len()]
             );
         }
     }
@@ -168,7 +168,7 @@ pub fn group_bars(title: &str, series: &[(&str, Vec<(String, f64)>)]) -> String 
                 LEFT + gw * g as f64 + 3.0 + bw * k as f64,
                 H - BOTTOM - bh,
                 bw,
-                COLORS[k % 2]
+                COLORS[k % COLORS.len()]
             );
         }
     }

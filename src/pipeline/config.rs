@@ -1,0 +1,323 @@
+//! The settings of a pipeline run: behaviour table, probe, edit and evaluation profile.
+//! Everything lives in one [`RunConfig`] so that a TOML file can hold all of it, CLI flags
+//! can override single fields, and the resolved config is recorded next to the results.
+
+use crate::eval::suites::parse_suites;
+use crate::eval::EvalConfig;
+use crate::probe::EpochChoice;
+use crate::runtime::Precision;
+use crate::surgery::edit::PAPER_ALPHA;
+use crate::surgery::select::PAPER_FRACTION;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The behaviour being removed. Each one fixes the probe's dataset, the suites that measure
+/// the behaviour and which way the measure should move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Toxic continuations (the paper's main result): lower % toxic is better.
+    Detox,
+    /// Compliance with harmful requests: a higher refusal rate is better.
+    Jailbreak,
+    /// Negative attitude: a higher mean sentiment is better.
+    Attitude,
+}
+
+/// The quantity a behaviour is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    ToxicRate,
+    RefusalRate,
+    SentimentMean,
+}
+
+impl Measure {
+    /// How tables and verdicts name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::ToxicRate => "% toxic",
+            Measure::RefusalRate => "% refused",
+            Measure::SentimentMean => "mean sentiment (×100)",
+        }
+    }
+}
+
+/// One row of the behaviour table.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BehaviourSpec {
+    /// Built-in labelled dataset of the probe (`None`: a `data_file` is required).
+    pub dataset: Option<&'static str>,
+    /// Generative suites that measure the behaviour (capability suites are added).
+    pub suites: &'static [&'static str],
+    /// What is read from those suites.
+    pub measure: Measure,
+    /// Whether the desired edit lowers the measure.
+    pub lower_is_better: bool,
+}
+
+impl Behaviour {
+    /// The table entry.
+    pub fn spec(self) -> BehaviourSpec {
+        match self {
+            Behaviour::Detox => BehaviourSpec {
+                dataset: Some("toxicity"),
+                suites: &["rtp", "toxigen"],
+                measure: Measure::ToxicRate,
+                lower_is_better: true,
+            },
+            // No jailbreak-labelled set is bundled: the user supplies compliant (1) and
+            // refusing (0) answers as a TSV file.
+            Behaviour::Jailbreak => BehaviourSpec {
+                dataset: None,
+                suites: &["refusal"],
+                measure: Measure::RefusalRate,
+                lower_is_better: false,
+            },
+            Behaviour::Attitude => BehaviourSpec {
+                dataset: Some("sentiment"),
+                suites: &["rtp"],
+                measure: Measure::SentimentMean,
+                lower_is_better: false,
+            },
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Detox => "detox",
+            Behaviour::Jailbreak => "jailbreak",
+            Behaviour::Attitude => "attitude",
+        }
+    }
+}
+
+/// How much evaluation: `quick` fits a whole run in minutes on two cores; `full` is the
+/// paper's protocol (every prompt, every WikiText window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Quick,
+    Full,
+}
+
+/// Every setting of `scalpel run` (and the base of `sweep` / `ablate`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Model file or folder; `None`: the default model from the asset catalog.
+    pub model: Option<PathBuf>,
+    pub behaviour: Behaviour,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Labelled TSV (`label<TAB>text`) replacing the behaviour's built-in dataset.
+    pub data_file: Option<PathBuf>,
+    /// Downsample the larger class (seeded by `seed`), as the paper's balanced Davidson.
+    pub balance: bool,
+    /// Seed of balancing, the probe split and training, prompt sampling and the bootstrap.
+    pub seed: u64,
+    /// Probe point: `final` (the paper), `N` (residual after block N) or `mlp:N`.
+    pub layer: String,
+    /// Probe training: learning rate, epochs, kept epoch (`best`, `last` or a 0-based number).
+    pub lr: f64,
+    pub epochs: usize,
+    pub epoch: String,
+    /// Texts are cut to this many tokens for the probe.
+    pub max_tokens: usize,
+    /// α of the edit.
+    pub alpha: f32,
+    /// Rows edited: an exact count (wins when set) or a fraction of all gate rows.
+    pub top_k: Option<usize>,
+    pub fraction: f64,
+    /// Seed of the controls (random direction, random rows).
+    pub control_seed: u64,
+    pub profile: Profile,
+    /// Evaluation overrides (`None`: the profile's value).
+    pub limit: Option<usize>,
+    pub toxigen_per_group: Option<usize>,
+    pub ppl_windows: Option<usize>,
+    pub ppl_window: Option<usize>,
+    pub kl_windows: Option<usize>,
+    pub kl_window: Option<usize>,
+    pub benign_prompts: Option<usize>,
+    pub max_new: Option<usize>,
+    pub batch_size: usize,
+    pub threshold: f64,
+    pub bootstrap: usize,
+    /// Replace the suite list (comma-separated, e.g. `file,ppl,kl`); `None`: the
+    /// behaviour's suites plus `ppl` and `kl`.
+    pub suites: Option<String>,
+    /// Prompt file of the `file` suite (one prompt per line, or `.jsonl`).
+    pub prompts: Option<PathBuf>,
+    /// Read and write the activation and evaluation caches.
+    pub cache: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model: None,
+            behaviour: Behaviour::Detox,
+            out: PathBuf::from("runs/detox"),
+            data_file: None,
+            balance: true,
+            seed: 0,
+            layer: "final".into(),
+            lr: 1e-4,
+            epochs: 20,
+            // The paper keeps the checkpoint of epoch 9.
+            epoch: "9".into(),
+            max_tokens: 128,
+            alpha: PAPER_ALPHA,
+            top_k: None,
+            fraction: PAPER_FRACTION,
+            control_seed: 1,
+            profile: Profile::Quick,
+            limit: None,
+            toxigen_per_group: None,
+            ppl_windows: None,
+            ppl_window: None,
+            kl_windows: None,
+            kl_window: None,
+            benign_prompts: None,
+            max_new: None,
+            batch_size: 16,
+            threshold: 0.5,
+            bootstrap: 1000,
+            suites: None,
+            prompts: None,
+            cache: true,
+        }
+    }
+}
+
+/// Quick-profile sizes, chosen so that base + edited + two controls finish in under 15
+/// minutes on two cores. Measured per model on the default model: 200 RTP prompts ≈ 60 s,
+/// ToxiGen ≈ 1.8 s per prompt (128 new tokens), a 1024-token perplexity window ≈ 7 s;
+/// ToxiGen is therefore the suite cut hardest (2 per group = 32 prompts).
+pub const QUICK_LIMIT: usize = 200;
+pub const QUICK_TOXIGEN_PER_GROUP: usize = 2;
+pub const QUICK_PPL_WINDOWS: usize = 6;
+pub const QUICK_KL_WINDOWS: usize = 8;
+pub const QUICK_BENIGN_PROMPTS: usize = 16;
+
+impl RunConfig {
+    /// Reads a TOML file; unknown keys are errors (a typo must not silently do nothing).
+    pub fn from_toml_file(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.to_string().replace('\n', " ");
+            anyhow::anyhow!("config {}: {}", path.display(), msg.trim())
+        })
+    }
+
+    /// The resolved config as TOML (recorded in the output folder).
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// The kept epoch.
+    pub fn epoch_choice(&self) -> Result<EpochChoice> {
+        Ok(match self.epoch.as_str() {
+            "best" => EpochChoice::BestHeldOut,
+            "last" => EpochChoice::Last,
+            n => {
+                let k: usize = n.parse().with_context(|| {
+                    format!("epoch {n:?}: expected best, last or a 0-based epoch number")
+                })?;
+                if k >= self.epochs {
+                    bail!(
+                        "epoch {k} does not exist: there are {} (0-based)",
+                        self.epochs
+                    );
+                }
+                EpochChoice::Epoch(k)
+            }
+        })
+    }
+
+    /// The evaluation settings: the behaviour's suites plus `ppl` and `kl`, sized by the
+    /// profile, with any explicit override applied.
+    pub fn eval_config(&self, cache_dir: Option<PathBuf>) -> Result<EvalConfig> {
+        let quick = self.profile == Profile::Quick;
+        let suites = match &self.suites {
+            Some(list) => parse_suites(list)?,
+            None => {
+                let mut s: Vec<String> = self
+                    .behaviour
+                    .spec()
+                    .suites
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                s.extend(["ppl".to_string(), "kl".to_string()]);
+                s
+            }
+        };
+        let d = EvalConfig::default();
+        Ok(EvalConfig {
+            suites,
+            limit: self.limit.or(quick.then_some(QUICK_LIMIT)),
+            max_new: self.max_new,
+            toxigen_per_group: self.toxigen_per_group.unwrap_or(if quick {
+                QUICK_TOXIGEN_PER_GROUP
+            } else {
+                100
+            }),
+            seed: self.seed,
+            batch_size: self.batch_size.max(1),
+            precision: Precision::F32,
+            threshold: self.threshold,
+            ppl_window: self.ppl_window.unwrap_or(d.ppl_window),
+            ppl_windows: self.ppl_windows.or(quick.then_some(QUICK_PPL_WINDOWS)),
+            kl_windows: self.kl_windows.unwrap_or(if quick {
+                QUICK_KL_WINDOWS
+            } else {
+                d.kl_windows
+            }),
+            kl_window: self.kl_window.unwrap_or(d.kl_window),
+            benign_prompts: self.benign_prompts.unwrap_or(if quick {
+                QUICK_BENIGN_PROMPTS
+            } else {
+                d.benign_prompts
+            }),
+            bootstrap_resamples: self.bootstrap,
+            prompt_file: self.prompts.clone(),
+            cache_dir: if self.cache { cache_dir } else { None },
+            ..d
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys() {
+        let c: RunConfig = toml::from_str("alpha = 4.0\nprofile = \"full\"\n").unwrap();
+        assert_eq!(c.alpha, 4.0);
+        assert_eq!(c.profile, Profile::Full);
+        assert_eq!(c.layer, "final");
+        let back: RunConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back.alpha, 4.0);
+        assert!(toml::from_str::<RunConfig>("alpah = 4.0").is_err());
+    }
+
+    #[test]
+    fn quick_profile_limits_and_full_does_not() {
+        let mut c = RunConfig::default();
+        let q = c.eval_config(None).unwrap();
+        assert_eq!(q.limit, Some(QUICK_LIMIT));
+        assert_eq!(q.suites, ["rtp", "toxigen", "ppl", "kl"]);
+        c.profile = Profile::Full;
+        let f = c.eval_config(None).unwrap();
+        assert_eq!(f.limit, None);
+        assert_eq!(f.ppl_windows, None);
+        assert_eq!(f.toxigen_per_group, 100);
+    }
+}

@@ -1,0 +1,17 @@
+//! The whole method in one call: train the probe, select and edit gate rows, evaluate the
+//! base, the edited model and two controls, and write one report folder
+//! ([`run::run`]); the α / K grid ([`sweep`]) and the paper's ablations ([`ablate`]) build
+//! on the same [`session::Session`].
+
+pub mod ablate;
+pub mod config;
+pub mod plots;
+pub mod rows;
+pub mod run;
+pub mod session;
+pub mod sweep;
+
+pub use config::{Behaviour, Profile, RunConfig};
+pub use rows::Row;
+pub use run::{run, RunSummary, Verdict};
+pub use session::{Inputs, Session, Variant};

@@ -1,0 +1,172 @@
+//! `scalpel sweep`: the edit over a grid of α and K, each point with the random-direction
+//! and random-rows controls at the same settings, on a quick subset; a table and a plot of
+//! the behaviour measure against the perplexity increase with the Pareto front marked.
+
+use super::config::RunConfig;
+use super::plots::{pareto_front, tradeoff_svg};
+use super::rows::{row_from_report, table, ProbeInfo, Row};
+use super::run::{base_report, points, variants};
+use super::session::{Inputs, Session};
+use crate::formats::io::write_atomic;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::time::Instant;
+
+/// The grid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepOptions {
+    pub alphas: Vec<f32>,
+    /// Fractions of all gate rows.
+    pub fractions: Vec<f64>,
+    /// Evaluate the two controls at every grid point.
+    pub controls: bool,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            alphas: vec![1.08, 4.0, 8.0],
+            // Half, once and twice the paper's 4.65 %.
+            fractions: vec![0.02325, 0.0465, 0.093],
+            controls: true,
+        }
+    }
+}
+
+/// What `sweep.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepSummary {
+    pub scalpel_version: String,
+    pub config: RunConfig,
+    pub grid: SweepOptions,
+    pub model_sha256: String,
+    pub probe: ProbeInfo,
+    pub suite: String,
+    pub rows: Vec<Row>,
+    /// Labels of the rows on the Pareto front (measure vs perplexity increase).
+    pub front: Vec<String>,
+    pub wall_secs: f64,
+}
+
+/// Parses `1.08,4,8`.
+pub fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
+    let v: Result<Vec<T>> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{what}: {x:?} is not a number"))
+        })
+        .collect();
+    let v = v?;
+    if v.is_empty() {
+        bail!("{what}: empty list");
+    }
+    Ok(v)
+}
+
+/// The behaviour's first suite plus `ppl` and `kl`, unless the config names suites.
+pub fn quick_suites(cfg: &mut RunConfig) {
+    if cfg.suites.is_none() {
+        let first = cfg.behaviour.spec().suites[0];
+        cfg.suites = Some(format!("{first},ppl,kl"));
+    }
+}
+
+/// Runs the grid and writes `sweep.md`, `sweep.json` and `sweep.svg` into `cfg.out`.
+pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<SweepSummary> {
+    let t0 = Instant::now();
+    quick_suites(&mut cfg);
+    let out = cfg.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
+    let mut s = Session::open(cfg.clone(), inputs, eval)?;
+    let (_, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let mut rows: Vec<Row> = Vec::new();
+    for &f in &grid.fractions {
+        for &a in &grid.alphas {
+            let c = RunConfig {
+                alpha: a,
+                fraction: f,
+                top_k: None,
+                ..cfg.clone()
+            };
+            let tag = format!("a{a}-k{:.2}%", 100.0 * f);
+            let vs = variants(&c);
+            let n = if grid.controls { 3 } else { 1 };
+            for v in vs.iter().take(n) {
+                let mut v = v.clone();
+                v.label = match v.label.as_str() {
+                    super::run::EDITED => tag.clone(),
+                    other => format!("{tag} {}", other.trim_start_matches("control-")),
+                };
+                eprintln!("== {}", v.label);
+                let dir = out.join(v.label.replace([' ', '%'], "_"));
+                let (row, report) = s.variant(&v, &dir, false)?;
+                if rows.is_empty() {
+                    if let Some(b) = base_report(&report) {
+                        rows.push(row_from_report("base", &b, false, None));
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+    let suite = cfg
+        .suites
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let pts = points(cfg.behaviour, &rows, &suite);
+    let lower = cfg.behaviour.spec().lower_is_better;
+    let front: Vec<String> = pareto_front(&pts, lower)
+        .into_iter()
+        .map(|i| pts[i].label.clone())
+        .collect();
+    write_atomic(
+        &out.join("sweep.svg"),
+        tradeoff_svg(
+            &format!("sweep: {suite} vs perplexity increase"),
+            &format!("{suite} {}", cfg.behaviour.spec().measure.name()),
+            &pts,
+            lower,
+        )
+        .as_bytes(),
+    )?;
+    let summary = SweepSummary {
+        scalpel_version: env!("CARGO_PKG_VERSION").into(),
+        config: cfg,
+        grid: grid.clone(),
+        model_sha256: s.model_sha256.clone(),
+        probe,
+        suite,
+        rows,
+        front,
+        wall_secs: t0.elapsed().as_secs_f64(),
+    };
+    write_atomic(
+        &out.join("sweep.json"),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
+    let mut md = format!(
+        "# scalpel sweep\n\nModel sha256 `{}`; probe at `{}` (held-out accuracy {:.2} %); wall {:.0} s. Edited models are deleted after evaluation; each folder keeps its plan, patch and report.\n\n",
+        summary.model_sha256,
+        summary.probe.point,
+        100.0 * summary.probe.test_accuracy,
+        summary.wall_secs
+    );
+    md.push_str(&table(&summary.rows));
+    let _ = writeln!(
+        md,
+        "\nPareto front ({} vs WikiText perplexity increase): {}.\n\nPlot: `sweep.svg`.",
+        summary.suite,
+        summary.front.join(", ")
+    );
+    write_atomic(&out.join("sweep.md"), md.as_bytes())?;
+    Ok(summary)
+}

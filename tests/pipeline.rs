@@ -1,0 +1,199 @@
+//! `scalpel run` end to end on a tiny random model: every stage wired (probe, selection,
+//! edit, controls, evaluation, summary), every artefact written, the summary parseable.
+
+use scalpel::assets::FetchOptions;
+use scalpel::data::Dataset;
+use scalpel::eval::suites::Scorers;
+use scalpel::formats::ggml::GgmlType;
+use scalpel::formats::tiny::{self, TinySpec};
+use scalpel::pipeline::sweep::{self, SweepOptions};
+use scalpel::pipeline::{self, ablate, Inputs, RunConfig, RunSummary};
+use std::path::{Path, PathBuf};
+
+fn scorers() -> Option<Scorers> {
+    let (Some(onnx), Some(vader)) = (
+        std::env::var_os("SCALPEL_HATESONAR_ONNX"),
+        std::env::var_os("SCALPEL_VADER_DIR"),
+    ) else {
+        eprintln!("skipped: SCALPEL_HATESONAR_ONNX / SCALPEL_VADER_DIR not set (scripts/test.sh sets them)");
+        return None;
+    };
+    let vader = PathBuf::from(vader);
+    Some(
+        Scorers::from_paths(
+            Path::new(&onnx),
+            &vader.join("vader_lexicon.txt"),
+            &vader.join("emoji_utf8_lexicon.txt"),
+        )
+        .unwrap(),
+    )
+}
+
+/// 48 labelled texts the tiny model can tell apart only by chance; the pipeline does not
+/// care, it must run every stage.
+fn tiny_dataset() -> Dataset {
+    let good = [
+        "the cat sat on the mat",
+        "a fine day in the park",
+        "we like tea",
+    ];
+    let bad = [
+        "you are a stupid idiot",
+        "shut up you fool",
+        "i hate you all",
+    ];
+    let mut items = Vec::new();
+    for i in 0..8 {
+        for (g, b) in good.iter().zip(bad) {
+            items.push((format!("{g} {i}"), 0));
+            items.push((format!("{b} {i}"), 1));
+        }
+    }
+    Dataset::new("tiny", items).unwrap()
+}
+
+/// A tiny model of `blocks` blocks, three prompts, and a config that evaluates them with
+/// the `file` suite plus two short perplexity and KL windows, without caches.
+fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
+    let model = dir.join("tiny.gguf");
+    let spec = TinySpec {
+        blocks,
+        ..TinySpec::default()
+    };
+    tiny::write_gguf(&model, &spec, 3, GgmlType::F32).unwrap();
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "Those people are\nI think that\nThe weather is\n").unwrap();
+    RunConfig {
+        model: Some(model),
+        balance: false,
+        epochs: 3,
+        epoch: "last".into(),
+        lr: 1e-2,
+        alpha: 4.0,
+        suites: Some("file,ppl,kl".into()),
+        prompts: Some(prompts),
+        max_new: Some(4),
+        ppl_windows: Some(2),
+        ppl_window: Some(64),
+        kl_windows: Some(2),
+        kl_window: Some(64),
+        benign_prompts: Some(3),
+        bootstrap: 50,
+        cache: false,
+        out: dir.join("run"),
+        ..RunConfig::default()
+    }
+}
+
+#[test]
+fn run_writes_every_artefact_on_a_tiny_model() {
+    let Some(scorers) = scorers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), 2);
+    let out = cfg.out.clone();
+    let fetch = FetchOptions::from_env().unwrap();
+    let t0 = std::time::Instant::now();
+    let s = pipeline::run(
+        cfg,
+        Inputs {
+            fetch: &fetch,
+            scorers: &scorers,
+            dataset: Some(tiny_dataset()),
+        },
+    )
+    .unwrap();
+    eprintln!("tiny pipeline: {:.1} s", t0.elapsed().as_secs_f64());
+    let labels: Vec<&str> = s.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "base",
+            "edited",
+            "control-random-direction",
+            "control-random-rows"
+        ]
+    );
+    for r in &s.rows {
+        assert_eq!(r.suite("file").unwrap().n, 3, "{}", r.label);
+        assert!(r.wikitext_ppl.is_some(), "{}", r.label);
+    }
+    for r in &s.rows[1..] {
+        assert!(r.kl.is_some() && r.ppl_ratio.is_some(), "{}", r.label);
+        assert!(r.edit.as_ref().unwrap().k > 0);
+    }
+    // The random-direction control keeps the edit's norm.
+    let (e, c) = (
+        s.rows[1].edit.as_ref().unwrap(),
+        s.rows[2].edit.as_ref().unwrap(),
+    );
+    assert!((e.delta_norm - c.delta_norm).abs() < 1e-3 * e.delta_norm);
+    for f in [
+        "summary.md",
+        "summary.json",
+        "config.toml",
+        "tradeoff.svg",
+        "probes/probe.final.safetensors",
+        "probes/probe.final.json",
+        "base/eval/report.json",
+        "edited/model.gguf",
+        "edited/model.requantised.gguf",
+        "edited/plan.json",
+        "edited/edit.patch.safetensors",
+        "edited/eval/report.json",
+        "edited/eval/report.md",
+        "control-random-direction/eval/report.json",
+        "control-random-rows/edit.patch.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let back: RunSummary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(back.rows.len(), 4);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Verdict") && md.contains("control-random-rows"));
+    let toml_text = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let resolved: RunConfig = toml::from_str(&toml_text).unwrap();
+    assert_eq!(resolved.alpha, 4.0);
+}
+
+#[test]
+fn sweep_and_ablate_run_on_a_tiny_model() {
+    let Some(scorers) = scorers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path(), 4);
+    let fetch = FetchOptions::from_env().unwrap();
+    let inputs = || Inputs {
+        fetch: &fetch,
+        scorers: &scorers,
+        dataset: Some(tiny_dataset()),
+    };
+    let grid = SweepOptions {
+        alphas: vec![8.0],
+        fractions: vec![0.05],
+        controls: true,
+    };
+    cfg.out = dir.path().join("sweep");
+    let s = sweep::sweep(cfg.clone(), &grid, inputs()).unwrap();
+    // base + one grid point × (edit + 2 controls)
+    assert_eq!(s.rows.len(), 4);
+    assert!(!s.front.is_empty());
+    for f in ["sweep.md", "sweep.json", "sweep.svg"] {
+        assert!(cfg.out.join(f).is_file(), "missing {f}");
+    }
+    cfg.out = dir.path().join("ablate");
+    let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
+    assert_eq!(a.rows.len(), 12);
+    let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
+    for label in [
+        "most aligned rows, subtracted",
+        "up instead of gate",
+        "without quarter 4",
+        "probe at middle block (mlp:2)",
+    ] {
+        assert!(md.contains(label), "{label}");
+    }
+}
