@@ -30,7 +30,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{seq::SliceRandom, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// Suites `--suite` accepts.
@@ -423,21 +423,9 @@ pub fn run_ppl(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<
 /// A content fingerprint of a model file or folder: sha256 of the GGUF file, or of every
 /// file of a folder (names and contents). Edits keep sizes, so a cheaper key would lie.
 pub fn fingerprint(path: &Path) -> Result<String> {
-    if path.is_file() {
-        return assets::sha256_file(path);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
-        h.update(assets::sha256_file(&f)?.as_bytes());
-    }
-    Ok(format!("{:x}", h.finalize()))
+    // One definition of a model's identity for every cache (activations, evaluations),
+    // memoised in the scalpel cache so an unchanged file is hashed once.
+    crate::probe::model_fingerprint(path, assets::default_cache_dir().ok().as_deref())
 }
 
 /// Runs one suite on `subject`, from the cache when the same (model, base model, suite,

@@ -92,7 +92,8 @@ impl<'a> Session<'a> {
         };
         dataset.validate()?;
         let model_sha256 = probe::model_fingerprint(&model_path, Some(&inputs.fetch.cache_dir))?;
-        let base_fingerprint = fingerprint(&model_path)?;
+        // The same content hash the evaluation cache uses; computed once above.
+        let base_fingerprint = model_sha256.clone();
         Ok(Session {
             cfg,
             model_path,
