@@ -91,7 +91,17 @@ fn run_writes_every_artefact_on_a_tiny_model() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_config(dir.path(), 2);
+    let mut cfg = tiny_config(dir.path(), 2);
+    // A second behaviour on the edited model, from a labelled file.
+    let tsv = dir.path().join("then.tsv");
+    let lines: Vec<String> = tiny_dataset()
+        .items
+        .iter()
+        .map(|(t, l)| format!("{l}\t{t}"))
+        .collect();
+    std::fs::write(&tsv, lines.join("\n")).unwrap();
+    cfg.then = vec![pipeline::Behaviour::Attitude];
+    cfg.then_data_file = Some(tsv);
     let out = cfg.out.clone();
     let fetch = FetchOptions::from_env().unwrap();
     let t0 = std::time::Instant::now();
@@ -105,6 +115,14 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     )
     .unwrap();
     eprintln!("tiny pipeline: {:.1} s", t0.elapsed().as_secs_f64());
+    // The second step ran on the first step's edited model and reports both.
+    assert_eq!(s.then.len(), 1);
+    let t = &s.then[0];
+    assert_eq!(t.model, out.join("edited/model.gguf"));
+    assert_eq!(t.rows.len(), 4);
+    assert!(out.join("then-attitude/summary.json").is_file());
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Then: attitude"), "{md}");
     let labels: Vec<&str> = s.rows.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(
         labels,
@@ -186,9 +204,14 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
     }
     cfg.out = dir.path().join("ablate");
     let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
-    assert_eq!(a.rows.len(), 12);
+    // base, surgery, 2 controls, 2 paper ablations, 4 quarters, 2 probe points, 8 variants.
+    assert_eq!(a.rows.len(), 20);
     let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
     for label in [
+        "joint probe: block i edited with its own slice",
+        "activation-ranked rows, joint probe slices",
+        "norm-aware ranking and edit (final probe)",
+        "α relative to each row's norm",
         "most aligned rows, subtracted",
         "up instead of gate",
         "without quarter 4",

@@ -244,6 +244,7 @@ fn check_hf(dtype: HfDtype, shards: usize) {
             alpha: -0.7,
             operation: Operation::Subtract,
             random_direction: None,
+            scale: Default::default(),
         },
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use scalpel::surgery::edit::PAPER_ALPHA;
-use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, WriteOptions};
+use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
 
 use super::select::{peak_rss_kib, per_block_line, run_selection, SelectionArgs};
 
@@ -29,6 +29,10 @@ pub struct EditArgs {
     /// are still selected with the real probe).
     #[arg(long, value_name = "SEED")]
     pub random_direction: Option<u64>,
+    /// What α is measured in: absolute (α·w, the paper), unit (α is each row's change
+    /// norm), row-norm (α × the row's norm), median-row-norm (α × the block's median row norm).
+    #[arg(long, value_enum, default_value_t)]
+    pub scale: Scale,
     /// GGUF: store edited tensors as F32 instead of re-quantising the edited rows.
     #[arg(long)]
     pub keep_precision: bool,
@@ -52,6 +56,7 @@ pub fn run(a: &EditArgs) -> Result<()> {
         alpha: a.alpha,
         operation: a.operation,
         random_direction: a.random_direction,
+        scale: a.scale,
     };
     let plan = plan_edit(&sel, &probe, &opts)?;
     let wopts = WriteOptions {

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use scalpel::assets::{default_cache_dir, FetchOptions};
 use scalpel::data::{self, BuiltinOptions, Dataset, JsonlFormat};
 use scalpel::probe::{
-    self, collect, metrics, parse_points, point_name, Activations, CollectOptions, CollectStats,
-    EpochChoice, Method, Pool, Probe, TrainOptions,
+    self, collect, concat_row, metrics, parse_points, point_name, Activations, CollectOptions,
+    CollectStats, EpochChoice, Method, Pool, Probe, TrainOptions,
 };
 use scalpel::runtime::{LoadOptions, Model, Point, Precision};
 use std::collections::BTreeMap;
@@ -113,9 +113,18 @@ pub struct TrainArgs {
     /// L2 penalty on the summed cross-entropy (logistic method).
     #[arg(long, default_value_t = 1.0)]
     pub l2: f64,
+    /// Fit on per-dimension standardised features (training-split mean and deviation) and
+    /// map the weights back; makes --l2 meaningful on RMSNorm outputs.
+    #[arg(long)]
+    pub standardize: bool,
     /// Seed of balancing, the 90/10 split, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// With several MLP-input points (e.g. `--layer mlp:all`): fit one joint probe over all
+    /// of them (a weight slice per block, stacked per-block logistic probes; needs
+    /// `--method logistic`) instead of one probe per point.
+    #[arg(long)]
+    pub joint: bool,
     /// Probe file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -295,18 +304,41 @@ fn train(a: TrainArgs) -> Result<()> {
         epochs: a.epochs,
         epoch,
         l2: a.l2,
+        standardize: a.standardize,
         ..TrainOptions::default()
     };
     let model_sha = match stats.model_sha256.as_str() {
         "" => probe::model_fingerprint(&a.model, None)?,
         s => s.to_string(),
     };
-    let many = acts.len() > 1;
+    let joint = joint_blocks(a.joint, &acts)?;
+    let many = acts.len() > 1 && joint.is_none();
     let mut entries = Vec::new();
-    for act in &acts {
-        let name = point_name(act.point);
-        let t = probe::train(&act.data, &labels, act.d, &opts)
-            .with_context(|| format!("training the probe at {name}"))?;
+    let groups: Vec<&[Activations]> = match joint {
+        Some(_) => vec![&acts[..]],
+        None => acts.chunks(1).collect(),
+    };
+    for group in groups {
+        let act = &group[0];
+        let (name, t) = match &joint {
+            Some(_) => {
+                let xs: Vec<&[f32]> = group.iter().map(|a| &a.data[..]).collect();
+                let name = group
+                    .iter()
+                    .map(|a| point_name(a.point))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let t = probe::train_joint(&xs, &labels, act.d, &opts)
+                    .context("training the joint probe")?;
+                (name, t)
+            }
+            None => {
+                let name = point_name(act.point);
+                let t = probe::train(&act.data, &labels, act.d, &opts)
+                    .with_context(|| format!("training the probe at {name}"))?;
+                (name, t)
+            }
+        };
         let r = &t.report;
         let metrics_json = serde_json::json!({"train": r.train, "test": r.test});
         let meta = BTreeMap::from([
@@ -341,6 +373,10 @@ fn train(a: TrainArgs) -> Result<()> {
                 "row 1 of weight = class 1 = undesirable; the edit uses W[1]".into(),
             ),
         ]);
+        let mut meta = meta;
+        if let Some(blocks) = &joint {
+            meta.insert("blocks".into(), blocks.clone());
+        }
         let probe = Probe::new(t.weight.clone(), t.bias, meta)?;
         let out = if many {
             per_point_path(&a.out, act.point)
@@ -373,6 +409,40 @@ fn train(a: TrainArgs) -> Result<()> {
             serde_json::to_string_pretty(&report)?.as_bytes(),
         )?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The block list of a joint probe (`--joint`): every point must be an MLP input.
+fn joint_blocks(joint: bool, acts: &[Activations]) -> Result<Option<String>> {
+    if !joint {
+        return Ok(None);
+    }
+    let blocks: Option<Vec<String>> = acts
+        .iter()
+        .map(|a| match a.point {
+            Point::MlpInput(b) => Some(b.to_string()),
+            _ => None,
+        })
+        .collect();
+    match blocks {
+        Some(b) => Ok(Some(b.join(","))),
+        None => bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…"),
+    }
+}
+
+/// Checks that a probe reads `points`: one point, or a joint probe's blocks.
+fn check_points(probe: &Probe, points: &[Point], layer: &str) -> Result<()> {
+    match probe.blocks() {
+        None => ensure!(
+            points.len() == 1,
+            "--layer {layer}: a probe reads one point"
+        ),
+        Some(b) => ensure!(
+            points.len() == b.len(),
+            "--layer {layer}: the joint probe reads {} blocks",
+            b.len()
+        ),
     }
     Ok(())
 }
@@ -423,10 +493,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         .or_else(|| probe.meta.get("point").cloned())
         .unwrap_or_else(|| "final".into());
     let points = parse_points(&layer, model.config().num_layers)?;
-    ensure!(
-        points.len() == 1,
-        "--layer {layer}: a probe reads one point"
-    );
+    check_points(&probe, &points, &layer)?;
     let pool = match (a.pool, probe.meta.get("pool").map(String::as_str)) {
         (Some(p), _) => p,
         (None, Some("last")) => Pool::Last,
@@ -438,9 +505,8 @@ fn eval(a: EvalArgs) -> Result<()> {
         .or_else(|| probe.meta.get("max_tokens").and_then(|s| s.parse().ok()))
         .unwrap_or(128);
     let (acts, _) = collect_all(&model, &ds, points, pool, max_tokens, &a.collect)?;
-    let act = &acts[0];
     let p1: Vec<f64> = (0..ds.items.len())
-        .map(|i| f64::from(probe.prob_undesirable(act.row(i))))
+        .map(|i| f64::from(probe.prob_undesirable(&concat_row(&acts, i))))
         .collect();
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
     let m = metrics(&p1, &labels);
@@ -478,10 +544,7 @@ fn score(a: ScoreArgs) -> Result<()> {
         .cloned()
         .unwrap_or_else(|| "final".into());
     let points = parse_points(&layer, model.config().num_layers)?;
-    ensure!(
-        points.len() == 1,
-        "probe point {layer}: a probe reads one point"
-    );
+    check_points(&probe, &points, &layer)?;
     let pool = match probe.meta.get("pool").map(String::as_str) {
         Some("last") => Pool::Last,
         _ => Pool::Mean,
@@ -504,7 +567,7 @@ fn score(a: ScoreArgs) -> Result<()> {
     };
     let (acts, _) = collect(&model, &ds, &opts)?;
     for (i, t) in a.text.iter().enumerate() {
-        println!("{:.4}\t{t}", probe.prob_undesirable(acts[0].row(i)));
+        println!("{:.4}\t{t}", probe.prob_undesirable(&concat_row(&acts, i)));
     }
     Ok(())
 }

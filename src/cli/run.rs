@@ -68,6 +68,10 @@ pub struct ConfigArgs {
     /// Do not read or write the activation and evaluation caches.
     #[arg(long)]
     pub no_cache: bool,
+    /// Then remove this behaviour too, on the edited model with a probe trained on it
+    /// (repeatable; `run` only).
+    #[arg(long, value_enum)]
+    pub then: Vec<Behaviour>,
 }
 
 impl ConfigArgs {
@@ -114,6 +118,9 @@ impl ConfigArgs {
         }
         if self.no_cache {
             c.cache = false;
+        }
+        if !self.then.is_empty() {
+            c.then = self.then.clone();
         }
         Ok(c)
     }

@@ -35,6 +35,10 @@ pub struct SelectionArgs {
     /// Only these blocks may hold selected rows, e.g. `0-6,15-29`.
     #[arg(long, value_name = "LIST")]
     pub blocks: Option<String>,
+    /// Rank rows through the RMSNorm gains (block i's row as g_i ⊙ r against g_probe ⊙ w)
+    /// and map the edit back through the gain.
+    #[arg(long)]
+    pub norm_aware: bool,
 }
 
 impl SelectionArgs {
@@ -45,6 +49,9 @@ impl SelectionArgs {
             (None, Some(f)) => Count::Fraction(f),
             (None, None) => Count::Fraction(PAPER_FRACTION),
         };
+        if self.selection == Ranking::Activation {
+            bail!("--selection activation needs labelled activations: use `scalpel run` or `scalpel ablate` with ranking = \"activation\"");
+        }
         Ok(SelectOptions {
             count,
             direction: self.direction,
@@ -52,6 +59,7 @@ impl SelectionArgs {
             ranking: self.selection,
             seed: self.seed,
             blocks: self.blocks.as_deref().map(parse_blocks).transpose()?,
+            norm_aware: self.norm_aware,
         })
     }
 }

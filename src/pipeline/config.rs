@@ -4,10 +4,10 @@
 
 use crate::eval::suites::parse_suites;
 use crate::eval::EvalConfig;
-use crate::probe::EpochChoice;
+use crate::probe::{Direction, EpochChoice, Method};
 use crate::runtime::Precision;
-use crate::surgery::edit::PAPER_ALPHA;
-use crate::surgery::select::PAPER_FRACTION;
+use crate::surgery::edit::{Scale, PAPER_ALPHA};
+use crate::surgery::select::{Ranking, PAPER_FRACTION};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -125,6 +125,21 @@ pub struct RunConfig {
     pub lr: f64,
     pub epochs: usize,
     pub epoch: String,
+    /// How the probe is fitted (`paper`, `logistic`, `mean-diff`); a joint probe
+    /// (`layer = "mlp:all"`) needs a closed-form one.
+    pub method: Method,
+    /// Fit on standardised features (see `scalpel probe train --standardize`).
+    pub standardize: bool,
+    /// L2 penalty of the logistic method.
+    pub l2: f64,
+    /// The probe vector used: `undesirable` (W[1], the paper) or `diff` (W[1] − W[0]).
+    pub direction: Direction,
+    /// Row ranking: `anti-aligned` (the paper), `activation` (measured), `aligned`, `random`.
+    pub ranking: Ranking,
+    /// Compare rows and direction through the RMSNorm gains.
+    pub norm_aware: bool,
+    /// What α is measured in: `absolute` (the paper), `unit`, `row-norm`, `median-row-norm`.
+    pub scale: Scale,
     /// Texts are cut to this many tokens for the probe.
     pub max_tokens: usize,
     /// α of the edit.
@@ -154,6 +169,11 @@ pub struct RunConfig {
     pub prompts: Option<PathBuf>,
     /// Read and write the activation and evaluation caches.
     pub cache: bool,
+    /// Behaviours to remove next, one after the other, each with a probe trained on the
+    /// model the previous step edited (the paper's "characteristics addition").
+    pub then: Vec<Behaviour>,
+    /// Labelled TSV for the first `then` behaviour (jailbreak has no built-in set).
+    pub then_data_file: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -170,6 +190,13 @@ impl Default for RunConfig {
             epochs: 20,
             // The paper keeps the checkpoint of epoch 9.
             epoch: "9".into(),
+            method: Method::Paper,
+            standardize: false,
+            l2: 1.0,
+            direction: Direction::Undesirable,
+            ranking: Ranking::AntiAligned,
+            norm_aware: false,
+            scale: Scale::Absolute,
             max_tokens: 128,
             alpha: PAPER_ALPHA,
             top_k: None,
@@ -190,6 +217,8 @@ impl Default for RunConfig {
             suites: None,
             prompts: None,
             cache: true,
+            then: Vec::new(),
+            then_data_file: None,
         }
     }
 }

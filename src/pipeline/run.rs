@@ -5,7 +5,7 @@
 use super::config::{Behaviour, Measure, RunConfig};
 use super::plots::{tradeoff_svg, Point};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
-use super::session::{Inputs, Session, Variant};
+use super::session::{Fit, Inputs, Session, Variant};
 use crate::eval::markdown::write_report;
 use crate::eval::Report;
 use crate::formats::io::write_atomic;
@@ -53,6 +53,9 @@ pub struct RunSummary {
     pub requantised: Option<(PathBuf, f64)>,
     pub warnings: Vec<String>,
     pub wall_secs: f64,
+    /// The next behaviours' runs (`then`), each on the model this run edited.
+    #[serde(default)]
+    pub then: Vec<RunSummary>,
 }
 
 /// The edit and the two controls for a config.
@@ -60,23 +63,30 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
     let count = cfg.top_k.map_or(Count::Fraction(cfg.fraction), Count::Rows);
     let select = SelectOptions {
         count,
+        direction: cfg.direction,
+        ranking: cfg.ranking,
+        norm_aware: cfg.norm_aware,
         ..SelectOptions::default()
     };
     let edit = EditOptions {
         alpha: cfg.alpha,
         operation: Operation::Add,
         random_direction: None,
+        scale: cfg.scale,
     };
+    let fit = Fit::of(cfg);
     [
         Variant {
             label: EDITED.into(),
             point: cfg.layer.clone(),
+            fit: fit.clone(),
             select: select.clone(),
             edit: edit.clone(),
         },
         Variant {
             label: CONTROL_DIRECTION.into(),
             point: cfg.layer.clone(),
+            fit: fit.clone(),
             select: select.clone(),
             edit: EditOptions {
                 random_direction: Some(cfg.control_seed),
@@ -86,6 +96,7 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
         Variant {
             label: CONTROL_ROWS.into(),
             point: cfg.layer.clone(),
+            fit: fit.clone(),
             select: SelectOptions {
                 ranking: Ranking::Random,
                 seed: cfg.control_seed,
@@ -187,6 +198,7 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     let out = cfg.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
+    let (fetch, scorers) = (inputs.fetch, inputs.scorers);
     let mut s = Session::open(cfg.clone(), inputs, eval)?;
     let mut resolved = cfg.clone();
     resolved.model = Some(s.model_path.clone());
@@ -221,6 +233,7 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
         }
         rows.push(row);
     }
+    let (model_path, model_sha256) = (s.model_path.clone(), s.model_sha256.clone());
     let rq_path = out.join(EDITED).join(s.edited_name("model.requantised"));
     let rq_err = s.write_requantised(&vs[0], &rq_path)?;
     let suite = rows
@@ -247,17 +260,35 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     for r in rows.iter().skip(1) {
         warnings.extend(r.warnings.iter().map(|w| format!("{}: {w}", r.label)));
     }
+    let edited_model = out.join(EDITED).join(s.edited_name("model"));
+    drop(s);
+    let mut then = Vec::new();
+    if let Some((&next, rest)) = cfg.then.split_first() {
+        let next_cfg = then_config(&cfg, next, rest, edited_model);
+        eprintln!(
+            "== then {}: on the edited model, into {}",
+            next.name(),
+            next_cfg.out.display()
+        );
+        let inputs = Inputs {
+            fetch,
+            scorers,
+            dataset: None,
+        };
+        then.push(run(next_cfg, inputs).with_context(|| format!("then {}", next.name()))?);
+    }
     let summary = RunSummary {
         scalpel_version: env!("CARGO_PKG_VERSION").into(),
         config: resolved,
-        model: s.model_path.clone(),
-        model_sha256: s.model_sha256.clone(),
+        model: model_path,
+        model_sha256,
         probe,
         rows,
         verdict,
         requantised: Some((rq_path, rq_err)),
         warnings,
         wall_secs: t0.elapsed().as_secs_f64(),
+        then,
     };
     write_atomic(
         &out.join("summary.json"),
@@ -265,6 +296,39 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     )?;
     write_atomic(&out.join("summary.md"), render(&summary).as_bytes())?;
     Ok(summary)
+}
+
+/// The config of the step after `cfg`: behaviour `next` on `model` (the model `cfg`'s run
+/// edited), into a sub-folder, measured on its own suites and on every earlier behaviour's
+/// (so the report shows whether the first change survives the second).
+pub fn then_config(
+    cfg: &RunConfig,
+    next: Behaviour,
+    rest: &[Behaviour],
+    model: PathBuf,
+) -> RunConfig {
+    let suites = cfg.suites.clone().unwrap_or_else(|| {
+        let mut s: Vec<&str> = next.spec().suites.to_vec();
+        for x in cfg.behaviour.spec().suites {
+            if !s.contains(x) {
+                s.push(x);
+            }
+        }
+        s.extend(["ppl", "kl"]);
+        s.join(",")
+    });
+    let step = format!("then-{}", next.name());
+    RunConfig {
+        model: Some(model),
+        behaviour: next,
+        out: cfg.out.join(step),
+        // The first behaviour's data file does not carry over; the next step's may be given.
+        data_file: cfg.then_data_file.clone(),
+        then_data_file: None,
+        suites: Some(suites),
+        then: rest.to_vec(),
+        ..cfg.clone()
+    }
 }
 
 /// `summary.md`.
@@ -329,6 +393,16 @@ pub fn render(s: &RunSummary) -> String {
         m,
         "\n## Artefacts\n\n`config.toml` (resolved settings), `probes/` (probe and its training report), `<model>/plan.json`, `<model>/edit.patch.safetensors`, `<model>/model.gguf`, `<model>/eval/report.json`, `summary.json`."
     );
+    for t in &s.then {
+        let _ = writeln!(
+            m,
+            "\n## Then: {}\n\nA second surgery on the edited model above, with a probe trained on that model; its `base` row is the model edited above, and its suites include the earlier behaviour's, so this table shows whether the first change survives the second. Full report: `{}`.\n\n{}\n{}",
+            t.config.behaviour.name(),
+            t.config.out.join("summary.md").display(),
+            t.verdict.text,
+            table(&t.rows)
+        );
+    }
     m
 }
 

@@ -9,10 +9,12 @@ use crate::data::{self, BuiltinOptions, Dataset};
 use crate::eval::markdown::write_report;
 use crate::eval::suites::{fingerprint, preflight, Scorers};
 use crate::eval::{run_suites, EvalConfig, Report, Subject};
-use crate::probe::{self, collect, parse_points, point_name, CollectOptions, Pool, Probe};
-use crate::runtime::{LoadOptions, Model, Precision};
+use crate::probe::{self, collect, parse_points, point_name, CollectOptions, Method, Pool, Probe};
+use crate::runtime::{LoadOptions, Model, Point, Precision};
+use crate::surgery::activation::activation_scores;
 use crate::surgery::{
-    plan_edit, select, write_edited, EditOptions, ModelFile, SelectOptions, WriteOptions,
+    plan_edit, select_with, write_edited, EditOptions, Matrix, ModelFile, Ranking, SelectOptions,
+    Selection, WriteOptions,
 };
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -31,10 +33,48 @@ pub struct Inputs<'a> {
 pub struct Variant {
     /// Label in tables and folder name under the output folder.
     pub label: String,
-    /// Probe point (`final`, `mlp:N`, `N`).
+    /// Probe point (`final`, `mlp:N`, `N`; `mlp:all` for a joint probe).
     pub point: String,
+    /// How the probe is fitted.
+    pub fit: Fit,
     pub select: SelectOptions,
     pub edit: EditOptions,
+}
+
+/// How a probe is fitted (the rest of its options come from the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    pub method: Method,
+    pub standardize: bool,
+    pub l2: f64,
+}
+
+impl Fit {
+    /// The config's fit.
+    pub fn of(cfg: &RunConfig) -> Fit {
+        Fit {
+            method: cfg.method,
+            standardize: cfg.standardize,
+            l2: cfg.l2,
+        }
+    }
+
+    /// A short tag for file names and cache keys (`paper`, `logistic-std-l2_100`); the
+    /// paper's fit has no suffix in file names.
+    pub fn tag(&self) -> String {
+        let m = serde_json::to_value(self.method)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let mut t = m;
+        if self.standardize {
+            t.push_str("-std");
+        }
+        if self.method == Method::Logistic {
+            t.push_str(&format!("-l2_{}", self.l2));
+        }
+        t
+    }
 }
 
 /// A base model with its probes and evaluation settings.
@@ -49,6 +89,7 @@ pub struct Session<'a> {
     scorers: &'a Scorers,
     dataset: Dataset,
     probes: BTreeMap<String, (Probe, ProbeInfo)>,
+    scores: Option<Vec<Vec<f32>>>,
     base_fingerprint: String,
 }
 
@@ -105,18 +146,38 @@ impl<'a> Session<'a> {
             scorers: inputs.scorers,
             dataset,
             probes: BTreeMap::new(),
+            scores: None,
             base_fingerprint,
         })
     }
 
-    /// The probe at `point`, trained on first use and saved to `dir`.
+    /// The probe at `point` with the config's fit (see [`Session::probe_with`]).
     pub fn probe(&mut self, point: &str, dir: &Path) -> Result<(Probe, ProbeInfo)> {
-        if let Some(p) = self.probes.get(point) {
+        let fit = Fit::of(&self.cfg);
+        self.probe_with(point, &fit, dir)
+    }
+
+    /// The probe at `point` fitted as `fit`, trained on first use and saved to `dir`. Several
+    /// MLP-input points (`mlp:all`) give one joint probe over those blocks.
+    pub fn probe_with(&mut self, point: &str, fit: &Fit, dir: &Path) -> Result<(Probe, ProbeInfo)> {
+        let key = format!("{point}|{}", fit.tag());
+        if let Some(p) = self.probes.get(&key) {
             return Ok(p.clone());
         }
         let points = parse_points(point, self.base.config().num_layers)?;
-        if points.len() != 1 {
-            bail!("probe point {point:?}: the pipeline trains one probe per point");
+        let blocks: Option<Vec<usize>> = (points.len() > 1)
+            .then(|| {
+                points
+                    .iter()
+                    .map(|p| match p {
+                        Point::MlpInput(b) => Some(*b),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .flatten();
+        if points.len() > 1 && blocks.is_none() {
+            bail!("probe point {point:?}: several points make a joint probe, which reads MLP inputs only");
         }
         let opts = CollectOptions {
             points,
@@ -129,6 +190,9 @@ impl<'a> Session<'a> {
         let (acts, stats) = collect(&self.base, &self.dataset, &opts)?;
         let labels: Vec<u8> = self.dataset.items.iter().map(|(_, l)| *l).collect();
         let topts = probe::TrainOptions {
+            method: fit.method,
+            standardize: fit.standardize,
+            l2: fit.l2,
             seed: self.cfg.seed,
             lr: self.cfg.lr,
             epochs: self.cfg.epochs,
@@ -136,9 +200,18 @@ impl<'a> Session<'a> {
             ..probe::TrainOptions::default()
         };
         let act = &acts[0];
-        let t = probe::train(&act.data, &labels, act.d, &topts)
-            .with_context(|| format!("training the probe at {point}"))?;
-        let name = point_name(act.point);
+        let t = match &blocks {
+            None => probe::train(&act.data, &labels, act.d, &topts),
+            Some(_) => {
+                let xs: Vec<&[f32]> = acts.iter().map(|a| &a.data[..]).collect();
+                probe::train_joint(&xs, &labels, act.d, &topts)
+            }
+        }
+        .with_context(|| format!("training the probe at {point}"))?;
+        let name = match &blocks {
+            None => point_name(act.point),
+            Some(_) => point.to_string(),
+        };
         let meta = BTreeMap::from([
             ("model".to_string(), self.model_path.display().to_string()),
             ("model_sha256".into(), self.model_sha256.clone()),
@@ -159,8 +232,17 @@ impl<'a> Session<'a> {
                 "row 1 of weight = class 1 = undesirable; the edit uses W[1]".into(),
             ),
         ]);
+        let mut meta = meta;
+        if let Some(b) = &blocks {
+            let list: Vec<String> = b.iter().map(|b| b.to_string()).collect();
+            meta.insert("blocks".into(), list.join(","));
+        }
         let probe = Probe::new(t.weight.clone(), t.bias, meta)?;
-        let file = dir.join(format!("probe.{}.safetensors", name.replace(':', "")));
+        let stem = match fit.tag().as_str() {
+            "paper" => format!("probe.{}", name.replace(':', "")),
+            tag => format!("probe.{}.{tag}", name.replace(':', "")),
+        };
+        let file = dir.join(format!("{stem}.safetensors"));
         probe.save(&file)?;
         let info = ProbeInfo {
             point: name,
@@ -174,12 +256,35 @@ impl<'a> Session<'a> {
             activations_cached: stats.computed_points == 0,
         };
         crate::formats::io::write_atomic(
-            &dir.join(format!("probe.{}.json", info.point.replace(':', ""))),
+            &dir.join(format!("{stem}.json")),
             serde_json::to_string_pretty(&serde_json::json!({"info": info, "report": t.report}))?
                 .as_bytes(),
         )?;
-        self.probes.insert(point.to_string(), (probe, info));
-        Ok(self.probes[point].clone())
+        self.probes.insert(key.clone(), (probe, info));
+        Ok(self.probes[&key].clone())
+    }
+
+    /// Per-neuron activation scores of the gate rows ([`crate::surgery::activation`]), from
+    /// the probe dataset's pooled MLP inputs (cached activations); computed once.
+    pub fn activation_scores(&mut self, matrix: Matrix) -> Result<Vec<Vec<f32>>> {
+        if let Some(s) = &self.scores {
+            return Ok(s.clone());
+        }
+        let points = parse_points("mlp:all", self.base.config().num_layers)?;
+        let opts = CollectOptions {
+            points,
+            pool: Pool::Mean,
+            max_tokens: self.cfg.max_tokens,
+            batch_size: 16,
+            cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
+            progress: true,
+        };
+        let (acts, _) = collect(&self.base, &self.dataset, &opts)?;
+        let labels: Vec<u8> = self.dataset.items.iter().map(|(_, l)| *l).collect();
+        let xs: Vec<&[f32]> = acts.iter().map(|a| &a.data[..]).collect();
+        let s = activation_scores(&self.file, matrix, &xs, &labels)?;
+        self.scores = Some(s.clone());
+        Ok(s)
     }
 
     /// The base subject for [`run_suites`].
@@ -212,8 +317,8 @@ impl<'a> Session<'a> {
     pub fn variant(&mut self, v: &Variant, dir: &Path, keep_model: bool) -> Result<(Row, Report)> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let probes_dir = self.cfg.out.join("probes");
-        let (probe, _) = self.probe(&v.point, &probes_dir)?;
-        let sel = select(&self.file, &probe, &v.select)?;
+        let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
+        let sel = self.select(&probe, v)?;
         crate::formats::io::write_atomic(
             &dir.join("plan.json"),
             serde_json::to_string_pretty(&sel)?.as_bytes(),
@@ -251,8 +356,13 @@ impl<'a> Session<'a> {
         if !keep_model {
             remove_model(&model_out)?;
         }
+        let points = parse_points(&v.point, self.base.config().num_layers)?;
         let info = EditInfo {
-            point: point_name(parse_points(&v.point, self.base.config().num_layers)?[0]),
+            point: if points.len() == 1 {
+                point_name(points[0])
+            } else {
+                v.point.clone()
+            },
             alpha: v.edit.alpha,
             k: sel.k,
             total_rows: sel.total_rows,
@@ -261,6 +371,15 @@ impl<'a> Session<'a> {
             model: keep_model.then(|| model_out.clone()),
         };
         Ok((row_from_report(&v.label, &report, true, Some(info)), report))
+    }
+
+    /// The variant's selection (with measured scores when it ranks by activation).
+    fn select(&mut self, probe: &Probe, v: &Variant) -> Result<Selection> {
+        let scores = match v.select.ranking {
+            Ranking::Activation => Some(self.activation_scores(v.select.matrix)?),
+            _ => None,
+        };
+        select_with(&self.file, probe, &v.select, scores.as_deref())
     }
 
     /// `name.gguf` for a GGUF input, `name/` for a Hugging Face folder.
@@ -275,8 +394,8 @@ impl<'a> Session<'a> {
     /// ship); returns the stored error norm against the intended change.
     pub fn write_requantised(&mut self, v: &Variant, out: &Path) -> Result<f64> {
         let probes_dir = self.cfg.out.join("probes");
-        let (probe, _) = self.probe(&v.point, &probes_dir)?;
-        let sel = select(&self.file, &probe, &v.select)?;
+        let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
+        let sel = self.select(&probe, v)?;
         let plan = plan_edit(&sel, &probe, &v.edit)?;
         let w = write_edited(
             &self.file,

@@ -144,6 +144,12 @@ impl Activations {
     }
 }
 
+/// Text `i`'s features over several points, concatenated in order: what a joint probe
+/// ([`super::joint`]) reads. One point gives its row unchanged.
+pub fn concat_row(acts: &[Activations], i: usize) -> Vec<f32> {
+    acts.iter().flat_map(|a| a.row(i).iter().copied()).collect()
+}
+
 /// What a [`collect`] call did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct CollectStats {

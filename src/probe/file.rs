@@ -24,7 +24,18 @@ pub struct Probe {
 }
 
 /// Which vector of the probe the surgery uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// `W[1]`, the undesirable class's row (the paper and its released code).
     #[default]
@@ -68,6 +79,35 @@ impl Probe {
         }
     }
 
+    /// The blocks a joint probe reads (metadata `blocks`, e.g. `0,1,2`): its weight holds one
+    /// slice of [`Probe::width`] values per block, in this order, over the concatenated MLP
+    /// inputs of those blocks. `None` for a probe of one hidden-state point.
+    pub fn blocks(&self) -> Option<Vec<usize>> {
+        let s = self.meta.get("blocks")?;
+        let b: Option<Vec<usize>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
+        b.filter(|b| !b.is_empty() && self.d.is_multiple_of(b.len()))
+    }
+
+    /// The hidden size the probe reads per point (`d` for a one-point probe, `d / L` for a
+    /// joint probe over L blocks).
+    pub fn width(&self) -> usize {
+        self.blocks().map_or(self.d, |b| self.d / b.len())
+    }
+
+    /// The edit direction for the gate rows of `block`: the whole direction for a one-point
+    /// probe, the block's slice for a joint probe (`None` when it does not read that block).
+    pub fn block_direction(&self, which: Direction, block: usize) -> Option<Vec<f32>> {
+        let w = self.direction(which);
+        match self.blocks() {
+            None => Some(w),
+            Some(bs) => {
+                let k = bs.iter().position(|&b| b == block)?;
+                let width = self.width();
+                Some(w[k * width..(k + 1) * width].to_vec())
+            }
+        }
+    }
+
     /// P(undesirable | h) for one pooled hidden state.
     pub fn prob_undesirable(&self, h: &[f32]) -> f32 {
         let logit = |k: usize| -> f32 {
@@ -79,10 +119,10 @@ impl Probe {
 
     /// Refuses a probe of another width than the model's hidden size.
     pub fn check_width(&self, d: usize) -> Result<()> {
-        if self.d != d {
+        if self.width() != d {
             bail!(
                 "probe has width {} but the model's hidden size is {d}; it was trained on another model",
-                self.d
+                self.width()
             );
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! - [`collect`]: run the model over labelled texts and pool one vector per text at a
 //!   chosen point, cached on disk;
 //! - [`train`](mod@train): fit the probe (the paper's Adam recipe, or a closed-form baseline);
+//! - [`joint`]: one probe over every block's MLP input (a slice per block), stacked;
 //! - [`fingerprint`]: the model's sha256, memoised, for cache keys;
 //! - [`metrics`]: accuracy, ROC AUC, confusion matrix;
 //! - [`file`]: the probe file.
@@ -11,13 +12,15 @@
 pub mod collect;
 pub mod file;
 pub mod fingerprint;
+pub mod joint;
 pub mod metrics;
 pub mod train;
 
 pub use collect::{
-    collect, parse_points, point_name, Activations, CollectOptions, CollectStats, Pool,
+    collect, concat_row, parse_points, point_name, Activations, CollectOptions, CollectStats, Pool,
 };
 pub use file::{Direction, Probe};
 pub use fingerprint::model_fingerprint;
+pub use joint::train_joint;
 pub use metrics::{metrics, Metrics};
 pub use train::{train, EpochChoice, Method, TrainOptions, TrainReport, Trained};

@@ -16,7 +16,9 @@ use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
 /// How to fit the probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The paper: `softmax(W h + b)`, cross-entropy, Adam, mini-batches, a chosen epoch.
@@ -65,6 +67,11 @@ pub struct TrainOptions {
     /// L2 penalty λ of the logistic method: `λ/2 ‖w‖²` is added to the *summed* cross-entropy
     /// (the intercept is not penalised).
     pub l2: f64,
+    /// Fit on features standardised per dimension (training-split mean and standard
+    /// deviation), then map the weights back to raw features. RMSNorm outputs have a few
+    /// dimensions hundreds of times larger than the rest; without this an L2 penalty (or
+    /// Adam's step) treats those dimensions as the whole state.
+    pub standardize: bool,
 }
 
 impl Default for TrainOptions {
@@ -78,6 +85,7 @@ impl Default for TrainOptions {
             epochs: 20,
             epoch: EpochChoice::BestHeldOut,
             l2: 1.0,
+            standardize: false,
         }
     }
 }
@@ -182,7 +190,15 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
         "the training split has only one class ({} examples); use more data or a smaller held-out fraction",
         tr.len()
     );
-    let data = Data { x, y, d };
+    let scaled;
+    let (fit_x, scale) = if opts.standardize {
+        let sc = Standardizer::fit(x, d, &tr);
+        scaled = sc.apply(x);
+        (&scaled[..], Some(sc))
+    } else {
+        (x, None)
+    };
+    let data = Data { x: fit_x, y, d };
     let (lin, chosen, epochs) = match opts.method {
         Method::Paper => {
             ensure!(opts.epochs > 0, "--epochs must be at least 1");
@@ -208,9 +224,16 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
             (binary(fit_logistic(&data, &tr, opts.l2)?), None, Vec::new())
         }
     };
+    let lin = match &scale {
+        Some(sc) => sc.unscale(&lin),
+        None => lin,
+    };
     if let Some(i) = lin.w.iter().chain(&lin.b).position(|v| !v.is_finite()) {
         bail!("training diverged: parameter {i} is not finite (try a smaller learning rate)");
     }
+    // Metrics are computed on the raw features with the mapped-back weights: what the saved
+    // probe will score.
+    let data = Data { x, y, d };
     let eval = |idx: &[usize]| {
         let p: Vec<f64> = idx.iter().map(|&i| lin.p1(data.row(i))).collect();
         let l: Vec<u8> = idx.iter().map(|&i| y[i]).collect();
@@ -227,6 +250,99 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
             test: eval(&te),
         },
     })
+}
+
+/// A closed-form binary fit (`w·h + c`, raw features) on the rows `idx` of `x` (`n × d`):
+/// the mean-difference or logistic method, standardised first when `opts.standardize`.
+/// The building block of the joint probe.
+pub(crate) fn fit_binary(
+    x: &[f32],
+    y: &[u8],
+    d: usize,
+    idx: &[usize],
+    opts: &TrainOptions,
+) -> Result<(Vec<f64>, f64)> {
+    let scaled;
+    let (fit_x, scale) = if opts.standardize {
+        let sc = Standardizer::fit(x, d, idx);
+        scaled = sc.apply(x);
+        (&scaled[..], Some(sc))
+    } else {
+        (x, None)
+    };
+    let data = Data { x: fit_x, y, d };
+    let (w, c) = match opts.method {
+        Method::MeanDiff => fit_mean_diff(&data, idx),
+        Method::Logistic => {
+            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
+            fit_logistic(&data, idx, opts.l2)?
+        }
+        Method::Paper => bail!("a closed-form fit needs --method logistic or mean-diff"),
+    };
+    Ok(match scale {
+        Some(sc) => {
+            let w: Vec<f64> = w.iter().zip(&sc.std).map(|(w, s)| w / s).collect();
+            let shift: f64 = w.iter().zip(&sc.mean).map(|(w, m)| w * m).sum();
+            (w, c - shift)
+        }
+        None => (w, c),
+    })
+}
+
+/// Per-dimension mean and standard deviation of the training split.
+struct Standardizer {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+impl Standardizer {
+    fn fit(x: &[f32], d: usize, tr: &[usize]) -> Standardizer {
+        let n = tr.len() as f64;
+        let mut mean = vec![0f64; d];
+        let mut sq = vec![0f64; d];
+        for &i in tr {
+            for (k, &v) in x[i * d..(i + 1) * d].iter().enumerate() {
+                mean[k] += v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        for &i in tr {
+            for (k, &v) in x[i * d..(i + 1) * d].iter().enumerate() {
+                sq[k] += (v as f64 - mean[k]).powi(2);
+            }
+        }
+        // A constant dimension keeps scale 1: it carries nothing either way.
+        let std = sq
+            .iter()
+            .map(|s| (s / n).sqrt())
+            .map(|s| if s > 1e-12 { s } else { 1.0 })
+            .collect();
+        Standardizer { mean, std }
+    }
+
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.mean.len();
+        x.iter()
+            .enumerate()
+            .map(|(j, &v)| ((v as f64 - self.mean[j % d]) / self.std[j % d]) as f32)
+            .collect()
+    }
+
+    /// `w·(x − μ)/σ + b` as `(w/σ)·x + (b − Σ w μ/σ)`.
+    fn unscale(&self, lin: &Linear2) -> Linear2 {
+        let d = self.mean.len();
+        let mut out = lin.clone();
+        for k in 0..2 {
+            let mut shift = 0.0;
+            for j in 0..d {
+                let w = lin.w[k * d + j] / self.std[j];
+                out.w[k * d + j] = w;
+                shift += w * self.mean[j];
+            }
+            out.b[k] -= shift;
+        }
+        out
+    }
 }
 
 struct Data<'a> {

@@ -142,3 +142,51 @@ fn bad_inputs_give_one_line_errors() {
         assert!(!format!("{e:#}").contains('\n'));
     }
 }
+
+/// A standardised fit does not depend on the units of a feature: scaling one dimension by
+/// 1000 (as the massive dimensions of RMSNorm outputs do) leaves every held-out probability
+/// the same, and the weights mapped back to raw features absorb the scale.
+#[test]
+fn standardised_fits_are_invariant_to_feature_scale() {
+    let d = 16;
+    let (x, y, _) = clusters(800, d, 2.0, 9);
+    let mut big = x.clone();
+    for i in 0..y.len() {
+        big[i * d + 3] *= 1000.0;
+    }
+    for method in [Method::Logistic, Method::Paper] {
+        let opts = TrainOptions {
+            method,
+            standardize: true,
+            l2: 10.0,
+            lr: 1e-2,
+            ..TrainOptions::default()
+        };
+        let (a, b) = (
+            train(&x, &y, d, &opts).unwrap(),
+            train(&big, &y, d, &opts).unwrap(),
+        );
+        let (ta, tb) = (&a.report.test, &b.report.test);
+        assert!(
+            (ta.loss - tb.loss).abs() < 1e-3,
+            "{method:?}: {} vs {}",
+            ta.loss,
+            tb.loss
+        );
+        assert_eq!(ta.accuracy, tb.accuracy);
+        let (wa, wb) = (diff_direction(&a, d), diff_direction(&b, d));
+        assert!((wa[3] - 1000.0 * wb[3]).abs() < 1e-2 * wa[3].abs().max(1e-3));
+        // Without standardising, the penalty treats the scaled dimension differently.
+        let raw = TrainOptions {
+            standardize: false,
+            ..opts
+        };
+        if method == Method::Logistic {
+            let (ra, rb) = (
+                train(&x, &y, d, &raw).unwrap(),
+                train(&big, &y, d, &raw).unwrap(),
+            );
+            assert!((ra.report.test.loss - rb.report.test.loss).abs() > 1e-4);
+        }
+    }
+}

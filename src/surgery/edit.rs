@@ -29,6 +29,27 @@ pub enum Operation {
     Subtract,
 }
 
+/// What α is measured in.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// `Δ = α·v` with v the probe direction as trained (the paper): the size of the change
+    /// depends on how the probe happened to be scaled.
+    #[default]
+    Absolute,
+    /// `Δ = α·v/‖v‖`: α is the Euclidean size of every row's change, whatever the probe's
+    /// scale (how variants with differently scaled directions are compared at equal size).
+    Unit,
+    /// `Δ = α·‖r‖·v/‖v‖`: each row moves by α times its own norm, so a setting carries over
+    /// between probes and between models of different widths.
+    RowNorm,
+    /// `Δ = α·m·v/‖v‖` with m the median row norm of the row's matrix: one step size per
+    /// block, relative to the block's typical row.
+    MedianRowNorm,
+}
+
 /// Options of [`plan_edit`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EditOptions {
@@ -39,6 +60,8 @@ pub struct EditOptions {
     /// Replace the probe direction, in the edit only, by a random Gaussian vector of the same
     /// norm drawn with this seed (the paper's "random probe in the same rows" control).
     pub random_direction: Option<u64>,
+    /// What α is measured in.
+    pub scale: Scale,
 }
 
 impl Default for EditOptions {
@@ -47,6 +70,7 @@ impl Default for EditOptions {
             alpha: PAPER_ALPHA,
             operation: Operation::Add,
             random_direction: None,
+            scale: Scale::Absolute,
         }
     }
 }
@@ -119,33 +143,71 @@ pub fn random_direction(d: usize, norm: f64, seed: u64) -> Vec<f32> {
     v.iter().map(|x| (x / n * norm) as f32).collect()
 }
 
-/// The paper's edit of the selected rows: `row += s · α · w`, s = +1 for add, −1 for
-/// subtract, w the probe direction the selection ranked against (or a random vector of its
-/// norm, see [`EditOptions::random_direction`]).
+/// The paper's edit of the selected rows: `row += s · α · v`, s = +1 for add, −1 for
+/// subtract, v the block's edit direction from the selection (the probe direction the rows
+/// were ranked against, or its norm-aware or per-block form; or a random vector of its norm,
+/// see [`EditOptions::random_direction`]), α measured as [`EditOptions::scale`] says.
 pub fn plan_edit(selection: &Selection, probe: &Probe, opts: &EditOptions) -> Result<EditPlan> {
     if !opts.alpha.is_finite() {
         bail!("alpha {} is not finite", opts.alpha);
     }
-    let w = probe.direction(selection.options.direction);
-    let norm = check_direction(&w)?;
-    let w = match opts.random_direction {
-        Some(seed) => random_direction(w.len(), norm, seed),
-        None => w,
-    };
+    check_direction(&probe.direction(selection.options.direction))?;
     let s = match opts.operation {
         Operation::Add => opts.alpha,
         Operation::Subtract => -opts.alpha,
     };
-    let delta: Arc<[f32]> = w.iter().map(|&x| s * x).collect();
-    let rows = selection
-        .rows
-        .iter()
-        .map(|r| RowEdit {
+    // One vector per block: the direction, replaced by a random one of its norm for the
+    // control (the same random unit vector in every block, as one random probe would give).
+    let mut unit: BTreeMap<usize, (Arc<[f32]>, f64)> = BTreeMap::new();
+    for (&b, v) in &selection.vectors {
+        let norm = check_direction(v)?;
+        let v: Arc<[f32]> = match opts.random_direction {
+            Some(seed) => random_direction(v.len(), norm, seed).into(),
+            None => v.clone(),
+        };
+        unit.insert(b, (v, norm));
+    }
+    let mut shared: BTreeMap<usize, Arc<[f32]>> = BTreeMap::new();
+    let mut rows = Vec::with_capacity(selection.rows.len());
+    for r in &selection.rows {
+        let Some((v, norm)) = unit.get(&r.block) else {
+            bail!("the selection has no edit direction for block {}", r.block);
+        };
+        let delta = match opts.scale {
+            Scale::Absolute => shared
+                .entry(r.block)
+                .or_insert_with(|| v.iter().map(|&x| s * x).collect())
+                .clone(),
+            Scale::MedianRowNorm => {
+                let m = selection.per_block[r.block].median_norm as f64;
+                shared
+                    .entry(r.block)
+                    .or_insert_with(|| {
+                        v.iter()
+                            .map(|&x| (s as f64 * m * x as f64 / norm) as f32)
+                            .collect()
+                    })
+                    .clone()
+            }
+            Scale::Unit => shared
+                .entry(r.block)
+                .or_insert_with(|| {
+                    v.iter()
+                        .map(|&x| (s as f64 * x as f64 / norm) as f32)
+                        .collect()
+                })
+                .clone(),
+            Scale::RowNorm => v
+                .iter()
+                .map(|&x| (s as f64 * r.norm as f64 * x as f64 / norm) as f32)
+                .collect(),
+        };
+        rows.push(RowEdit {
             tensor: selection.tensor(r.block).to_string(),
             row: r.row,
-            delta: delta.clone(),
-        })
-        .collect();
+            delta,
+        });
+    }
     let info = serde_json::json!({
         "method": "model-surgery",
         "probe_hash": selection.probe_hash,

@@ -229,6 +229,39 @@ impl ModelFile {
         Ok(&bytes[row * rb..(row + 1) * rb])
     }
 
+    /// The gain of an RMSNorm as f32: block `b`'s post-attention (pre-MLP) norm, or the final
+    /// norm for `None`.
+    pub fn norm_gain(&self, block: Option<usize>) -> Result<Vec<f32>> {
+        let name = match (self, block) {
+            (ModelFile::Gguf(_), Some(b)) => format!("blk.{b}.ffn_norm.weight"),
+            (ModelFile::Gguf(_), None) => "output_norm.weight".to_string(),
+            (ModelFile::Hf(_), Some(b)) => {
+                format!("model.layers.{b}.post_attention_layernorm.weight")
+            }
+            (ModelFile::Hf(_), None) => "model.norm.weight".to_string(),
+        };
+        let (ty, len) = match self {
+            ModelFile::Gguf(g) => {
+                let t = g.require_tensor(&name)?;
+                (t.ty, t.dims.iter().product::<u64>() as usize)
+            }
+            ModelFile::Hf(h) => {
+                let t = h.require_tensor(&name)?;
+                let ty = match t.dtype {
+                    Dtype::F32 => GgmlType::F32,
+                    Dtype::F16 => GgmlType::F16,
+                    Dtype::BF16 => GgmlType::BF16,
+                    d => bail!("{}: {name} is {d:?}", h.dir.display()),
+                };
+                (ty, t.shape.iter().product())
+            }
+        };
+        let mut out = vec![0f32; len];
+        quant::decode_row(ty, self.tensor_bytes(&name)?, &mut out)
+            .with_context(|| format!("{}: {name}", self.path().display()))?;
+        Ok(out)
+    }
+
     /// Decodes row `row` of `t` into `out` (`t.row_len` values).
     pub fn read_row(&self, t: &MatrixTensor, row: usize, out: &mut [f32]) -> Result<()> {
         quant::decode_row(t.ty, self.row_bytes(t, row)?, out)

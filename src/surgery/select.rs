@@ -1,13 +1,19 @@
 //! Step 2 of the method: rank every row of every block's gate projection by its cosine with
 //! the probe direction, globally, and keep the K most anti-aligned.
+//!
+//! Variants (see [`super::directions`]): a joint probe gives each block its own direction;
+//! norm-aware ranking compares rows through the norm gains; [`Ranking::Activation`] ranks by
+//! measured activations instead of by a cosine ([`super::activation`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::directions::{block_vectors, BlockVectors};
 use super::model::{Matrix, MatrixTensor, ModelFile};
 use crate::probe::{Direction, Probe};
 
@@ -32,7 +38,9 @@ impl Default for Count {
 }
 
 /// Which rows the ranking keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ranking {
     /// Most negative cosine with the direction (the paper).
@@ -42,6 +50,10 @@ pub enum Ranking {
     Aligned,
     /// Uniformly random rows, seeded (the "random rows" control).
     Random,
+    /// Lowest measured score first: the standardised class difference of the neuron's
+    /// pooled pre-activation (most negative = least active on undesirable text relative to
+    /// desirable text). Needs scores ([`select_with`]).
+    Activation,
 }
 
 /// Options of [`select`].
@@ -59,6 +71,8 @@ pub struct SelectOptions {
     pub seed: u64,
     /// Blocks allowed to hold selected rows; `None` = all.
     pub blocks: Option<BTreeSet<usize>>,
+    /// Compare rows and direction through the RMSNorm gains ([`super::directions`]).
+    pub norm_aware: bool,
 }
 
 /// One selected row.
@@ -68,8 +82,13 @@ pub struct SelectedRow {
     pub block: usize,
     /// Row (MLP neuron) in that block's matrix.
     pub row: usize,
-    /// Cosine between the row and the direction.
+    /// Cosine between the row and the direction (through the gains when norm-aware).
     pub cosine: f32,
+    /// The ranking score when it is not the cosine ([`Ranking::Activation`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// Euclidean norm of the stored row.
+    pub norm: f32,
 }
 
 /// Per-block summary of a selection.
@@ -83,6 +102,8 @@ pub struct BlockCount {
     pub rows: usize,
     /// Rows selected in it.
     pub selected: usize,
+    /// Median Euclidean norm of its rows (the unit of [`super::edit::Scale::MedianRowNorm`]).
+    pub median_norm: f32,
 }
 
 /// The result of [`select`]: the plan file's content (JSON).
@@ -100,6 +121,9 @@ pub struct Selection {
     pub per_block: Vec<BlockCount>,
     /// Selected rows ordered by (block, row).
     pub rows: Vec<SelectedRow>,
+    /// Per eligible block, the edit direction in the stored row's space (α not applied).
+    #[serde(skip)]
+    pub vectors: BTreeMap<usize, Arc<[f32]>>,
 }
 
 impl Selection {
@@ -160,8 +184,18 @@ fn resolve_count(count: Count, total: usize, eligible: usize) -> Result<usize> {
 /// Reads one block's tensor at a time, one row at a time (decoded to f32). Ties are broken
 /// by (block, row), so the result is deterministic.
 pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<Selection> {
-    let w = probe.direction(opts.direction);
-    let w_norm = check_direction(&w)?;
+    select_with(model, probe, opts, None)
+}
+
+/// [`select`] with measured per-row scores (`scores[block][row]`), which
+/// [`Ranking::Activation`] ranks by.
+pub fn select_with(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &SelectOptions,
+    scores: Option<&[Vec<f32>]>,
+) -> Result<Selection> {
+    check_direction(&probe.direction(opts.direction))?;
     let tensors = model.matrix_tensors(opts.matrix)?;
     for t in &tensors {
         probe
@@ -176,19 +210,71 @@ pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<
             );
         }
     }
-    let allowed = |b: usize| opts.blocks.as_ref().is_none_or(|s| s.contains(&b));
+    if opts.ranking == Ranking::Activation {
+        match scores {
+            None => bail!("activation ranking needs measured scores (pooled MLP inputs)"),
+            Some(s) if s.len() != tensors.len() => bail!(
+                "activation scores cover {} blocks, the model has {}",
+                s.len(),
+                tensors.len()
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut vectors = BTreeMap::new();
+    let mut ranking_vectors = BTreeMap::new();
+    for t in &tensors {
+        let allowed = opts.blocks.as_ref().is_none_or(|s| s.contains(&t.block));
+        if !allowed {
+            continue;
+        }
+        if let Some(v) = block_vectors(
+            model,
+            probe,
+            opts.direction,
+            opts.matrix,
+            t.block,
+            opts.norm_aware,
+        )? {
+            check_direction(&v.edit).with_context(|| format!("block {}", t.block))?;
+            vectors.insert(t.block, Arc::from(v.edit.clone()));
+            ranking_vectors.insert(t.block, v);
+        }
+    }
     let total: usize = tensors.iter().map(|t| t.n_rows).sum();
     let eligible: usize = tensors
         .iter()
-        .filter(|t| allowed(t.block))
+        .filter(|t| vectors.contains_key(&t.block))
         .map(|t| t.n_rows)
         .sum();
     let k = resolve_count(opts.count, total, eligible)?;
 
     let mut all: Vec<SelectedRow> = Vec::with_capacity(eligible);
-    for t in tensors.iter().filter(|t| allowed(t.block)) {
-        cosines(model, t, &w, w_norm, &mut all)?;
+    let mut medians = vec![0f32; tensors.len()];
+    for t in tensors.iter() {
+        let Some(v) = ranking_vectors.get(&t.block) else {
+            continue;
+        };
+        let start = all.len();
+        cosines(model, t, v, &mut all)?;
         model.release(&t.name);
+        let mut norms: Vec<f32> = all[start..].iter().map(|r| r.norm).collect();
+        norms.sort_by(f32::total_cmp);
+        medians[t.block] = norms[norms.len() / 2];
+        if let (Ranking::Activation, Some(s)) = (opts.ranking, scores) {
+            let s = &s[t.block];
+            if s.len() != t.n_rows {
+                bail!(
+                    "activation scores for block {} have {} rows, the tensor {}",
+                    t.block,
+                    s.len(),
+                    t.n_rows
+                );
+            }
+            for r in &mut all[start..] {
+                r.score = Some(s[r.row]);
+            }
+        }
     }
     match opts.ranking {
         Ranking::AntiAligned => {
@@ -197,6 +283,10 @@ pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<
         Ranking::Aligned => {
             all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b))))
         }
+        Ranking::Activation => all.sort_by(|a, b| {
+            let (x, y) = (a.score.unwrap_or(0.0), b.score.unwrap_or(0.0));
+            x.total_cmp(&y).then(key(a).cmp(&key(b)))
+        }),
         Ranking::Random => {
             let mut rng = StdRng::seed_from_u64(opts.seed);
             let mut idx = rand::seq::index::sample(&mut rng, all.len(), k).into_vec();
@@ -213,6 +303,7 @@ pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<
             tensor: t.name.clone(),
             rows: t.n_rows,
             selected: all.iter().filter(|r| r.block == t.block).count(),
+            median_norm: medians[t.block],
         })
         .collect();
     Ok(Selection {
@@ -222,6 +313,7 @@ pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<
         total_rows: total,
         per_block,
         rows: all,
+        vectors,
     })
 }
 
@@ -229,24 +321,30 @@ fn key(r: &SelectedRow) -> (usize, usize) {
     (r.block, r.row)
 }
 
-/// Appends the cosine of every row of `t` with `w`, accumulated in f64.
+/// Appends the cosine of every row of `t` with `v.rank` (rows scaled by `v.row_gain` when
+/// norm-aware), accumulated in f64, and each stored row's norm.
 fn cosines(
     model: &ModelFile,
     t: &MatrixTensor,
-    w: &[f32],
-    w_norm: f64,
+    v: &BlockVectors,
     out: &mut Vec<SelectedRow>,
 ) -> Result<()> {
+    let w = &v.rank;
+    let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     let mut g = vec![0f32; t.row_len];
     for row in 0..t.n_rows {
         model.read_row(t, row, &mut g)?;
+        let norm = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
+        if let Some(gain) = &v.row_gain {
+            g.iter_mut().zip(gain).for_each(|(x, k)| *x *= k);
+        }
         let (mut dot, mut nn) = (0f64, 0f64);
         for (&a, &b) in g.iter().zip(w) {
             dot += a as f64 * b as f64;
             nn += a as f64 * a as f64;
         }
-        // A zero row has no direction: rank it as orthogonal.
-        let cosine = if nn > 0.0 {
+        // A zero row (or direction) has no direction: rank it as orthogonal.
+        let cosine = if nn > 0.0 && w_norm > 0.0 {
             (dot / (nn.sqrt() * w_norm)) as f32
         } else {
             0.0
@@ -255,6 +353,8 @@ fn cosines(
             block: t.block,
             row,
             cosine,
+            score: None,
+            norm,
         });
     }
     Ok(())
