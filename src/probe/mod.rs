@@ -13,6 +13,7 @@ pub mod collect;
 pub mod file;
 pub mod fingerprint;
 pub mod joint;
+mod logistic;
 pub mod metrics;
 pub mod train;
 
