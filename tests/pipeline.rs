@@ -204,8 +204,8 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
     }
     cfg.out = dir.path().join("ablate");
     let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
-    // base, surgery, 2 controls, 2 paper ablations, 4 quarters, 2 probe points, 8 variants.
-    assert_eq!(a.rows.len(), 20);
+    // base, surgery, 2 controls, 2 paper ablations, 4 quarters, 2 probe points, 9 variants.
+    assert_eq!(a.rows.len(), 21);
     let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
     for label in [
         "joint probe: block i edited with its own slice",

@@ -117,6 +117,10 @@ pub struct TrainArgs {
     /// map the weights back; makes --l2 meaningful on RMSNorm outputs.
     #[arg(long)]
     pub standardize: bool,
+    /// Average N probes: seeds of initialisation and batch order (paper method) or bootstrap
+    /// resamples of the training split (closed-form methods).
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
     /// Seed of balancing, the 90/10 split, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -305,6 +309,7 @@ fn train(a: TrainArgs) -> Result<()> {
         epoch,
         l2: a.l2,
         standardize: a.standardize,
+        ensemble: a.ensemble,
         ..TrainOptions::default()
     };
     let model_sha = match stats.model_sha256.as_str() {

@@ -94,6 +94,7 @@ pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
         method: Method::Logistic,
         standardize: true,
         l2: VARIANT_L2,
+        ensemble: 1,
     };
     let with = |label: &str, f: &dyn Fn(&mut Variant)| {
         let mut v = surgery.clone();
@@ -127,7 +128,11 @@ pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
                 method: Method::MeanDiff,
                 standardize: false,
                 l2: 1.0,
+                ensemble: 1,
             }
+        }),
+        with("direction: average of 8 paper probes (seeds)", &|v| {
+            v.fit.ensemble = 8
         }),
         with("direction: standardised logistic probe", &|v| {
             v.fit = logistic.clone()

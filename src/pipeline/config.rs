@@ -132,6 +132,8 @@ pub struct RunConfig {
     pub standardize: bool,
     /// L2 penalty of the logistic method.
     pub l2: f64,
+    /// Average this many probes (seeds for the paper method, bootstrap resamples otherwise).
+    pub ensemble: usize,
     /// The probe vector used: `undesirable` (W[1], the paper) or `diff` (W[1] − W[0]).
     pub direction: Direction,
     /// Row ranking: `anti-aligned` (the paper), `activation` (measured), `aligned`, `random`.
@@ -193,6 +195,7 @@ impl Default for RunConfig {
             method: Method::Paper,
             standardize: false,
             l2: 1.0,
+            ensemble: 1,
             direction: Direction::Undesirable,
             ranking: Ranking::AntiAligned,
             norm_aware: false,

@@ -47,6 +47,8 @@ pub struct Fit {
     pub method: Method,
     pub standardize: bool,
     pub l2: f64,
+    /// Probes averaged (1: one).
+    pub ensemble: usize,
 }
 
 impl Fit {
@@ -56,6 +58,7 @@ impl Fit {
             method: cfg.method,
             standardize: cfg.standardize,
             l2: cfg.l2,
+            ensemble: cfg.ensemble,
         }
     }
 
@@ -72,6 +75,9 @@ impl Fit {
         }
         if self.method == Method::Logistic {
             t.push_str(&format!("-l2_{}", self.l2));
+        }
+        if self.ensemble > 1 {
+            t.push_str(&format!("-x{}", self.ensemble));
         }
         t
     }
@@ -193,6 +199,7 @@ impl<'a> Session<'a> {
             method: fit.method,
             standardize: fit.standardize,
             l2: fit.l2,
+            ensemble: fit.ensemble,
             seed: self.cfg.seed,
             lr: self.cfg.lr,
             epochs: self.cfg.epochs,

@@ -190,3 +190,39 @@ fn standardised_fits_are_invariant_to_feature_scale() {
         }
     }
 }
+
+/// An ensemble averages members: one member is the plain fit, several still recover the
+/// planted direction, and the same seed gives the same bytes.
+#[test]
+fn ensembles_average_members_deterministically() {
+    let d = 24;
+    let (x, y, u) = clusters(1200, d, 3.0, 13);
+    for method in [Method::Paper, Method::Logistic, Method::MeanDiff] {
+        let opts = TrainOptions {
+            method,
+            lr: 1e-2,
+            ..TrainOptions::default()
+        };
+        let one = train(&x, &y, d, &opts).unwrap();
+        let also_one = train(
+            &x,
+            &y,
+            d,
+            &TrainOptions {
+                ensemble: 1,
+                ..opts.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(one.weight, also_one.weight);
+        let many_opts = TrainOptions {
+            ensemble: 5,
+            ..opts
+        };
+        let many = train(&x, &y, d, &many_opts).unwrap();
+        assert_ne!(one.weight, many.weight, "{method:?}");
+        assert_eq!(many.weight, train(&x, &y, d, &many_opts).unwrap().weight);
+        let c = cos(&diff_direction(&many, d), &u);
+        assert!(c > 0.95, "{method:?}: cos {c}");
+    }
+}
