@@ -99,8 +99,16 @@ def main():
             if bindings.llama_vocab_is_eog(vocab, tok) or len(out) >= 20:
                 break
             out.append(tok)
+        # llama.cpp's own margin (top-1 minus top-2 logit) before each greedy token, so
+        # that a test can tell a flipped near-tie from a real disagreement.
+        llm.reset()
+        llm.eval(ids + out)
+        margins = []
+        for j in range(len(out)):
+            row = sorted(llm.scores[len(ids) - 1 + j].tolist(), reverse=True)
+            margins.append(row[0] - row[1])
         gens.append({"prompt": p, "ids": ids, "top20": [[i, logits[i]] for i in top],
-                     "greedy20": out,
+                     "greedy20": out, "margins": margins,
                      "text": llm.detokenize(out).decode("utf-8", "replace")})
     with open(out_path, "w") as f:
         json.dump({"llama_cpp_python": llama_cpp.__version__, "family": family,
