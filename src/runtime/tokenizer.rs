@@ -21,7 +21,7 @@ enum Backend {
     /// The `tokenizers` crate (byte-level BPE from GGUF, or a `tokenizer.json`).
     Hf(Box<tokenizers::Tokenizer>),
     /// Score-merge SentencePiece vocabulary from GGUF metadata.
-    Spm(Spm),
+    Spm(Box<Spm>),
 }
 
 impl Backend {
@@ -241,7 +241,7 @@ impl Tokenizer {
             types,
             flag("tokenizer.ggml.add_space_prefix", true),
         )?;
-        let inner = Backend::Spm(spm);
+        let inner = Backend::Spm(Box::new(spm));
         let bos_id = meta_u32(meta, "tokenizer.ggml.bos_token_id");
         let add_bos = flag("tokenizer.ggml.add_bos_token", true) && bos_id.is_some();
         let mut eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
