@@ -41,7 +41,7 @@ pub enum Precision {
 }
 
 /// The matrix of a linear layer: candle's (quantised or dense) matmul, or our exact SIMD
-/// kernels for Q4_1 and Q8_0 (see [`super::kernels`]).
+/// kernels for Q4_1, Q8_0 and Q5_0 (see [`super::kernels`]).
 #[derive(Debug, Clone)]
 enum Matrix {
     Candle(QMatMul),
@@ -474,6 +474,7 @@ fn matrix(q: QTensor, precision: Precision) -> Result<Matrix> {
     let block = match q.dtype() {
         GgmlDType::Q4_1 => Some(BlockType::Q4_1),
         GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+        GgmlDType::Q5_0 => Some(BlockType::Q5_0),
         _ => None,
     };
     if let (Precision::Native, Some(ty)) = (precision, block) {
