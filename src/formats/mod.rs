@@ -12,7 +12,8 @@
 //! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
 //! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.
 //! - [`summary`]: a format-independent summary of a model (`scalpel inspect`).
-//! - [`tiny`]: deterministic tiny random Llama models (GGUF and HF) for tests.
+//! - [`tiny`]: deterministic tiny random Llama, Qwen2 and Gemma 3 models (GGUF and HF) for
+//!   tests.
 
 pub mod ggml;
 pub mod gguf;

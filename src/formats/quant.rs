@@ -6,6 +6,9 @@
 //! `d` (and min `m`) stored as f16, quants rounded. With these, decoding a row and encoding
 //! it again changes a value by at most one quantisation step — usually not at all — so rows
 //! that surgery leaves alone could even be re-encoded safely (we copy them instead).
+//! K-quants (Q4_K, Q5_K, Q6_K; super-blocks of 256) are encoded with candle's port of
+//! llama.cpp's reference k-quantisers (no importance matrix): deterministic, and decoded
+//! identically by candle, gguf-py and llama.cpp (our decoder is checked against gguf-py).
 //!
 //! A row is `ne0` contiguous elements: for a GGUF matrix `[d_ff, d]` (HF shape), `d` values.
 
@@ -39,7 +42,10 @@ pub fn can_decode(ty: GgmlType) -> bool {
 /// Whether [`encode_row`] supports `ty`.
 pub fn can_encode(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
+    )
 }
 
 /// Decodes one row: `bytes` must be exactly `row_bytes(ty, out.len())` long.
@@ -119,8 +125,13 @@ pub fn encode_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
     if let Some(i) = src.iter().position(|x| !x.is_finite()) {
         bail!("cannot encode {ty}: element {i} is {}", src[i]);
     }
-    let mut out = Vec::with_capacity(n);
     use GgmlType::*;
+    if matches!(ty, Q4_K | Q5_K | Q6_K) {
+        let out = kquants::encode(ty, src)?;
+        debug_assert_eq!(out.len(), n);
+        return Ok(out);
+    }
+    let mut out = Vec::with_capacity(n);
     let bs = ty.block_size();
     for x in src.chunks_exact(bs) {
         match ty {

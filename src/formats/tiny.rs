@@ -1,4 +1,5 @@
-//! Tiny random Llama models, written deterministically from a seed, for tests.
+//! Tiny random models (Llama, Qwen2 or Gemma 3 graph), written deterministically from a
+//! seed, for tests.
 //!
 //! [`write_gguf`] and [`write_hf_folder`] with the same [`TinySpec`] and seed describe the
 //! same model (up to the storage type's rounding): both are written from [`weights`], which
@@ -17,9 +18,26 @@ pub use hf_out::{write_hf_folder, HfDtype};
 
 use anyhow::{bail, Result};
 
-/// Hyper-parameters of a tiny Llama. The vocabulary is fixed ([`vocab::vocab`], 304 tokens).
+/// Which graph a tiny model has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TinyFamily {
+    /// Llama (GGUF q/k rows permuted for interleaved RoPE).
+    #[default]
+    Llama,
+    /// Qwen2: Llama plus q/k/v biases; q/k not permuted.
+    Qwen2,
+    /// Gemma 3: q/k norms, post-attention and post-feed-forward norms, GeGLU, local
+    /// layers with a sliding window (every 6th layer global, as llama.cpp assumes).
+    Gemma3,
+}
+
+/// Hyper-parameters of a tiny model. The vocabulary is fixed ([`vocab::vocab`], 304 tokens).
 #[derive(Clone, Debug)]
 pub struct TinySpec {
+    /// The graph.
+    pub family: TinyFamily,
+    /// Gemma 3 only: keys a local layer sees (its own position included).
+    pub sliding_window: usize,
     /// Number of transformer blocks.
     pub blocks: usize,
     /// Hidden size (a multiple of 32 for quantised GGUF types).
@@ -47,6 +65,8 @@ pub struct TinySpec {
 impl Default for TinySpec {
     fn default() -> Self {
         TinySpec {
+            family: TinyFamily::Llama,
+            sliding_window: 4,
             blocks: 2,
             d: 64,
             d_ff: 128,
@@ -131,12 +151,15 @@ pub fn weights(spec: &TinySpec, seed: u64) -> Result<Vec<TinyTensor>> {
     spec.validate()?;
     let (d, v, kv_dim) = (spec.d, spec.vocab(), spec.kv_heads * spec.head_dim());
     let mut out = Vec::new();
+    let gemma = spec.family == TinyFamily::Gemma3;
+    // Gemma's checkpoints store a norm gain as `w` in `x · (1 + w)`.
+    let norm_centre = if gemma { 0.0 } else { 1.0 };
     let mut add = |name: String, shape: Vec<usize>, norm: bool| {
         let n = shape.iter().product();
         let mut rng = Rng::new(seed, &name);
         let fan_in = *shape.last().unwrap_or(&1) as f32;
         let data = if norm {
-            (0..n).map(|_| 1.0 + 0.1 * rng.uniform()).collect()
+            (0..n).map(|_| norm_centre + 0.1 * rng.uniform()).collect()
         } else {
             (0..n).map(|_| rng.uniform() / fan_in.sqrt()).collect()
         };
@@ -163,6 +186,27 @@ pub fn weights(spec: &TinySpec, seed: u64) -> Result<Vec<TinyTensor>> {
             false,
         );
         add(format!("{p}.self_attn.o_proj.weight"), vec![d, d], false);
+        if spec.family == TinyFamily::Qwen2 {
+            // Biases as vectors of small random values (not norm-like).
+            add(format!("{p}.self_attn.q_proj.bias"), vec![d], false);
+            add(format!("{p}.self_attn.k_proj.bias"), vec![kv_dim], false);
+            add(format!("{p}.self_attn.v_proj.bias"), vec![kv_dim], false);
+        }
+        if gemma {
+            let hd = spec.head_dim();
+            add(format!("{p}.self_attn.q_norm.weight"), vec![hd], true);
+            add(format!("{p}.self_attn.k_norm.weight"), vec![hd], true);
+            add(
+                format!("{p}.pre_feedforward_layernorm.weight"),
+                vec![d],
+                true,
+            );
+            add(
+                format!("{p}.post_feedforward_layernorm.weight"),
+                vec![d],
+                true,
+            );
+        }
         add(
             format!("{p}.post_attention_layernorm.weight"),
             vec![d],
@@ -188,6 +232,15 @@ pub fn weights(spec: &TinySpec, seed: u64) -> Result<Vec<TinyTensor>> {
 }
 
 pub use super::names::gguf_name;
+
+/// The GGUF name of a tiny tensor in its family's layout.
+pub fn gguf_name_for(family: TinyFamily, hf: &str) -> Option<String> {
+    let layout = match family {
+        TinyFamily::Gemma3 => super::names::Layout::Gemma,
+        _ => super::names::Layout::Llama,
+    };
+    super::names::gguf_name_in(layout, hf)
+}
 
 /// Reorders the rows of an HF `q_proj` (`n_head` = heads) or `k_proj` (`n_head` = kv heads)
 /// weight into llama.cpp's GGUF order, as `LlamaModel.permute` in `convert_hf_to_gguf.py`.

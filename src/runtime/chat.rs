@@ -58,6 +58,23 @@ pub fn render(
     .context("cannot render chat template")
 }
 
+/// Gemma's chat format (the template of the instruction-tuned Gemma 3 checkpoints, for
+/// plain-string messages), used when a Gemma GGUF carries no template, as llama.cpp does.
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}\
+{%- if messages[0]['role'] == 'system' -%}\
+{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\
+{%- set loop_messages = messages[1:] -%}\
+{%- else -%}\
+{%- set first_user_prefix = '' -%}\
+{%- set loop_messages = messages -%}\
+{%- endif -%}\
+{%- for message in loop_messages -%}\
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}\
+{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}\
+{{- message['content'] | trim }}{{ '<end_of_turn>\\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +94,21 @@ mod tests {
         let t = "{{ raise_exception('no system role') }}";
         let err = render(t, &[], false, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("no system role"));
+    }
+
+    #[test]
+    fn gemma_template_renders_turns() {
+        let out = render(
+            GEMMA_TEMPLATE,
+            &[Message::user(" Hi there ")],
+            true,
+            Some("<bos>"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+        );
     }
 }

@@ -17,6 +17,9 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: Llama graph plus biases on q, k and v.
     Qwen2,
+    /// Gemma 3 (text): extra norms, GeGLU, scaled embeddings, local/global attention
+    /// (see [`crate::runtime::gemma3`]).
+    Gemma3,
 }
 
 impl Arch {
@@ -25,6 +28,7 @@ impl Arch {
         match name {
             "llama" | "mistral" | "LlamaForCausalLM" | "MistralForCausalLM" => Some(Arch::Llama),
             "qwen2" | "Qwen2ForCausalLM" => Some(Arch::Qwen2),
+            "gemma3" | "Gemma3ForCausalLM" => Some(Arch::Gemma3),
             _ => None,
         }
     }
@@ -53,6 +57,31 @@ pub struct ModelConfig {
     /// rotates adjacent pairs (2i, 2i+1); Hugging Face checkpoints rotate halves
     /// (i, i + d/2). The weights are used as stored and the matching rotation is chosen.
     pub rope_interleaved: bool,
+    /// Gemma 3 only (`None` otherwise): local attention layers and their RoPE.
+    pub gemma: Option<GemmaExtras>,
+}
+
+/// What Gemma 3 adds to the Llama hyper-parameters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GemmaExtras {
+    /// Keys a local layer's query sees: its own position and the `sliding_window - 1`
+    /// before it.
+    pub sliding_window: usize,
+    /// Layer `i` is global (full attention) when `(i + 1) % pattern == 0`, local otherwise.
+    pub sliding_window_pattern: usize,
+    /// RoPE base of the local layers (the global ones use `rope_theta`).
+    pub rope_local_theta: f32,
+    /// Linear RoPE scaling factor of the global layers (1 when none).
+    pub rope_global_factor: f32,
+    /// Queries are scaled by `query_pre_attn_scalar^-1/2` (not always `head_dim^-1/2`).
+    pub query_pre_attn_scalar: f64,
+}
+
+impl GemmaExtras {
+    /// Whether layer `i` uses sliding-window (local) attention.
+    pub fn is_local(&self, layer: usize) -> bool {
+        !(layer + 1).is_multiple_of(self.sliding_window_pattern.max(1))
+    }
 }
 
 /// Llama-3 RoPE frequency scaling (`rope_type = "llama3"`).
@@ -101,7 +130,9 @@ impl ModelConfig {
             .context("`general.architecture` is not a string")?
             .clone();
         let arch = Arch::parse(&arch_name).with_context(|| {
-            format!("unsupported architecture `{arch_name}` (supported: llama, mistral, qwen2)")
+            format!(
+                "unsupported architecture `{arch_name}` (supported: llama, mistral, qwen2, gemma3)"
+            )
         })?;
         let p = arch_name.as_str();
         let hidden_size = md_usize(meta, &format!("{p}.embedding_length"))?;
@@ -126,9 +157,33 @@ impl ModelConfig {
             max_position_embeddings: md_usize(meta, &format!("{p}.context_length")).unwrap_or(4096),
             tie_word_embeddings: false, // decided by the loader: no `output.weight` means tied
             attention_bias: arch == Arch::Qwen2,
-            // llama.cpp permutes q/k only for the Llama family; Qwen2 keeps HF's layout.
+            // llama.cpp permutes q/k only for the Llama family; Qwen2 and Gemma 3 keep HF's
+            // layout (llama.cpp runs them with NeoX-style RoPE).
             rope_interleaved: arch == Arch::Llama,
+            gemma: None,
         };
+        let mut cfg = cfg;
+        if arch == Arch::Gemma3 {
+            let head_dim = cfg.head_dim as f64;
+            let scaling = meta
+                .get(&format!("{p}.rope.scaling.type"))
+                .and_then(|v| v.to_string().ok().cloned());
+            let factor = match scaling.as_deref() {
+                Some("linear") => md_f32(meta, &format!("{p}.rope.scaling.factor"))?,
+                None | Some("none") => 1.0,
+                Some(other) => bail!("unsupported {p}.rope.scaling.type `{other}` (only linear)"),
+            };
+            // llama.cpp hard-codes these for Gemma 3 (they are not in the GGUF metadata):
+            // every 6th layer global, local RoPE base 10 000, queries scaled by head_dim^-1/2
+            // (27B, whose query_pre_attn_scalar differs, is not supported here).
+            cfg.gemma = Some(GemmaExtras {
+                sliding_window: md_usize(meta, &format!("{p}.attention.sliding_window"))?,
+                sliding_window_pattern: 6,
+                rope_local_theta: 10_000.0,
+                rope_global_factor: factor,
+                query_pre_attn_scalar: head_dim,
+            });
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -146,7 +201,7 @@ impl ModelConfig {
         let arch = Arch::parse(arch_name).with_context(|| {
             format!(
                 "{}: unsupported architecture `{arch_name}` (supported: LlamaForCausalLM, \
-                 MistralForCausalLM, Qwen2ForCausalLM)",
+                 MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM)",
                 path.display()
             )
         })?;
@@ -157,7 +212,19 @@ impl ModelConfig {
         };
         let hidden_size = get("hidden_size")?;
         let num_heads = get("num_attention_heads")?;
+        let gemma_rope_factor = match (&j["rope_scaling"], arch) {
+            (serde_json::Value::Object(o), Arch::Gemma3)
+                if o.get("rope_type")
+                    .or(o.get("type"))
+                    .and_then(|v| v.as_str())
+                    == Some("linear") =>
+            {
+                o.get("factor").and_then(|v| v.as_f64()).unwrap_or(1.0) as f32
+            }
+            _ => 1.0,
+        };
         let rope_scaling = match &j["rope_scaling"] {
+            _ if gemma_rope_factor != 1.0 => None,
             serde_json::Value::Object(o)
                 if o.get("rope_type")
                     .or(o.get("type"))
@@ -198,7 +265,42 @@ impl ModelConfig {
             tie_word_embeddings: j["tie_word_embeddings"].as_bool().unwrap_or(false),
             attention_bias: arch == Arch::Qwen2 || j["attention_bias"].as_bool().unwrap_or(false),
             rope_interleaved: false,
+            gemma: None,
         };
+        let mut cfg = cfg;
+        if arch == Arch::Gemma3 {
+            // Newer configs list `layer_types`; older ones give `sliding_window_pattern`.
+            let pattern = match j["layer_types"].as_array() {
+                Some(types) => {
+                    let global: Vec<usize> = types
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| t.as_str() == Some("full_attention"))
+                        .map(|(i, _)| i + 1)
+                        .collect();
+                    let p = global.first().copied().unwrap_or(types.len() + 1);
+                    if global.iter().enumerate().any(|(k, &g)| g != (k + 1) * p) {
+                        bail!(
+                            "{}: layer_types is not a regular local/global pattern",
+                            path.display()
+                        );
+                    }
+                    p
+                }
+                None => get("sliding_window_pattern").unwrap_or(6),
+            };
+            cfg.gemma = Some(GemmaExtras {
+                sliding_window: get("sliding_window")?,
+                sliding_window_pattern: pattern,
+                rope_local_theta: j["rope_local_base_freq"].as_f64().unwrap_or(10_000.0) as f32,
+                rope_global_factor: gemma_rope_factor,
+                query_pre_attn_scalar: j["query_pre_attn_scalar"]
+                    .as_f64()
+                    .unwrap_or(cfg.head_dim as f64),
+            });
+            // Gemma checkpoints tie the output head by default.
+            cfg.tie_word_embeddings = j["tie_word_embeddings"].as_bool().unwrap_or(true);
+        }
         cfg.validate()
             .with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
@@ -226,11 +328,7 @@ impl ModelConfig {
 
     /// RoPE inverse frequencies, with Llama-3 scaling applied when configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let d = self.head_dim;
-        let base: Vec<f32> = (0..d)
-            .step_by(2)
-            .map(|i| 1.0 / self.rope_theta.powf(i as f32 / d as f32))
-            .collect();
+        let base = rope_inv_freq_for(self.rope_theta, self.head_dim);
         let Some(s) = &self.rope_scaling else {
             return base;
         };
@@ -252,4 +350,12 @@ impl ModelConfig {
             })
             .collect()
     }
+}
+
+/// Plain RoPE inverse frequencies `theta^(-2i/d)` for a head dimension `d`.
+pub fn rope_inv_freq_for(theta: f32, d: usize) -> Vec<f32> {
+    (0..d)
+        .step_by(2)
+        .map(|i| 1.0 / theta.powf(i as f32 / d as f32))
+        .collect()
 }

@@ -1,4 +1,5 @@
-//! SIMD matmuls for Q4_1 and Q8_0 weights, the types of the default model's matrices.
+//! SIMD matmuls for Q4_1, Q8_0 and Q5_0 weights (the default model's matrices, and the
+//! q/k/gate/up matrices of the Gemma 3 and Qwen2 Q4_K_M files).
 //!
 //! candle 0.11 multiplies Q4_1 with a scalar loop (it has SIMD kernels for Q4_0 and Q8_0
 //! only), which made the default model's native forward ~5× slower than its Q8_0 copy; and
@@ -8,15 +9,23 @@
 //! in f32 with the integers widened by AVX2. The result equals a dequantised f32 matmul up
 //! to summation order, so the native path and the f32 path give the same hidden states
 //! (probe features do not depend on the speed setting). Rows of the output are split
-//! across threads. Without AVX2 a scalar loop gives the same result.
+//! across threads. Without AVX2 a scalar loop gives the same result. A Q5_0 weight is
+//! `d·(q − 16)` with `q − 16` in −16..15: each weight row is unpacked to the Q8_0 layout
+//! (same `d`, the integers as i8), which holds exactly the same values, and multiplied by
+//! the Q8_0 kernel — candle multiplies Q5_0 with a scalar loop.
 
 use half::f16;
 use rayon::prelude::*;
+
+mod q5_0;
+use q5_0::{q5_0_block_as_q8_0, q5_0_row_as_q8_0};
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
 pub const Q8_0_BLOCK_BYTES: usize = 34;
+/// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of nibbles.
+pub const Q5_0_BLOCK_BYTES: usize = 22;
 const QK: usize = 32;
 
 /// The block encodings these kernels multiply.
@@ -26,6 +35,8 @@ pub enum BlockType {
     Q4_1,
     /// 8-bit with scale.
     Q8_0,
+    /// 5-bit with scale (offset 16).
+    Q5_0,
 }
 
 impl BlockType {
@@ -33,6 +44,7 @@ impl BlockType {
         match self {
             BlockType::Q4_1 => Q4_1_BLOCK_BYTES,
             BlockType::Q8_0 => Q8_0_BLOCK_BYTES,
+            BlockType::Q5_0 => Q5_0_BLOCK_BYTES,
         }
     }
 }
@@ -90,6 +102,13 @@ impl QuantMatrix {
                         o[j] = d * blk[2 + j] as i8 as f32;
                     }
                 }
+                BlockType::Q5_0 => {
+                    let mut q8 = [0u8; Q8_0_BLOCK_BYTES];
+                    q5_0_block_as_q8_0(blk, &mut q8);
+                    for j in 0..QK {
+                        o[j] = d * q8[2 + j] as i8 as f32;
+                    }
+                }
             }
         }
     }
@@ -120,15 +139,20 @@ impl QuantMatrix {
         cols.par_chunks_mut(chunk * m)
             .enumerate()
             .for_each(|(c, dst)| {
+                let mut unpacked = vec![0u8; k / QK * Q8_0_BLOCK_BYTES];
                 for (j, d) in dst.chunks_mut(m).enumerate() {
                     let r = c * chunk + j;
-                    let w = &self.data[r * row_bytes..(r + 1) * row_bytes];
+                    let mut w = &self.data[r * row_bytes..(r + 1) * row_bytes];
+                    if ty == BlockType::Q5_0 {
+                        q5_0_row_as_q8_0(w, &mut unpacked);
+                        w = &unpacked;
+                    }
                     for (i, out) in d.iter_mut().enumerate() {
                         let xs = &x[i * k..(i + 1) * k];
                         let sums = &block_sums[i * k / QK..(i + 1) * k / QK];
                         *out = match ty {
                             BlockType::Q4_1 => dot(w, xs, sums),
-                            BlockType::Q8_0 => dot_q8_0(w, xs),
+                            BlockType::Q8_0 | BlockType::Q5_0 => dot_q8_0(w, xs),
                         };
                     }
                 }
@@ -432,6 +456,47 @@ mod tests {
         let mut row = vec![0f32; k];
         for r in 0..n {
             mat.dequantize_row(r, &mut row);
+            for i in 0..m {
+                let exact: f32 = (0..k).map(|j| row[j] * x[i * k + j]).sum();
+                let g = got[i * n + r];
+                assert!(
+                    (g - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+                    "{g} vs {exact}"
+                );
+            }
+        }
+    }
+
+    /// Q5_0 rows (encoded by `formats::quant`, decoded by its independent decoder) give the
+    /// dequantised f32 products.
+    #[test]
+    fn q5_0_equals_the_dequantised_f32_matmul() {
+        use crate::formats::{ggml::GgmlType, quant};
+        let (n, k, m) = (67, 96, 3);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3)
+            .collect();
+        let data: Vec<u8> = w
+            .chunks_exact(k)
+            .flat_map(|r| quant::encode_row(GgmlType::Q5_0, r).unwrap())
+            .collect();
+        let wd = quant::decode_tensor(GgmlType::Q5_0, &data, k).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            for blk in data.chunks_exact(Q5_0_BLOCK_BYTES) {
+                let (mut a, mut b) = ([0u8; Q8_0_BLOCK_BYTES], [0u8; Q8_0_BLOCK_BYTES]);
+                unsafe { q5_0::q5_0_block_as_q8_0_avx2(blk, &mut a) };
+                q5_0_block_as_q8_0(blk, &mut b);
+                assert_eq!(a, b, "avx2 and scalar unpacking differ");
+            }
+        }
+        let mat = QuantMatrix::new(BlockType::Q5_0, n, k, data).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let got = mat.matmul(&x, m);
+        let mut row = vec![0f32; k];
+        for r in 0..n {
+            mat.dequantize_row(r, &mut row);
+            assert_eq!(row, wd[r * k..(r + 1) * k], "row {r} decodes differently");
             for i in 0..m {
                 let exact: f32 = (0..k).map(|j| row[j] * x[i * k + j]).sum();
                 let g = got[i * n + r];

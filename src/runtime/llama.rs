@@ -50,13 +50,15 @@ pub struct Output {
     pub hidden: Vec<Tensor>,
 }
 
-struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+/// RMSNorm with a gain vector (Gemma's `1 + w` is stored as such in GGUF, and added at
+/// load from Hugging Face checkpoints).
+pub(crate) struct RmsNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl RmsNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)
     }
 }
@@ -109,7 +111,13 @@ impl KvCache {
         Ok(())
     }
 
-    fn append(
+    /// Records that a forward pass of `t` positions has appended to every layer.
+    pub(crate) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+
+    /// Writes a layer's new keys and values; returns all of them so far.
+    pub(crate) fn append(
         &mut self,
         layer: usize,
         k: &Tensor,
@@ -232,7 +240,7 @@ impl Llama {
     ) -> Result<Output> {
         let (b, t) = ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let bias = attention_bias(b, t, past, key_mask)?;
+        let bias = attention_bias(b, t, past, key_mask, None)?;
         let flat_pos = positions.flatten_all()?;
         let half = self.cfg.head_dim / 2;
         let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, t, half))?;
@@ -273,7 +281,7 @@ impl Llama {
             capture(Point::Residual(i), &x);
         }
         if let Some(c) = cache {
-            c.len += t;
+            c.advance(t);
         }
         let mut logits_out = None;
         if last_block == self.blocks.len() {
@@ -353,16 +361,20 @@ impl Llama {
 }
 
 /// The additive attention bias `[b, 1, t, past + t]`: 0 where query i may attend key j
-/// (causal, key not padding), −∞ elsewhere. A query always sees itself, so padded query
-/// rows never become all −∞ (which would give NaN).
-fn attention_bias(
+/// (causal, key not padding, and with a `window` fewer than `window` positions back), −∞
+/// elsewhere. A query always sees itself, so padded query rows never become all −∞
+/// (which would give NaN). Within a row, padding only precedes or follows the real tokens,
+/// so index distance equals position distance between real tokens.
+pub(crate) fn attention_bias(
     b: usize,
     t: usize,
     past: usize,
     key_mask: Option<&Tensor>,
+    window: Option<usize>,
 ) -> candle_core::Result<Option<Tensor>> {
     let total = past + t;
-    if key_mask.is_none() && t == 1 {
+    let window_bites = window.is_some_and(|w| total > w);
+    if key_mask.is_none() && t == 1 && !window_bites {
         return Ok(None);
     }
     let keys: Vec<u8> = match key_mask {
@@ -377,7 +389,7 @@ fn attention_bias(
         for i in 0..t {
             let row = &mut bias[(s * t + i) * total..(s * t + i + 1) * total];
             for (j, v) in row.iter_mut().enumerate() {
-                let causal = j <= past + i;
+                let causal = j <= past + i && window.is_none_or(|w| past + i - j < w);
                 let visible = keys[s * total + j] != 0 || j == past + i;
                 if !(causal && visible) {
                     *v = f32::NEG_INFINITY;

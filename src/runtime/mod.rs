@@ -1,18 +1,22 @@
-//! The model runtime: load a Llama-family model from GGUF or safetensors, tokenize, run a
-//! forward pass that exposes hidden states, and generate.
+//! The model runtime: load a Llama-family or Gemma 3 model from GGUF or safetensors,
+//! tokenize, run a forward pass that exposes hidden states, and generate.
 //!
 //! - [`config`]: hyper-parameters from GGUF metadata or `config.json`;
 //! - [`weights`]: tensors by role from either file format;
-//! - [`tokenizer`] and [`chat`]: ids and the model's own chat template;
-//! - [`llama`]: the forward pass, top to bottom;
+//! - [`tokenizer`] (with [`spm`] for SentencePiece vocabularies) and [`chat`]: ids and the
+//!   model's own chat template;
+//! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
+//!   bottom, chosen by architecture in [`Net`];
 //! - [`generate`]: batched generation with a KV cache;
 //! - [`kernels`]: a SIMD matmul for Q4_1 weights, which candle multiplies with a scalar loop.
 
 pub mod chat;
 pub mod config;
+pub mod gemma3;
 pub mod generate;
 pub mod kernels;
 pub mod llama;
+pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 
@@ -21,7 +25,8 @@ use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 
 pub use config::{Arch, ModelConfig};
-pub use llama::{Llama, Logits, Output, Point};
+pub use gemma3::Gemma3;
+pub use llama::{KvCache, Llama, Logits, Output, Point};
 pub use tokenizer::Tokenizer;
 pub use weights::Precision;
 
@@ -32,10 +37,49 @@ pub struct LoadOptions {
     pub precision: Precision,
 }
 
+/// The network of a model, by architecture family.
+pub enum Net {
+    /// Llama, Mistral, SmolLM, Qwen2.
+    Llama(Llama),
+    /// Gemma 3.
+    Gemma3(Gemma3),
+}
+
+impl Net {
+    /// Hyper-parameters.
+    pub fn cfg(&self) -> &ModelConfig {
+        match self {
+            Net::Llama(n) => &n.cfg,
+            Net::Gemma3(n) => &n.cfg,
+        }
+    }
+
+    /// Runs the model (see [`Llama::forward`] for the arguments).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        key_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        points: &[Point],
+        logits: Logits,
+    ) -> Result<Output> {
+        match self {
+            Net::Llama(n) => n.forward(ids, positions, key_mask, cache, points, logits),
+            Net::Gemma3(n) => n.forward(ids, positions, key_mask, cache, points, logits),
+        }
+    }
+
+    /// Hidden size d.
+    pub fn hidden_size(&self) -> usize {
+        self.cfg().hidden_size
+    }
+}
+
 /// A model ready to run: configuration, weights and tokenizer.
 pub struct Model {
     /// The network.
-    pub net: Llama,
+    pub net: Net,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// The file or folder it was loaded from.
@@ -67,7 +111,13 @@ impl Model {
                 Tokenizer::from_hf_dir(path)?,
             ),
         };
-        let net = Llama::load(&mut src, cfg, opts.precision)?;
+        let net = match cfg.arch {
+            Arch::Llama | Arch::Qwen2 => Net::Llama(Llama::load(&mut src, cfg, opts.precision)?),
+            Arch::Gemma3 => {
+                src.set_layout(crate::formats::names::Layout::Gemma);
+                Net::Gemma3(Gemma3::load(&mut src, cfg, opts.precision)?)
+            }
+        };
         Ok(Model {
             net,
             tokenizer,
@@ -78,16 +128,19 @@ impl Model {
 
     /// Hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
-        &self.net.cfg
+        self.net.cfg()
     }
 
     /// Formats a single user message with the model's chat template (ending with the
     /// assistant turn's opening).
     pub fn chat_prompt(&self, user: &str) -> Result<String> {
-        let template =
-            self.tokenizer.chat_template.as_deref().with_context(|| {
-                format!("{}: the model has no chat template", self.path.display())
-            })?;
+        let template = match (&self.tokenizer.chat_template, self.config().arch) {
+            (Some(t), _) => t.as_str(),
+            // Gemma 3 base GGUFs carry no template; llama.cpp then uses its built-in Gemma
+            // format, which is the one the instruction-tuned checkpoints ship.
+            (None, Arch::Gemma3) => chat::GEMMA_TEMPLATE,
+            (None, _) => anyhow::bail!("{}: the model has no chat template", self.path.display()),
+        };
         chat::render(
             template,
             &[chat::Message::user(user)],

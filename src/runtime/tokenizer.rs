@@ -5,7 +5,8 @@
 //! to the `tokenizers` crate, so the BPE itself is the well-tested library's. We do not use
 //! candle's `TokenizerFromGguf`: for `tokenizer.ggml.pre = "smollm"` it adds a prefix space
 //! ("Hello" → " Hello"), which gives wrong ids for chat prompts. The pre-tokenizer is
-//! chosen from `tokenizer.ggml.pre` following llama.cpp's table.
+//! chosen from `tokenizer.ggml.pre` following llama.cpp's table. SentencePiece-style
+//! vocabularies (`tokenizer.ggml.model = "llama"`, e.g. Gemma) use [`super::spm`].
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{self, Value};
@@ -13,9 +14,28 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::spm::Spm;
+
+/// The encoder behind a [`Tokenizer`].
+enum Backend {
+    /// The `tokenizers` crate (byte-level BPE from GGUF, or a `tokenizer.json`).
+    Hf(Box<tokenizers::Tokenizer>),
+    /// Score-merge SentencePiece vocabulary from GGUF metadata.
+    Spm(Box<Spm>),
+}
+
+impl Backend {
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Spm(t) => t.id(token),
+        }
+    }
+}
+
 /// A tokenizer with the model's special-token conventions.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Backend,
     /// Beginning-of-sequence token, if the vocabulary has one.
     pub bos_id: Option<u32>,
     /// Whether a BOS token is prepended to every encoded text.
@@ -79,8 +99,14 @@ impl Tokenizer {
             .to_string()
             .map_err(|e| anyhow!("tokenizer.ggml.model: {e}"))?
             .clone();
+        if model == "llama" {
+            return Self::spm_from_gguf(meta);
+        }
         if model != "gpt2" {
-            bail!("unsupported tokenizer.ggml.model `{model}` (only byte-level BPE `gpt2`)");
+            bail!(
+                "unsupported tokenizer.ggml.model `{model}` (supported: byte-level BPE `gpt2`, \
+                 SentencePiece `llama`)"
+            );
         }
         let tokens = strings(
             meta.get("tokenizer.ggml.tokens")
@@ -143,8 +169,10 @@ impl Tokenizer {
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                       "vocab": vocab, "merges": merges}
         });
-        let inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?)
-            .map_err(|e| anyhow!("cannot build tokenizer from GGUF metadata: {e}"))?;
+        let inner = Backend::Hf(Box::new(
+            tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?)
+                .map_err(|e| anyhow!("cannot build tokenizer from GGUF metadata: {e}"))?,
+        ));
 
         let bos_id = meta_u32(meta, "tokenizer.ggml.bos_token_id");
         let add_bos = meta
@@ -174,6 +202,70 @@ impl Tokenizer {
         })
     }
 
+    /// The SentencePiece tokenizer of a GGUF vocabulary (`tokenizer.ggml.model = llama`).
+    fn spm_from_gguf(meta: &HashMap<String, gguf_file::Value>) -> Result<Self> {
+        let tokens = strings(
+            meta.get("tokenizer.ggml.tokens")
+                .context("GGUF metadata has no `tokenizer.ggml.tokens`")?,
+            "tokenizer.ggml.tokens",
+        )?;
+        let scores: Vec<f32> = match meta.get("tokenizer.ggml.scores") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| anyhow!("tokenizer.ggml.scores: {e}"))?
+                .iter()
+                .map(|x| {
+                    x.to_f32()
+                        .map_err(|e| anyhow!("tokenizer.ggml.scores: {e}"))
+                })
+                .collect::<Result<_>>()?,
+            None => vec![0.0; tokens.len()],
+        };
+        let types: Vec<i32> = match meta.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| anyhow!("tokenizer.ggml.token_type: {e}"))?
+                .iter()
+                .map(|x| x.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let flag = |key: &str, default: bool| {
+            meta.get(key)
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(default)
+        };
+        let spm = Spm::new(
+            tokens,
+            scores,
+            types,
+            flag("tokenizer.ggml.add_space_prefix", true),
+        )?;
+        let inner = Backend::Spm(Box::new(spm));
+        let bos_id = meta_u32(meta, "tokenizer.ggml.bos_token_id");
+        let add_bos = flag("tokenizer.ggml.add_bos_token", true) && bos_id.is_some();
+        let mut eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+            .iter()
+            .filter_map(|k| meta_u32(meta, k))
+            .collect();
+        add_end_of_turn_tokens(&inner, &mut eos_ids);
+        let pad_id = meta_u32(meta, "tokenizer.ggml.padding_token_id")
+            .or(eos_ids.first().copied())
+            .unwrap_or(0);
+        let chat_template = meta
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok().cloned());
+        Ok(Tokenizer {
+            inner,
+            bos_id,
+            add_bos,
+            eos_ids,
+            pad_id,
+            chat_template,
+            source: "GGUF metadata (SentencePiece scores)".into(),
+        })
+    }
+
     /// Loads `tokenizer.json` (and `tokenizer_config.json` for the chat template and
     /// special tokens) from a Hugging Face folder.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
@@ -181,8 +273,10 @@ impl Tokenizer {
         if !path.exists() {
             bail!("{}: no tokenizer.json in the model folder", dir.display());
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let inner = Backend::Hf(Box::new(
+            tokenizers::Tokenizer::from_file(&path)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?,
+        ));
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = if cfg_path.exists() {
             serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)
@@ -219,11 +313,14 @@ impl Tokenizer {
     /// Encodes text to ids. Special-token text (e.g. `<|im_start|>`) maps to its id; a BOS
     /// is prepended when the model wants one and the text does not already start with it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
-        let mut ids = enc.get_ids().to_vec();
+        let mut ids = match &self.inner {
+            Backend::Hf(t) => t
+                .encode(text, true)
+                .map_err(|e| anyhow!("tokenizer: {e}"))?
+                .get_ids()
+                .to_vec(),
+            Backend::Spm(t) => t.encode(text)?,
+        };
         if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
             if ids.first() != Some(&bos) {
                 ids.insert(0, bos);
@@ -234,15 +331,21 @@ impl Tokenizer {
 
     /// Decodes ids to text; control tokens are dropped when `skip_special` is set.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| anyhow!("tokenizer: {e}"))
+        match &self.inner {
+            Backend::Hf(t) => t
+                .decode(ids, skip_special)
+                .map_err(|e| anyhow!("tokenizer: {e}")),
+            Backend::Spm(t) => t.decode(ids, skip_special),
+        }
     }
 
     /// Writes `tokenizer.json` and a `tokenizer_config.json` (special tokens, chat
     /// template) into a folder, as a Hugging Face checkpoint would have them.
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
-        self.inner
+        let Backend::Hf(inner) = &self.inner else {
+            bail!("writing a SentencePiece vocabulary as tokenizer.json is not supported");
+        };
+        inner
             .save(dir.join("tokenizer.json"), false)
             .map_err(|e| anyhow!("cannot write tokenizer.json: {e}"))?;
         let cfg = json!({
@@ -261,7 +364,10 @@ impl Tokenizer {
 
     /// The string form of one token id.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Backend::Hf(t) => t.id_to_token(id),
+            Backend::Spm(t) => t.token(id).map(String::from),
+        }
     }
 
     /// The id of a token string, if it is in the vocabulary.
@@ -271,7 +377,10 @@ impl Tokenizer {
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Backend::Hf(t) => t.get_vocab_size(true),
+            Backend::Spm(t) => t.len(),
+        }
     }
 
     /// The text of the BOS token, if any.
@@ -287,7 +396,7 @@ impl Tokenizer {
 
 /// Chat models end a turn with a token that is not always the declared EOS (ChatML's
 /// `<|im_end|>`, Llama 3's `<|eot_id|>`); generation must stop on those too.
-fn add_end_of_turn_tokens(inner: &tokenizers::Tokenizer, eos: &mut Vec<u32>) {
+fn add_end_of_turn_tokens(inner: &Backend, eos: &mut Vec<u32>) {
     for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"] {
         if let Some(id) = inner.token_to_id(t) {
             if !eos.contains(&id) {

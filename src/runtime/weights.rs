@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::kernels::{BlockType, QuantMatrix};
-use crate::formats::names::hf_name;
+use crate::formats::ggml::GgmlType;
+use crate::formats::names::{hf_name_in, Layout};
+use crate::formats::quant;
 
 /// How matrices are held in memory for the forward pass.
 #[derive(
@@ -39,7 +41,7 @@ pub enum Precision {
 }
 
 /// The matrix of a linear layer: candle's (quantised or dense) matmul, or our exact SIMD
-/// kernels for Q4_1 and Q8_0 (see [`super::kernels`]).
+/// kernels for Q4_1, Q8_0 and Q5_0 (see [`super::kernels`]).
 #[derive(Debug, Clone)]
 enum Matrix {
     Candle(QMatMul),
@@ -57,6 +59,14 @@ pub enum Embedding {
     Dense(Tensor),
     /// Rows in their GGUF encoding.
     Quant(Arc<QuantMatrix>),
+    /// Rows of another ggml type (K-quants, Q5_0, ...), decoded by
+    /// [`crate::formats::quant`] on lookup.
+    Rows {
+        ty: GgmlType,
+        data: Arc<Vec<u8>>,
+        n: usize,
+        k: usize,
+    },
 }
 
 impl Embedding {
@@ -80,6 +90,24 @@ impl Embedding {
                 }
                 Tensor::from_vec(out, (b, t, m.k), ids.device())
             }
+            Embedding::Rows { ty, data, n, k } => {
+                let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+                let rb = data.len() / n;
+                let mut out = vec![0f32; flat.len() * k];
+                for (i, &id) in flat.iter().enumerate() {
+                    let id = id as usize;
+                    if id >= *n {
+                        candle_core::bail!("token id {id} outside the vocabulary of {n}");
+                    }
+                    quant::decode_row(
+                        *ty,
+                        &data[id * rb..(id + 1) * rb],
+                        &mut out[i * k..(i + 1) * k],
+                    )
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                }
+                Tensor::from_vec(out, (b, t, *k), ids.device())
+            }
         }
     }
 }
@@ -95,6 +123,20 @@ impl Linear {
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
+            Matrix::Candle(QMatMul::QTensor(q))
+                if x.elem_count() / q.shape().dims()[1] >= GEMM_MIN_ROWS =>
+            {
+                // candle multiplies some types (Q5_0, Q5_1, ...) with a scalar loop per
+                // input row; for many rows, widening the weights once and calling the f32
+                // GEMM is an order of magnitude faster.
+                let w = q.dequantize(x.device())?;
+                let dims = x.dims().to_vec();
+                let k = *dims.last().expect("matmul input has a last dim");
+                let m = x.elem_count() / k;
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
+                x.reshape((m, k))?.matmul(&w.t()?)?.reshape(out_dims)?
+            }
             Matrix::Candle(w) => w.forward(x)?,
             Matrix::Quant(w) => {
                 let dims = x.dims().to_vec();
@@ -137,6 +179,8 @@ pub enum WeightSource {
     SafeTensors {
         dir: PathBuf,
         st: candle_core::safetensors::MmapedSafetensors,
+        /// How the roles map to this checkpoint's tensor names.
+        layout: Layout,
     },
 }
 
@@ -177,7 +221,11 @@ impl WeightSource {
             let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
                 .map_err(one_line)
                 .with_context(|| format!("cannot read safetensors in {}", dir.display()))?;
-            Ok(WeightSource::SafeTensors { dir, st })
+            Ok(WeightSource::SafeTensors {
+                dir,
+                st,
+                layout: Layout::Llama,
+            })
         } else {
             let mut file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -190,6 +238,19 @@ impl WeightSource {
                 content,
             })
         }
+    }
+
+    /// Sets the tensor-name layout of a Hugging Face checkpoint (GGUF names do not vary).
+    pub fn set_layout(&mut self, new: Layout) {
+        if let WeightSource::SafeTensors { layout, .. } = self {
+            *layout = new;
+        }
+    }
+
+    /// True for a Hugging Face folder (whose Gemma norm gains are stored as `w`, where
+    /// llama.cpp's converter stored `1 + w`).
+    pub fn is_safetensors(&self) -> bool {
+        matches!(self, WeightSource::SafeTensors { .. })
     }
 
     /// The file or folder the weights come from.
@@ -206,9 +267,9 @@ impl WeightSource {
             WeightSource::Gguf { content, .. } => content
                 .tensor_infos
                 .contains_key(&format!("{role}.{suffix}")),
-            WeightSource::SafeTensors { st, .. } => {
-                st.get(&format!("{}.{suffix}", hf_name(role))).is_ok()
-            }
+            WeightSource::SafeTensors { st, layout, .. } => st
+                .get(&format!("{}.{suffix}", hf_name_in(*layout, role)))
+                .is_ok(),
         }
     }
 
@@ -223,8 +284,8 @@ impl WeightSource {
                     .with_context(|| format!("{}: missing tensor `{name}`", path.display()))?;
                 Ok(info.shape.dims().to_vec())
             }
-            WeightSource::SafeTensors { st, dir } => {
-                let name = format!("{}.weight", hf_name(role));
+            WeightSource::SafeTensors { st, dir, layout } => {
+                let name = format!("{}.weight", hf_name_in(*layout, role));
                 let view = st
                     .get(&name)
                     .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", dir.display()))?;
@@ -257,7 +318,7 @@ impl WeightSource {
                 let q = self.qtensor(name)?;
                 Ok(q.dequantize(&Device::Cpu)?)
             }
-            WeightSource::SafeTensors { st, dir } => {
+            WeightSource::SafeTensors { st, dir, .. } => {
                 let t = st
                     .load(name, &Device::Cpu)
                     .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", dir.display()))?;
@@ -269,7 +330,9 @@ impl WeightSource {
     fn file_name(&self, role: &str, suffix: &str) -> String {
         match self {
             WeightSource::Gguf { .. } => format!("{role}.{suffix}"),
-            WeightSource::SafeTensors { .. } => format!("{}.{suffix}", hf_name(role)),
+            WeightSource::SafeTensors { layout, .. } => {
+                format!("{}.{suffix}", hf_name_in(*layout, role))
+            }
         }
     }
 
@@ -335,7 +398,18 @@ impl WeightSource {
                     Matrix::Quant(m) => Embedding::Quant(m.clone()),
                     Matrix::Candle(QMatMul::Tensor(t)) => Embedding::Dense(t.clone()),
                     Matrix::Candle(_) => {
-                        Embedding::Dense(self.qtensor(&name)?.dequantize(&Device::Cpu)?)
+                        let q = self.qtensor(&name)?;
+                        match ggml_type(q.dtype()).filter(|t| quant::can_decode(*t)) {
+                            // A quantised table is decoded row by row on lookup rather
+                            // than held in f32 (4 bytes per parameter).
+                            Some(ty) => Embedding::Rows {
+                                ty,
+                                data: Arc::new(q.data()?.into_owned()),
+                                n: vocab,
+                                k: d,
+                            },
+                            None => Embedding::Dense(q.dequantize(&Device::Cpu)?),
+                        }
                     }
                 };
                 Ok((
@@ -378,10 +452,29 @@ fn check_dims(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<
     Ok(())
 }
 
+/// Our ggml type for one of candle's.
+fn ggml_type(t: GgmlDType) -> Option<GgmlType> {
+    Some(match t {
+        GgmlDType::F32 => GgmlType::F32,
+        GgmlDType::F16 => GgmlType::F16,
+        GgmlDType::BF16 => GgmlType::BF16,
+        GgmlDType::Q4_0 => GgmlType::Q4_0,
+        GgmlDType::Q4_1 => GgmlType::Q4_1,
+        GgmlDType::Q5_0 => GgmlType::Q5_0,
+        GgmlDType::Q5_1 => GgmlType::Q5_1,
+        GgmlDType::Q8_0 => GgmlType::Q8_0,
+        GgmlDType::Q4K => GgmlType::Q4_K,
+        GgmlDType::Q5K => GgmlType::Q5_K,
+        GgmlDType::Q6K => GgmlType::Q6_K,
+        _ => return None,
+    })
+}
+
 fn matrix(q: QTensor, precision: Precision) -> Result<Matrix> {
     let block = match q.dtype() {
         GgmlDType::Q4_1 => Some(BlockType::Q4_1),
         GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+        GgmlDType::Q5_0 => Some(BlockType::Q5_0),
         _ => None,
     };
     if let (Precision::Native, Some(ty)) = (precision, block) {

@@ -109,3 +109,17 @@ pub fn top5(v: &[f32]) -> Vec<usize> {
     idx.truncate(5);
     idx
 }
+
+/// A real model file named by an environment variable (`scripts/test.sh` fetches it and
+/// sets the variable), or `None` with a printed skip line.
+pub fn model_from_env(var: &str, asset: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!(
+                "skipped: {var} is not set (run `scalpel fetch {asset}` and point it at the GGUF)"
+            );
+            None
+        }
+    }
+}

@@ -1,6 +1,26 @@
-//! Decoding of llama.cpp's k-quant super-blocks (256 elements), as in `dequantize_row_q*_K`.
+//! Decoding of llama.cpp's k-quant super-blocks (256 elements), as in `dequantize_row_q*_K`,
+//! and encoding through candle's reference k-quantisers.
 
+use anyhow::{bail, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
+
+use crate::formats::ggml::GgmlType;
+
+/// Encodes whole super-blocks of `ty` (Q4_K, Q5_K or Q6_K). candle's `from_float` for
+/// these types is a port of llama.cpp's `quantize_row_q*_K_ref`; the bytes are its
+/// `#[repr(C)]` blocks, which are the GGUF layout.
+pub(super) fn encode(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
+    let dtype = match ty {
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        _ => bail!("{ty} is not a k-quant"),
+    };
+    let t = candle_core::Tensor::from_slice(src, (1, src.len()), &candle_core::Device::Cpu)?;
+    let q = QTensor::quantize(&t, dtype)?;
+    Ok(q.data()?.into_owned())
+}
 
 fn half(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()

@@ -180,10 +180,56 @@ fn float_types_round_trip() {
 fn errors_are_reported_not_panics() {
     assert!(row_bytes(Q4_1, 33).is_err());
     assert!(encode_row(Q4_1, &[0.0; 31]).is_err());
-    assert!(encode_row(Q4_K, &[0.0; 256]).is_err());
+    assert!(encode_row(Q2_K, &[0.0; 256]).is_err());
+    assert!(encode_row(Q4_K, &[0.0; 255]).is_err());
     let e = encode_row(Q8_0, &[f32::NAN; 32]).unwrap_err().to_string();
     assert!(e.contains("element 0"), "{e}");
     let mut out = [0f32; 32];
     assert!(decode_row(Q4_1, &[0u8; 19], &mut out).is_err());
     assert!(decode_row(IQ2_XS, &[0u8; 74], &mut [0f32; 256]).is_err());
+}
+
+/// K-quants: decoding what we encode gives back the row within a bound per 32-element
+/// sub-block (one step of the sub-block's range at the type's bit width, plus the rounding
+/// of the 6/8-bit sub-block scales), and candle's independent decoder reads the same values.
+#[test]
+fn k_quants_round_trip_and_decode_like_candle() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    for (ty, dt, levels, sub) in [
+        (Q4_K, GgmlDType::Q4K, 15.0f32, 32),
+        (Q5_K, GgmlDType::Q5K, 31.0, 32),
+        (Q6_K, GgmlDType::Q6K, 63.0, 16),
+    ] {
+        let mut worst = 0f32;
+        for seed in 0..20 {
+            let x = row(seed + 300, 512, 0.3);
+            let bytes = encode_row(ty, &x).unwrap();
+            assert_eq!(bytes.len(), row_bytes(ty, 512).unwrap());
+            let mut y = vec![0f32; 512];
+            decode_row(ty, &bytes, &mut y).unwrap();
+            for (xb, yb) in x.chunks(sub).zip(y.chunks(sub)) {
+                let (lo, hi) = min_max(xb);
+                let step = (hi - lo.min(0.0)).max(hi.abs().max(lo.abs())) / levels;
+                for (a, b) in xb.iter().zip(yb) {
+                    let e = (a - b).abs() / step;
+                    worst = worst.max(e);
+                    assert!(e <= 1.5, "{ty}: |{a} - {b}| is {e} steps");
+                }
+            }
+            // candle decodes the same bytes (its own quantisation of x) to the same values.
+            let t =
+                candle_core::Tensor::from_slice(&x, (1, 512), &candle_core::Device::Cpu).unwrap();
+            let q = QTensor::quantize(&t, dt).unwrap();
+            assert_eq!(q.data().unwrap().as_ref(), bytes.as_slice());
+            let theirs: Vec<f32> = q
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(theirs, y, "{ty}: candle decodes differently");
+        }
+        eprintln!("{ty}: worst error {worst:.3} steps");
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{gguf_name, permute_qk, vocab, weights, Breakage, TinySpec};
+use super::{gguf_name_for, permute_qk, vocab, weights, Breakage, TinyFamily, TinySpec};
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::{self, MetaType, MetaValue, TensorSpec};
 use crate::formats::quant;
@@ -17,13 +17,22 @@ pub fn write_gguf(path: &Path, spec: &TinySpec, seed: u64, ty: GgmlType) -> Resu
     if !quant::can_encode(ty) {
         bail!("tiny GGUF: cannot write weights as {ty}");
     }
-    let arch = if spec.breakage == Breakage::UnknownArchitecture {
-        "tinyunknown"
-    } else {
-        "llama"
+    let arch = match (spec.breakage, spec.family) {
+        (Breakage::UnknownArchitecture, _) => "tinyunknown",
+        (_, TinyFamily::Llama) => "llama",
+        (_, TinyFamily::Qwen2) => "qwen2",
+        (_, TinyFamily::Gemma3) => "gemma3",
     };
     let mut tensors = weights(spec, seed)?;
     for t in &mut tensors {
+        // llama.cpp's converter permutes q/k for Llama only, and stores Gemma's norm
+        // gains as `1 + w`.
+        if spec.family == TinyFamily::Gemma3 && t.name.ends_with("norm.weight") {
+            t.data.iter_mut().for_each(|x| *x += 1.0);
+        }
+        if spec.family != TinyFamily::Llama {
+            continue;
+        }
         if t.name.ends_with("q_proj.weight") {
             t.data = permute_qk(&t.data, t.shape[0], t.shape[1], spec.heads);
         } else if t.name.ends_with("k_proj.weight") {
@@ -33,7 +42,7 @@ pub fn write_gguf(path: &Path, spec: &TinySpec, seed: u64, ty: GgmlType) -> Resu
     let specs: Vec<TensorSpec> = tensors
         .iter()
         .map(|t| TensorSpec {
-            name: gguf_name(&t.name).expect("every tiny tensor has a GGUF name"),
+            name: gguf_name_for(spec.family, &t.name).expect("every tiny tensor has a GGUF name"),
             dims: t.shape.iter().rev().map(|&x| x as u64).collect(),
             ty: if t.shape.len() == 1 {
                 GgmlType::F32
@@ -65,6 +74,11 @@ pub fn write_gguf(path: &Path, spec: &TinySpec, seed: u64, ty: GgmlType) -> Resu
     );
     arch_kv("vocab_size", u32v(spec.vocab()));
     arch_kv("rope.dimension_count", u32v(spec.head_dim()));
+    if spec.family == TinyFamily::Gemma3 {
+        arch_kv("attention.key_length", u32v(spec.head_dim()));
+        arch_kv("attention.value_length", u32v(spec.head_dim()));
+        arch_kv("attention.sliding_window", u32v(spec.sliding_window));
+    }
     if spec.breakage != Breakage::MissingTokenizer {
         let v = vocab::vocab();
         md.extend([

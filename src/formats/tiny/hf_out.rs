@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
-use super::{vocab, weights, Breakage, TinySpec};
+use super::{vocab, weights, Breakage, TinyFamily, TinySpec};
 
 /// Storage dtype of the HF weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,12 +62,13 @@ pub fn write_hf_folder(dir: &Path, spec: &TinySpec, seed: u64, dtype: HfDtype) -
 
 fn write_inner(dir: &Path, spec: &TinySpec, seed: u64, dtype: HfDtype) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let (arch, model_type) = if spec.breakage == Breakage::UnknownArchitecture {
-        ("TinyUnknownForCausalLM", "tinyunknown")
-    } else {
-        ("LlamaForCausalLM", "llama")
+    let (arch, model_type) = match (spec.breakage, spec.family) {
+        (Breakage::UnknownArchitecture, _) => ("TinyUnknownForCausalLM", "tinyunknown"),
+        (_, TinyFamily::Llama) => ("LlamaForCausalLM", "llama"),
+        (_, TinyFamily::Qwen2) => ("Qwen2ForCausalLM", "qwen2"),
+        (_, TinyFamily::Gemma3) => ("Gemma3ForCausalLM", "gemma3_text"),
     };
-    let config = json!({
+    let mut config = json!({
         "architectures": [arch],
         "model_type": model_type,
         "hidden_size": spec.d,
@@ -86,6 +87,27 @@ fn write_inner(dir: &Path, spec: &TinySpec, seed: u64, dtype: HfDtype) -> Result
         "eos_token_id": vocab::EOS_ID,
         "torch_dtype": dtype.torch_name(),
     });
+    if spec.family == TinyFamily::Gemma3 {
+        let layer_types: Vec<&str> = (0..spec.blocks)
+            .map(|i| {
+                if (i + 1) % 6 == 0 {
+                    "full_attention"
+                } else {
+                    "sliding_attention"
+                }
+            })
+            .collect();
+        let extra = json!({
+            "hidden_activation": "gelu_pytorch_tanh",
+            "sliding_window": spec.sliding_window,
+            "layer_types": layer_types,
+            "rope_local_base_freq": 10000.0,
+            "query_pre_attn_scalar": spec.head_dim(),
+        });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+    }
     write_json(&dir.join("config.json"), &config)?;
     if spec.breakage != Breakage::MissingTokenizer {
         write_json(
