@@ -229,12 +229,22 @@ impl ModelFile {
         Ok(&bytes[row * rb..(row + 1) * rb])
     }
 
-    /// The gain of an RMSNorm as f32: block `b`'s post-attention (pre-MLP) norm, or the final
-    /// norm for `None`.
+    /// The gain of an RMSNorm as f32: the norm block `b`'s MLP reads through, or the final
+    /// norm for `None`. Gemma's Hugging Face weights store `w` for a gain of `1 + w` (its GGUF
+    /// stores the gain itself); Gemma is told apart by its `pre_feedforward_layernorm`.
     pub fn norm_gain(&self, block: Option<usize>) -> Result<Vec<f32>> {
+        let gemma_hf = match self {
+            ModelFile::Hf(h) => h
+                .tensor("model.layers.0.pre_feedforward_layernorm.weight")
+                .is_some(),
+            ModelFile::Gguf(_) => false,
+        };
         let name = match (self, block) {
             (ModelFile::Gguf(_), Some(b)) => format!("blk.{b}.ffn_norm.weight"),
             (ModelFile::Gguf(_), None) => "output_norm.weight".to_string(),
+            (ModelFile::Hf(_), Some(b)) if gemma_hf => {
+                format!("model.layers.{b}.pre_feedforward_layernorm.weight")
+            }
             (ModelFile::Hf(_), Some(b)) => {
                 format!("model.layers.{b}.post_attention_layernorm.weight")
             }
@@ -259,6 +269,9 @@ impl ModelFile {
         let mut out = vec![0f32; len];
         quant::decode_row(ty, self.tensor_bytes(&name)?, &mut out)
             .with_context(|| format!("{}: {name}", self.path().display()))?;
+        if gemma_hf {
+            out.iter_mut().for_each(|g| *g += 1.0);
+        }
         Ok(out)
     }
 
