@@ -519,7 +519,8 @@ def main():
     ap.add_argument("--runs", type=int, help="timed runs per figure (default 3, --quick 2)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--work", help="scratch folder (default: a temporary folder beside --out)")
+    ap.add_argument("--work", help="scratch folder, kept afterwards (default: a fresh temporary folder, removed; "
+                    "the 3B synthetic model needs ~12 GB free there)")
     cfg = ap.parse_args()
     sections = [s.strip() for s in cfg.sections.split(",") if s.strip()]
     bad = set(sections) - {"collect", "generate", "edit", "scaling"}
@@ -540,7 +541,7 @@ def main():
            "machine": machine(), "threads": cfg.threads, "runs": cfg.runs, "quick": cfg.quick,
            "model": os.path.basename(cfg.model), "scalpel": run_measured([cfg.bin, "--version"])[1].strip()}
     t_start = time.perf_counter()
-    work = cfg.work or tempfile.mkdtemp(prefix="scalpel-bench-", dir=os.path.dirname(os.path.abspath(cfg.out)))
+    work = cfg.work or tempfile.mkdtemp(prefix="scalpel-bench-")
     os.makedirs(work, exist_ok=True)
     peers = {}
     try:

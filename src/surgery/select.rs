@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
+use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -157,7 +158,7 @@ fn resolve_count(count: Count, total: usize, eligible: usize) -> Result<usize> {
 
 /// Ranks the rows of `opts.matrix` by cosine with the probe direction and keeps K.
 ///
-/// Reads one block's tensor at a time, one row at a time (decoded to f32). Ties are broken
+/// Reads each block's tensor one row at a time (decoded to f32), blocks in parallel. Ties are broken
 /// by (block, row), so the result is deterministic.
 pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<Selection> {
     let w = probe.direction(opts.direction);
@@ -185,10 +186,21 @@ pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<
         .sum();
     let k = resolve_count(opts.count, total, eligible)?;
 
+    // Blocks are independent: rank them in parallel (each result is the same as a serial
+    // pass; blocks are concatenated in order).
+    let per_tensor: Vec<Vec<SelectedRow>> = tensors
+        .par_iter()
+        .filter(|t| allowed(t.block))
+        .map(|t| {
+            let mut rows = Vec::with_capacity(t.n_rows);
+            cosines(model, t, &w, w_norm, &mut rows)?;
+            model.release(&t.name);
+            Ok(rows)
+        })
+        .collect::<Result<_>>()?;
     let mut all: Vec<SelectedRow> = Vec::with_capacity(eligible);
-    for t in tensors.iter().filter(|t| allowed(t.block)) {
-        cosines(model, t, &w, w_norm, &mut all)?;
-        model.release(&t.name);
+    for rows in per_tensor {
+        all.extend(rows);
     }
     match opts.ranking {
         Ranking::AntiAligned => {
