@@ -271,7 +271,7 @@ def rm(path):
 
 def section_collect(cfg, peers, work):
     texts = texts_file(cfg.bin, cfg.texts, work)
-    runs = {"scalpel": [], "transformers": [], "llama.cpp": []}
+    runs = {"scalpel": [], **{k: [] for k in peers}}
     loads, tokens, vecs = [], {}, {}
     for r in range(cfg.runs):
         loads.append(os.getloadavg()[0])
@@ -286,7 +286,7 @@ def section_collect(cfg, peers, work):
         if save:
             vecs["scalpel"] = np.fromfile(save, dtype="<f4").reshape(-1, d)
         for name, peer in peers.items():
-            save = os.path.join(work, f"{peer.kind}.f32") if r == 0 else None
+            save = os.path.join(work, f"{name}.f32") if r == 0 and name != "llama.cpp 1 thread" else None
             ans = peer.ask(op="collect", texts=texts, batch=16, max_tokens=128, save=save)
             runs[name].append(ans["secs"])
             tokens[name] = ans["tokens"]
@@ -419,19 +419,20 @@ def tables(res):
                f"(median of {res['runs']} interleaved runs after a warm-up; harness wall time {res['wall_s'] / 60:.1f} min"
                f"{', --quick' if res['quick'] else ''}).")
     out.append("")
-    out.append("| workload | scalpel | transformers | llama.cpp | scalpel / transformers | scalpel / llama.cpp |")
-    out.append("|---|---|---|---|---|---|")
+    peers = [p for p in ("transformers", "llama.cpp", "llama.cpp 1 thread") if p in res.get("peers", {})]
+    if peers:
+        out.append("| workload | scalpel | " + " | ".join(peers) + " | " + " | ".join(f"scalpel / {p}" for p in peers) + " |")
+        out.append("|---|---|" + "---|" * (2 * len(peers)))
+
+    def row(label, s):
+        return (f"| {label} | {fmt(s['scalpel'])} | " + " | ".join(fmt(s.get(p)) for p in peers) + " | "
+                + " | ".join(f"{fmt(ratio(s['scalpel'], s.get(p)), 2)}×" for p in peers) + " |")
+
     c = res.get("collect")
     if c:
-        s = c["texts_per_s"]
-        out.append(f"| activation collection, {c['texts']} texts, texts/s | {fmt(s['scalpel'])} | {fmt(s.get('transformers'))} | "
-                   f"{fmt(s.get('llama.cpp'))} | {fmt(ratio(s['scalpel'], s.get('transformers')), 2)}× | "
-                   f"{fmt(ratio(s['scalpel'], s.get('llama.cpp')), 2)}× |")
+        out.append(row(f"activation collection, {c['texts']} texts, texts/s", c["texts_per_s"]))
     for label, g in (res.get("generate") or {}).items():
-        s = g["tok_s"]
-        out.append(f"| greedy generation, {label}, tokens/s | {fmt(s['scalpel'])} | {fmt(s.get('transformers'))} | "
-                   f"{fmt(s.get('llama.cpp'))} | {fmt(ratio(s['scalpel'], s.get('transformers')), 2)}× | "
-                   f"{fmt(ratio(s['scalpel'], s.get('llama.cpp')), 2)}× |")
+        out.append(row(f"greedy generation, {label}, tokens/s", g["tok_s"]))
     e = res.get("edit")
     if e:
         out.append("")
@@ -518,6 +519,10 @@ def main():
     ap.add_argument("--sections", default="collect,generate,edit,scaling")
     ap.add_argument("--runs", type=int, help="timed runs per figure (default 3, --quick 2)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-single-thread-llamacpp", action="store_true",
+                    help="skip the extra llama.cpp peer on one thread")
+    ap.add_argument("--sizes", help="synthetic model sizes, from " + ",".join(SHAPES)
+                    + " (default: all; --quick: 0.1B,0.5B)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--work", help="scratch folder, kept afterwards (default: a fresh temporary folder, removed; "
                     "the 3B synthetic model needs ~12 GB free there)")
@@ -532,7 +537,9 @@ def main():
     cfg.long_tokens = 64 if cfg.quick else 256
     cfg.edit_runs = cfg.runs
     cfg.scaling_runs = cfg.runs
-    cfg.sizes = ["0.1B", "0.5B"] if cfg.quick else ["0.1B", "0.5B", "1B", "3B"]
+    cfg.sizes = cfg.sizes.split(",") if cfg.sizes else ["0.1B", "0.5B"] if cfg.quick else list(SHAPES)
+    if set(cfg.sizes) - set(SHAPES):
+        raise BenchError(f"unknown --sizes {sorted(set(cfg.sizes) - set(SHAPES))}; known: {', '.join(SHAPES)}")
     cfg.tf_sizes = {"0.1B", "0.5B", "1B"}
     cfg.env = dict(os.environ, RAYON_NUM_THREADS=str(cfg.threads))
     cfg.model = cfg.model or scalpel_fetch(cfg.bin)[0]
@@ -546,9 +553,14 @@ def main():
     peers = {}
     try:
         if {"collect", "generate"} & set(sections):
-            for name, kind in [("transformers", "transformers"), ("llama.cpp", "llamacpp")]:
+            wanted = [("transformers", "transformers", cfg.threads), ("llama.cpp", "llamacpp", cfg.threads)]
+            if cfg.threads > 1 and not cfg.no_single_thread_llamacpp:
+                # llama.cpp's threads wait for each other in spin barriers: on a machine
+                # busier than its cores they collapse, so show it on one thread too.
+                wanted.append(("llama.cpp 1 thread", "llamacpp", 1))
+            for name, kind, threads in wanted:
                 log(f"loading {name}")
-                peers[name] = Peer(kind, cfg.model, cfg.threads, cfg.python)
+                peers[name] = Peer(kind, cfg.model, threads, cfg.python)
                 res.setdefault("peers", {})[name] = {"load_secs": peers[name].load_secs, **peers[name].version}
             for p in peers.values():
                 p.ask(op="warmup")
