@@ -515,7 +515,7 @@ def main():
     ap.add_argument("--bin", required=True, help="the scalpel binary")
     ap.add_argument("--model", help="GGUF model (default: `scalpel fetch`)")
     ap.add_argument("--python", default=sys.executable, help="the peers' Python")
-    ap.add_argument("--quick", action="store_true", help="fewer texts, runs and sizes (~10 min)")
+    ap.add_argument("--quick", action="store_true", help="128 texts, 16 prompts, a 64-token stream, 2 runs, 0.1B and 0.5B models")
     ap.add_argument("--sections", default="collect,generate,edit,scaling")
     ap.add_argument("--runs", type=int, help="timed runs per figure (default 3, --quick 2)")
     ap.add_argument("--threads", type=int, default=2)
@@ -527,6 +527,8 @@ def main():
     ap.add_argument("--work", help="scratch folder, kept afterwards (default: a fresh temporary folder, removed; "
                     "the 3B synthetic model needs ~12 GB free there)")
     cfg = ap.parse_args()
+    if not os.access(cfg.bin, os.X_OK):
+        raise BenchError(f"no scalpel binary at {cfg.bin} (bench/run.sh builds it)")
     sections = [s.strip() for s in cfg.sections.split(",") if s.strip()]
     bad = set(sections) - {"collect", "generate", "edit", "scaling"}
     if bad:
@@ -596,7 +598,7 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except BenchError as e:
+    except (BenchError, OSError, subprocess.SubprocessError) as e:
         sys.exit(f"bench: {e}")
     except KeyboardInterrupt:
         sys.exit("bench: interrupted")

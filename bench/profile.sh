@@ -17,7 +17,7 @@ case "$target" in /*) ;; *) target="$(pwd)/$target" ;; esac
 bin="$target/release/scalpel"
 model=$("$bin" fetch)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-top() { perf report -i "$1" --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n "${2:-8}"; }
+top() { perf report -i "$1" --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n "${2:-8}" || true; }
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== greedy generation, 1 prompt x 128 tokens, native weights, 2 threads"
 echo "Once upon a time" > "$work/one.txt"
