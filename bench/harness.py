@@ -136,7 +136,7 @@ def texts_file(bin_, n, work):
     return path
 
 
-def write_safetensors(path, tensors, chunk_source=None):
+def write_safetensors(path, tensors):
     """Writes a safetensors file by hand, streaming: `tensors` is a list of (name, dtype
     string, shape, fill) where fill(fileobj, n_bytes) writes the data."""
     header, off = {}, 0
