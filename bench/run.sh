@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Runtime throughput of scalpel next to llama.cpp on the same file and machine, in one run:
-# `scalpel bench` (prompt, batched forward with hidden states, greedy generation, for each
-# weight precision) and llama.cpp's greedy single-stream speed (llama-cpp-python, built
-# from source by pip on first use, ~8 minutes).
+# scalpel next to its peers (transformers, llama.cpp, cp) on the default model, in one run:
+# activation collection, generation, the surgery, and the surgery on synthetic models of
+# growing size. Prints the tables and writes bench/results/{results.json,results.md,scaling.svg}.
+#
+#   bash bench/run.sh            # the issue's sizes (512 texts, 64 prompts, 0.1-3B models)
+#   bash bench/run.sh --quick    # 128 texts, 16 prompts, 2 runs, 0.1B and 0.5B models
+#   bash bench/run.sh --quick --runs 3 --sizes 0.1B,0.5B,1B,3B   # the README's table:
+#                                # 34 min at load 5-11 on 2 cores; the full run is longer
+#   bash bench/run.sh --sections collect,generate --runs 5
+#
+# The peers go into a throw-away virtual environment, bench/.venv (reused when it already
+# has them): torch and transformers (~5.4 GB, ~2 min) and llama-cpp-python, which pip
+# builds from source (~8 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
-bin="$(pwd)/target/release/scalpel"
-model="${1:-$("$bin" fetch smollm2-135m-instruct)}"
-python3 -c 'import llama_cpp' 2>/dev/null || python3 -m pip install -q 'llama-cpp-python==0.3.36'
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin" bench "$model" --runs 3 --gen-tokens 128
-peer=$(python3 bench/llamacpp_gen.py "$model" 128 3)
-echo "llama.cpp (llama-cpp-python 0.3.36, 2 threads): $peer"
-ours=$("$bin" bench "$model" --runs 3 --gen-tokens 128 --precision native --json)
-python3 - "$ours" "$peer" <<'PY'
-import json, sys
-ours, peer = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-r = ours["greedy_b1_tok_s"] / peer["greedy_b1_tok_s"]
-print(f"greedy single stream: scalpel native {ours['greedy_b1_tok_s']:.1f} tok/s, "
-      f"llama.cpp {peer['greedy_b1_tok_s']:.1f} tok/s, ratio {r:.2f}")
-PY
+root=$(pwd)
+die() { echo "bench: $*" >&2; exit 1; }
+command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup.rs)"
+command -v python3 >/dev/null || die "python3 not found"
+cargo build --release --locked || die "cargo build failed"
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+bin="$target/release/scalpel"
+venv="$root/bench/.venv"
+if ! "$venv/bin/python" -c 'import torch, transformers, gguf, accelerate, llama_cpp, numpy' 2>/dev/null; then
+    echo "bench: installing the peers into bench/.venv (torch ~5.4 GB; llama-cpp-python builds from source, ~8 min)" >&2
+    python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    "$venv/bin/python" -m pip install -q --upgrade pip || die "pip upgrade failed"
+    "$venv/bin/python" -m pip install -q -r bench/requirements.txt \
+        || die "installing bench/requirements.txt failed (see pip's message above)"
+fi
+exec "$venv/bin/python" bench/harness.py --bin "$bin" "$@"

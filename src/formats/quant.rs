@@ -16,6 +16,7 @@ mod kquants;
 
 use anyhow::{bail, Result};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::formats::ggml::GgmlType;
 
@@ -64,7 +65,18 @@ pub fn decode_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bs));
     match ty {
         F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        F16 => blocks.for_each(|(b, y)| y[0] = f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        F16 => {
+            // Through a small aligned buffer so that `half` converts 8 values per instruction
+            // (F16C) where the CPU has it; the conversion is exact either way.
+            let mut buf = [f16::ZERO; 64];
+            for (b, y) in bytes.chunks(128).zip(out.chunks_mut(64)) {
+                let h = &mut buf[..y.len()];
+                for (v, c) in h.iter_mut().zip(b.chunks_exact(2)) {
+                    *v = f16::from_le_bytes([c[0], c[1]]);
+                }
+                h.convert_to_f32_slice(y);
+            }
+        }
         BF16 => blocks.for_each(|(b, y)| y[0] = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
         Q4_0 => blocks.for_each(|(b, y)| {
             let d = half(b, 0);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
+use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -181,7 +182,7 @@ fn resolve_count(count: Count, total: usize, eligible: usize) -> Result<usize> {
 
 /// Ranks the rows of `opts.matrix` by cosine with the probe direction and keeps K.
 ///
-/// Reads one block's tensor at a time, one row at a time (decoded to f32). Ties are broken
+/// Reads each block's tensor one row at a time (decoded to f32), blocks in parallel. Ties are broken
 /// by (block, row), so the result is deterministic.
 pub fn select(model: &ModelFile, probe: &Probe, opts: &SelectOptions) -> Result<Selection> {
     select_with(model, probe, opts, None)
@@ -249,32 +250,38 @@ pub fn select_with(
         .sum();
     let k = resolve_count(opts.count, total, eligible)?;
 
+    // Blocks are independent: rank them in parallel (each result is the same as a serial
+    // pass; blocks are concatenated in order).
+    let per_tensor: Vec<(usize, Vec<SelectedRow>)> = tensors
+        .par_iter()
+        .filter_map(|t| ranking_vectors.get(&t.block).map(|v| (t, v)))
+        .map(|(t, v)| {
+            let mut rows = Vec::with_capacity(t.n_rows);
+            cosines(model, t, v, &mut rows)?;
+            model.release(&t.name);
+            Ok((t.block, rows))
+        })
+        .collect::<Result<_>>()?;
     let mut all: Vec<SelectedRow> = Vec::with_capacity(eligible);
     let mut medians = vec![0f32; tensors.len()];
-    for t in tensors.iter() {
-        let Some(v) = ranking_vectors.get(&t.block) else {
-            continue;
-        };
-        let start = all.len();
-        cosines(model, t, v, &mut all)?;
-        model.release(&t.name);
-        let mut norms: Vec<f32> = all[start..].iter().map(|r| r.norm).collect();
+    for (block, mut rows) in per_tensor {
+        let mut norms: Vec<f32> = rows.iter().map(|r| r.norm).collect();
         norms.sort_by(f32::total_cmp);
-        medians[t.block] = norms[norms.len() / 2];
+        medians[block] = norms.get(norms.len() / 2).copied().unwrap_or(0.0);
         if let (Ranking::Activation, Some(s)) = (opts.ranking, scores) {
-            let s = &s[t.block];
-            if s.len() != t.n_rows {
+            let s = &s[block];
+            if s.len() != rows.len() {
                 bail!(
-                    "activation scores for block {} have {} rows, the tensor {}",
-                    t.block,
+                    "activation scores for block {block} have {} rows, the tensor {}",
                     s.len(),
-                    t.n_rows
+                    rows.len()
                 );
             }
-            for r in &mut all[start..] {
+            for r in &mut rows {
                 r.score = Some(s[r.row]);
             }
         }
+        all.extend(rows);
     }
     match opts.ranking {
         Ranking::AntiAligned => {

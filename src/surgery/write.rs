@@ -44,7 +44,8 @@ pub struct WriteReport {
     /// Bytes of the patch file, if written.
     pub patch_bytes: Option<u64>,
     /// Rows stored in the patch (edited rows whose bytes changed, plus rows that do not
-    /// round-trip through a type change).
+    /// round-trip through a type change); 0 when no patch is written (the diff, with its
+    /// sha256 of every touched tensor, is only computed for a patch).
     pub patch_rows: usize,
 }
 
@@ -173,9 +174,11 @@ pub fn write_edited(
                     &groups[info.name.as_str()],
                     &mut report,
                 )?;
-                patch.tensors.push(PatchTensor::diff(
-                    &info.name, row_len, info.ty, bytes, ty_out, &new,
-                )?);
+                if opts.patch.is_some() {
+                    patch.tensors.push(PatchTensor::diff(
+                        &info.name, row_len, info.ty, bytes, ty_out, &new,
+                    )?);
+                }
                 Ok(w.write_all(&new)?)
             })?;
             report.bytes_written = std::fs::metadata(out)?.len();
@@ -199,9 +202,11 @@ pub fn write_edited(
                     &groups[t.name.as_str()],
                     &mut report,
                 )?;
-                patch
-                    .tensors
-                    .push(PatchTensor::diff(&t.name, row_len, ty, bytes, ty, &new)?);
+                if opts.patch.is_some() {
+                    patch
+                        .tensors
+                        .push(PatchTensor::diff(&t.name, row_len, ty, bytes, ty, &new)?);
+                }
                 Ok(new)
             })?;
             report.bytes_written = std::fs::read_dir(out)?

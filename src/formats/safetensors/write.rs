@@ -1,7 +1,8 @@
 //! Streaming writer of a modified copy of a Hugging Face folder.
 
 use std::collections::HashSet;
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -82,34 +83,37 @@ impl<'a> HfRewrite<'a> {
 
         for (si, file) in src.shard_files().into_iter().enumerate() {
             let tmp = TempFile::create(&out.join(file))?;
-            let mut w = BufWriter::with_capacity(1 << 20, tmp.file()?);
+            let mut w = tmp.file()?;
+            let path = src.dir.join(file);
+            let mut input =
+                File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             let bytes = src.shard_bytes(si);
+            // Everything but the replaced tensors (header, untouched tensors, gaps) is copied
+            // verbatim, file to file: `io::copy` between two files uses copy_file_range on
+            // Linux, so those bytes never pass through (or stay resident in) this process.
             let mut pos = 0usize;
             for t in src.tensors.iter().filter(|t| t.shard == si) {
-                // Header (and any bytes between tensors) verbatim.
-                w.write_all(&bytes[pos..t.start])?;
-                if self.replaced.contains(&t.name) {
-                    let new = produce(t, &bytes[t.start..t.end])
-                        .with_context(|| format!("tensor {}", t.name))?;
-                    if new.len() != t.end - t.start {
-                        bail!(
-                            "tensor {}: got {} bytes, expected {} ({:?} {:?})",
-                            t.name,
-                            new.len(),
-                            t.end - t.start,
-                            t.dtype,
-                            t.shape
-                        );
-                    }
-                    w.write_all(&new)?;
-                } else {
-                    w.write_all(&bytes[t.start..t.end])?;
+                if !self.replaced.contains(&t.name) {
+                    continue;
                 }
+                copy_range(&mut input, &mut w, pos, t.start)?;
+                let new = produce(t, &bytes[t.start..t.end])
+                    .with_context(|| format!("tensor {}", t.name))?;
+                if new.len() != t.end - t.start {
+                    bail!(
+                        "tensor {}: got {} bytes, expected {} ({:?} {:?})",
+                        t.name,
+                        new.len(),
+                        t.end - t.start,
+                        t.dtype,
+                        t.shape
+                    );
+                }
+                w.write_all(&new)?;
                 pos = t.end;
                 src.release(t);
             }
-            w.write_all(&bytes[pos..])?;
-            w.into_inner().map_err(|e| e.into_error())?;
+            copy_range(&mut input, &mut w, pos, bytes.len())?;
             temps.push(tmp);
         }
         for t in temps {
@@ -117,4 +121,18 @@ impl<'a> HfRewrite<'a> {
         }
         Ok(())
     }
+}
+
+/// Appends bytes `start..end` of `input` to `out` (at its current position).
+fn copy_range(input: &mut File, out: &mut File, start: usize, end: usize) -> Result<()> {
+    if end <= start {
+        return Ok(());
+    }
+    input.seek(SeekFrom::Start(start as u64))?;
+    let want = (end - start) as u64;
+    let got = std::io::copy(&mut Read::take(&*input, want), out)?;
+    if got != want {
+        bail!("input ended after {got} of {want} bytes (file changed while writing?)");
+    }
+    Ok(())
 }
