@@ -471,7 +471,10 @@ mod tests {
         let c: RunConfig = toml::from_str(include_str!("../../run.example.toml")).unwrap();
         assert_eq!(c.alpha, 1.08);
         // The example shows exactly the defaults.
-        assert_eq!(c.to_toml().unwrap(), RunConfig::default().to_toml().unwrap());
+        assert_eq!(
+            c.to_toml().unwrap(),
+            RunConfig::default().to_toml().unwrap()
+        );
         let a = crate::pipeline::ablate::ablations(&c, 30);
         assert_eq!(a.len(), 11);
         assert!(a.iter().any(|v| v.point == "mlp:15"));
