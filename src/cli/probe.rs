@@ -423,15 +423,9 @@ fn joint_blocks(joint: bool, acts: &[Activations]) -> Result<Option<String>> {
     if !joint {
         return Ok(None);
     }
-    let blocks: Option<Vec<String>> = acts
-        .iter()
-        .map(|a| match a.point {
-            Point::MlpInput(b) => Some(b.to_string()),
-            _ => None,
-        })
-        .collect();
-    match blocks {
-        Some(b) => Ok(Some(b.join(","))),
+    let points: Vec<Point> = acts.iter().map(|a| a.point).collect();
+    match probe::mlp_blocks(&points) {
+        Some(b) => Ok(Some(Probe::blocks_meta(&b))),
         None => bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…"),
     }
 }

@@ -14,8 +14,8 @@ use super::session::{Fit, Inputs, Session, Variant};
 use super::sweep::quick_suites;
 use crate::formats::io::write_atomic;
 use crate::probe::{Direction, Method};
-use crate::surgery::{select, Matrix, Operation, Ranking, Scale};
-use anyhow::{bail, Context, Result};
+use crate::surgery::{Matrix, Operation, Ranking, Scale};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -149,13 +149,11 @@ pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
     let t0 = Instant::now();
     quick_suites(&mut cfg);
     let out = cfg.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
-    let mut s = Session::open(cfg.clone(), inputs, eval)?;
+    let mut s = Session::start(cfg.clone(), inputs)?;
     let blocks = s.base.config().num_layers;
     let (probe, _) = s.probe(&cfg.layer, &out.join("probes"))?;
     let [paper, _, _] = variants(&cfg);
-    let sel = select(&s.file, &probe, &paper.select)?;
+    let sel = s.select(&probe, &paper)?;
     let w_norm = probe
         .direction(paper.select.direction)
         .iter()

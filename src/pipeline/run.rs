@@ -196,10 +196,8 @@ pub fn points(b: Behaviour, rows: &[Row], suite: &str) -> Vec<Point> {
 pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     let t0 = Instant::now();
     let out = cfg.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
     let (fetch, scorers) = (inputs.fetch, inputs.scorers);
-    let mut s = Session::open(cfg.clone(), inputs, eval)?;
+    let mut s = Session::start(cfg.clone(), inputs)?;
     let mut resolved = cfg.clone();
     resolved.model = Some(s.model_path.clone());
     write_atomic(

@@ -9,7 +9,10 @@ use crate::data::{self, BuiltinOptions, Dataset};
 use crate::eval::markdown::write_report;
 use crate::eval::suites::{fingerprint, preflight, Scorers};
 use crate::eval::{run_suites, EvalConfig, Report, Subject};
-use crate::probe::{self, collect, parse_points, point_name, CollectOptions, Method, Pool, Probe};
+use crate::probe::{
+    self, collect, mlp_blocks, parse_points, point_name, Activations, CollectOptions, CollectStats,
+    Method, Pool, Probe,
+};
 use crate::runtime::{LoadOptions, Model, Point, Precision};
 use crate::surgery::activation::activation_scores;
 use crate::surgery::{
@@ -157,6 +160,34 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Creates the output folder `cfg.out` and opens a session evaluating with the config's
+    /// settings (evaluation cache under the asset cache): what `run`, `sweep` and `ablate`
+    /// all start with.
+    pub fn start(cfg: RunConfig, inputs: Inputs<'a>) -> Result<Session<'a>> {
+        std::fs::create_dir_all(&cfg.out)
+            .with_context(|| format!("creating {}", cfg.out.display()))?;
+        let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
+        Session::open(cfg, inputs, eval)
+    }
+
+    /// Mean-pooled states of the probe dataset at `points` (through the activation cache).
+    fn collect(&self, points: Vec<Point>) -> Result<(Vec<Activations>, CollectStats)> {
+        let opts = CollectOptions {
+            points,
+            pool: Pool::Mean,
+            max_tokens: self.cfg.max_tokens,
+            batch_size: 16,
+            cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
+            progress: true,
+        };
+        collect(&self.base, &self.dataset, &opts)
+    }
+
+    /// The probe dataset's labels.
+    fn labels(&self) -> Vec<u8> {
+        self.dataset.items.iter().map(|(_, l)| *l).collect()
+    }
+
     /// The probe at `point` with the config's fit (see [`Session::probe_with`]).
     pub fn probe(&mut self, point: &str, dir: &Path) -> Result<(Probe, ProbeInfo)> {
         let fit = Fit::of(&self.cfg);
@@ -171,30 +202,12 @@ impl<'a> Session<'a> {
             return Ok(p.clone());
         }
         let points = parse_points(point, self.base.config().num_layers)?;
-        let blocks: Option<Vec<usize>> = (points.len() > 1)
-            .then(|| {
-                points
-                    .iter()
-                    .map(|p| match p {
-                        Point::MlpInput(b) => Some(*b),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .flatten();
+        let blocks = (points.len() > 1).then(|| mlp_blocks(&points)).flatten();
         if points.len() > 1 && blocks.is_none() {
             bail!("probe point {point:?}: several points make a joint probe, which reads MLP inputs only");
         }
-        let opts = CollectOptions {
-            points,
-            pool: Pool::Mean,
-            max_tokens: self.cfg.max_tokens,
-            batch_size: 16,
-            cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
-            progress: true,
-        };
-        let (acts, stats) = collect(&self.base, &self.dataset, &opts)?;
-        let labels: Vec<u8> = self.dataset.items.iter().map(|(_, l)| *l).collect();
+        let (acts, stats) = self.collect(points)?;
+        let labels = self.labels();
         let topts = probe::TrainOptions {
             method: fit.method,
             standardize: fit.standardize,
@@ -241,8 +254,7 @@ impl<'a> Session<'a> {
         ]);
         let mut meta = meta;
         if let Some(b) = &blocks {
-            let list: Vec<String> = b.iter().map(|b| b.to_string()).collect();
-            meta.insert("blocks".into(), list.join(","));
+            meta.insert("blocks".into(), Probe::blocks_meta(b));
         }
         let probe = Probe::new(t.weight.clone(), t.bias, meta)?;
         let stem = match fit.tag().as_str() {
@@ -277,17 +289,8 @@ impl<'a> Session<'a> {
         if let Some(s) = &self.scores {
             return Ok(s.clone());
         }
-        let points = parse_points("mlp:all", self.base.config().num_layers)?;
-        let opts = CollectOptions {
-            points,
-            pool: Pool::Mean,
-            max_tokens: self.cfg.max_tokens,
-            batch_size: 16,
-            cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
-            progress: true,
-        };
-        let (acts, _) = collect(&self.base, &self.dataset, &opts)?;
-        let labels: Vec<u8> = self.dataset.items.iter().map(|(_, l)| *l).collect();
+        let (acts, _) = self.collect(parse_points("mlp:all", self.base.config().num_layers)?)?;
+        let labels = self.labels();
         let xs: Vec<&[f32]> = acts.iter().map(|a| &a.data[..]).collect();
         let s = activation_scores(&self.file, matrix, &xs, &labels)?;
         self.scores = Some(s.clone());
@@ -381,7 +384,7 @@ impl<'a> Session<'a> {
     }
 
     /// The variant's selection (with measured scores when it ranks by activation).
-    fn select(&mut self, probe: &Probe, v: &Variant) -> Result<Selection> {
+    pub fn select(&mut self, probe: &Probe, v: &Variant) -> Result<Selection> {
         let scores = match v.select.ranking {
             Ranking::Activation => Some(self.activation_scores(v.select.matrix)?),
             _ => None,

@@ -8,7 +8,7 @@ use super::rows::{row_from_report, table, ProbeInfo, Row};
 use super::run::{base_report, points, variants};
 use super::session::{Inputs, Session};
 use crate::formats::io::write_atomic;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::time::Instant;
@@ -80,9 +80,7 @@ pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<
     let t0 = Instant::now();
     quick_suites(&mut cfg);
     let out = cfg.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
-    let mut s = Session::open(cfg.clone(), inputs, eval)?;
+    let mut s = Session::start(cfg.clone(), inputs)?;
     let (_, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
     let mut rows: Vec<Row> = Vec::new();
     for &f in &grid.fractions {

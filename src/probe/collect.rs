@@ -144,6 +144,17 @@ impl Activations {
     }
 }
 
+/// The blocks of `points` when every one is an MLP input (what a joint probe reads), in order.
+pub fn mlp_blocks(points: &[Point]) -> Option<Vec<usize>> {
+    points
+        .iter()
+        .map(|p| match p {
+            Point::MlpInput(b) => Some(*b),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Text `i`'s features over several points, concatenated in order: what a joint probe
 /// ([`super::joint`]) reads. One point gives its row unchanged.
 pub fn concat_row(acts: &[Activations], i: usize) -> Vec<f32> {

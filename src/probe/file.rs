@@ -88,6 +88,12 @@ impl Probe {
         b.filter(|b| !b.is_empty() && self.d.is_multiple_of(b.len()))
     }
 
+    /// The metadata value [`Probe::blocks`] reads back.
+    pub fn blocks_meta(blocks: &[usize]) -> String {
+        let list: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+        list.join(",")
+    }
+
     /// The hidden size the probe reads per point (`d` for a one-point probe, `d / L` for a
     /// joint probe over L blocks).
     pub fn width(&self) -> usize {

@@ -15,10 +15,12 @@ pub mod fingerprint;
 pub mod joint;
 mod logistic;
 pub mod metrics;
+mod standardize;
 pub mod train;
 
 pub use collect::{
-    collect, concat_row, parse_points, point_name, Activations, CollectOptions, CollectStats, Pool,
+    collect, concat_row, mlp_blocks, parse_points, point_name, Activations, CollectOptions,
+    CollectStats, Pool,
 };
 pub use file::{Direction, Probe};
 pub use fingerprint::model_fingerprint;

@@ -12,6 +12,7 @@
 
 use super::logistic::fit_logistic;
 use super::metrics::{metrics, Metrics};
+use super::standardize::Standardizer;
 use crate::data::SplitMix64;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
@@ -197,15 +198,8 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
         "the training split has only one class ({} examples); use more data or a smaller held-out fraction",
         tr.len()
     );
-    let scaled;
-    let (fit_x, scale) = if opts.standardize {
-        let sc = Standardizer::fit(x, d, &tr);
-        scaled = sc.apply(x);
-        (&scaled[..], Some(sc))
-    } else {
-        (x, None)
-    };
-    let data = Data { x: fit_x, y, d };
+    let (fit_x, scale) = Standardizer::prepare(x, d, &tr, opts.standardize);
+    let data = Data { x: &fit_x, y, d };
     let (mut lin, chosen, epochs) = fit_member(&data, &tr, &te, opts)?;
     if opts.ensemble > 1 {
         for k in 1..opts.ensemble {
@@ -281,10 +275,8 @@ fn fit_member(
             let (lin, chosen, log) = fit_paper(data, tr, te, opts);
             (lin, Some(chosen), log)
         }
-        Method::MeanDiff => (binary(fit_mean_diff(data, tr)), None, Vec::new()),
-        Method::Logistic => {
-            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
-            (binary(fit_logistic(data, tr, opts.l2)?), None, Vec::new())
+        Method::MeanDiff | Method::Logistic => {
+            (binary(fit_closed(data, tr, opts)?), None, Vec::new())
         }
     })
 }
@@ -299,87 +291,24 @@ pub(crate) fn fit_binary(
     idx: &[usize],
     opts: &TrainOptions,
 ) -> Result<(Vec<f64>, f64)> {
-    let scaled;
-    let (fit_x, scale) = if opts.standardize {
-        let sc = Standardizer::fit(x, d, idx);
-        scaled = sc.apply(x);
-        (&scaled[..], Some(sc))
-    } else {
-        (x, None)
-    };
-    let data = Data { x: fit_x, y, d };
-    let (w, c) = match opts.method {
-        Method::MeanDiff => fit_mean_diff(&data, idx),
-        Method::Logistic => {
-            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
-            fit_logistic(&data, idx, opts.l2)?
-        }
-        Method::Paper => bail!("a closed-form fit needs --method logistic or mean-diff"),
-    };
+    let (fit_x, scale) = Standardizer::prepare(x, d, idx, opts.standardize);
+    let (w, c) = fit_closed(&Data { x: &fit_x, y, d }, idx, opts)?;
     Ok(match scale {
-        Some(sc) => {
-            let w: Vec<f64> = w.iter().zip(&sc.std).map(|(w, s)| w / s).collect();
-            let shift: f64 = w.iter().zip(&sc.mean).map(|(w, m)| w * m).sum();
-            (w, c - shift)
-        }
+        Some(sc) => sc.unscale_binary(&w, c),
         None => (w, c),
     })
 }
 
-/// Per-dimension mean and standard deviation of the training split.
-struct Standardizer {
-    mean: Vec<f64>,
-    std: Vec<f64>,
-}
-
-impl Standardizer {
-    fn fit(x: &[f32], d: usize, tr: &[usize]) -> Standardizer {
-        let n = tr.len() as f64;
-        let mut mean = vec![0f64; d];
-        let mut sq = vec![0f64; d];
-        for &i in tr {
-            for (k, &v) in x[i * d..(i + 1) * d].iter().enumerate() {
-                mean[k] += v as f64;
-            }
+/// The closed-form methods' binary fit `(w, c)` on the rows `idx` of `data` as given.
+fn fit_closed(data: &Data, idx: &[usize], opts: &TrainOptions) -> Result<(Vec<f64>, f64)> {
+    Ok(match opts.method {
+        Method::MeanDiff => fit_mean_diff(data, idx),
+        Method::Logistic => {
+            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
+            fit_logistic(data, idx, opts.l2)?
         }
-        mean.iter_mut().for_each(|m| *m /= n);
-        for &i in tr {
-            for (k, &v) in x[i * d..(i + 1) * d].iter().enumerate() {
-                sq[k] += (v as f64 - mean[k]).powi(2);
-            }
-        }
-        // A constant dimension keeps scale 1: it carries nothing either way.
-        let std = sq
-            .iter()
-            .map(|s| (s / n).sqrt())
-            .map(|s| if s > 1e-12 { s } else { 1.0 })
-            .collect();
-        Standardizer { mean, std }
-    }
-
-    fn apply(&self, x: &[f32]) -> Vec<f32> {
-        let d = self.mean.len();
-        x.iter()
-            .enumerate()
-            .map(|(j, &v)| ((v as f64 - self.mean[j % d]) / self.std[j % d]) as f32)
-            .collect()
-    }
-
-    /// `w·(x − μ)/σ + b` as `(w/σ)·x + (b − Σ w μ/σ)`.
-    fn unscale(&self, lin: &Linear2) -> Linear2 {
-        let d = self.mean.len();
-        let mut out = lin.clone();
-        for k in 0..2 {
-            let mut shift = 0.0;
-            for j in 0..d {
-                let w = lin.w[k * d + j] / self.std[j];
-                out.w[k * d + j] = w;
-                shift += w * self.mean[j];
-            }
-            out.b[k] -= shift;
-        }
-        out
-    }
+        Method::Paper => bail!("a closed-form fit needs --method logistic or mean-diff"),
+    })
 }
 
 pub(crate) struct Data<'a> {
@@ -396,9 +325,9 @@ impl Data<'_> {
 
 /// `softmax(W h + b)` in f64, `W` row-major `[2, d]`.
 #[derive(Clone)]
-struct Linear2 {
-    w: Vec<f64>,
-    b: [f64; 2],
+pub(crate) struct Linear2 {
+    pub(crate) w: Vec<f64>,
+    pub(crate) b: [f64; 2],
 }
 
 impl Linear2 {

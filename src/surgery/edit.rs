@@ -173,34 +173,26 @@ pub fn plan_edit(selection: &Selection, probe: &Probe, opts: &EditOptions) -> Re
         let Some((v, norm)) = unit.get(&r.block) else {
             bail!("the selection has no edit direction for block {}", r.block);
         };
-        let delta = match opts.scale {
-            Scale::Absolute => shared
-                .entry(r.block)
-                .or_insert_with(|| v.iter().map(|&x| s * x).collect())
-                .clone(),
-            Scale::MedianRowNorm => {
-                let m = selection.per_block[r.block].median_norm as f64;
-                shared
-                    .entry(r.block)
-                    .or_insert_with(|| {
-                        v.iter()
-                            .map(|&x| (s as f64 * m * x as f64 / norm) as f32)
-                            .collect()
-                    })
-                    .clone()
+        // Δ = s·k·v/‖v‖ with k the scale's unit; the paper's absolute α is s·v itself.
+        let k = match opts.scale {
+            Scale::Absolute => None,
+            Scale::Unit => Some(1.0),
+            Scale::MedianRowNorm => Some(selection.per_block[r.block].median_norm as f64),
+            Scale::RowNorm => Some(r.norm as f64),
+        };
+        let build = || -> Arc<[f32]> {
+            match k {
+                None => v.iter().map(|&x| s * x).collect(),
+                Some(k) => v
+                    .iter()
+                    .map(|&x| (s as f64 * k * x as f64 / norm) as f32)
+                    .collect(),
             }
-            Scale::Unit => shared
-                .entry(r.block)
-                .or_insert_with(|| {
-                    v.iter()
-                        .map(|&x| (s as f64 * x as f64 / norm) as f32)
-                        .collect()
-                })
-                .clone(),
-            Scale::RowNorm => v
-                .iter()
-                .map(|&x| (s as f64 * r.norm as f64 * x as f64 / norm) as f32)
-                .collect(),
+        };
+        // Every scale but the row's own norm gives one delta per block: share it.
+        let delta = match opts.scale {
+            Scale::RowNorm => build(),
+            _ => shared.entry(r.block).or_insert_with(build).clone(),
         };
         rows.push(RowEdit {
             tensor: selection.tensor(r.block).to_string(),
