@@ -13,20 +13,12 @@ scripts/llamacpp_reference.py).
 """
 import sys
 
-import llama_cpp.llama_cpp as bindings
 import numpy as np
 from llama_cpp import Llama
 
-_default_params = bindings.llama_model_default_params
+from llamacpp_compat import avoid_amx  # scripts/ is on sys.path when run as a script
 
-
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-
-
-bindings.llama_model_default_params = _params
+avoid_amx()
 
 # The second prompt is in each family's chat markup (Gemma 3 base has no template in its
 # GGUF; llama.cpp's built-in Gemma format is used).

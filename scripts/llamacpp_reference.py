@@ -14,20 +14,11 @@ import json
 import sys
 
 import llama_cpp
-import llama_cpp.llama_cpp as bindings
 from llama_cpp import Llama
 
-_default_params = bindings.llama_model_default_params
+from llamacpp_compat import avoid_amx  # scripts/ is on sys.path when run as a script
 
-
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-
-
-# `Llama` reads the defaults through the ctypes bindings module, so patch it there.
-bindings.llama_model_default_params = _params
+avoid_amx()
 
 TEXTS = [
     "Hello",

@@ -18,16 +18,9 @@ import llama_cpp
 import llama_cpp.llama_cpp as bindings
 from llama_cpp import Llama
 
-_default_params = bindings.llama_model_default_params
+from llamacpp_compat import avoid_amx  # scripts/ is on sys.path when run as a script
 
-
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-
-
-bindings.llama_model_default_params = _params
+avoid_amx()
 
 GGML_TYPE_F32 = 0
 

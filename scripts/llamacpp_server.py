@@ -11,19 +11,9 @@ creates its `Llama`. Used by the endpoint test of `scalpel eval --endpoint`.
 import runpy
 import sys
 
-import llama_cpp.llama_cpp as bindings
+from llamacpp_compat import avoid_amx  # scripts/ is on sys.path when run as a script
 
-_default_params = bindings.llama_model_default_params
-
-
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-
-
-# `Llama` reads the defaults through the ctypes bindings module, so patch it there.
-bindings.llama_model_default_params = _params
+avoid_amx()
 
 if __name__ == "__main__":
     sys.argv[0] = "llama_cpp.server"
