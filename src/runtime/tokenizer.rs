@@ -174,11 +174,28 @@ impl Tokenizer {
                 .map_err(|e| anyhow!("cannot build tokenizer from GGUF metadata: {e}"))?,
         ));
 
+        Ok(Self::with_gguf_specials(
+            inner,
+            meta,
+            false,
+            format!("GGUF metadata (byte-level BPE, pre = {pre})"),
+        ))
+    }
+
+    /// Wraps a backend with the special tokens and chat template of the GGUF metadata: BOS
+    /// (added when `tokenizer.ggml.add_bos_token` says so, `add_bos_default` when it is
+    /// absent), EOS / end-of-turn ids, padding and the template.
+    fn with_gguf_specials(
+        inner: Backend,
+        meta: &HashMap<String, gguf_file::Value>,
+        add_bos_default: bool,
+        source: String,
+    ) -> Self {
         let bos_id = meta_u32(meta, "tokenizer.ggml.bos_token_id");
         let add_bos = meta
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false)
+            .unwrap_or(add_bos_default)
             && bos_id.is_some();
         let mut eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
             .iter()
@@ -191,15 +208,15 @@ impl Tokenizer {
         let chat_template = meta
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok().cloned());
-        Ok(Tokenizer {
+        Tokenizer {
             inner,
             bos_id,
             add_bos,
             eos_ids,
             pad_id,
             chat_template,
-            source: format!("GGUF metadata (byte-level BPE, pre = {pre})"),
-        })
+            source,
+        }
     }
 
     /// The SentencePiece tokenizer of a GGUF vocabulary (`tokenizer.ggml.model = llama`).
@@ -241,29 +258,12 @@ impl Tokenizer {
             types,
             flag("tokenizer.ggml.add_space_prefix", true),
         )?;
-        let inner = Backend::Spm(Box::new(spm));
-        let bos_id = meta_u32(meta, "tokenizer.ggml.bos_token_id");
-        let add_bos = flag("tokenizer.ggml.add_bos_token", true) && bos_id.is_some();
-        let mut eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-            .iter()
-            .filter_map(|k| meta_u32(meta, k))
-            .collect();
-        add_end_of_turn_tokens(&inner, &mut eos_ids);
-        let pad_id = meta_u32(meta, "tokenizer.ggml.padding_token_id")
-            .or(eos_ids.first().copied())
-            .unwrap_or(0);
-        let chat_template = meta
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok().cloned());
-        Ok(Tokenizer {
-            inner,
-            bos_id,
-            add_bos,
-            eos_ids,
-            pad_id,
-            chat_template,
-            source: "GGUF metadata (SentencePiece scores)".into(),
-        })
+        Ok(Self::with_gguf_specials(
+            Backend::Spm(Box::new(spm)),
+            meta,
+            true,
+            "GGUF metadata (SentencePiece scores)".into(),
+        ))
     }
 
     /// Loads `tokenizer.json` (and `tokenizer_config.json` for the chat template and
