@@ -5,7 +5,7 @@
 mod common;
 
 use scalpel::runtime::generate::{generate, GenParams};
-use scalpel::runtime::llama::mean_pool;
+use scalpel::probe::mean_pool;
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
 
 fn reference() -> serde_json::Value {

@@ -14,10 +14,9 @@ use super::file::serialize_f32;
 use super::fingerprint::model_fingerprint;
 use crate::data::Dataset;
 use crate::formats::io::write_atomic;
-use crate::runtime::llama::mean_pool;
 use crate::runtime::{Logits, Model, Point};
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
@@ -372,6 +371,15 @@ fn run(
         }
     }
     Ok(mats)
+}
+
+/// Mean over the real tokens of `[b, t, d]` hidden states (`mask` `[b, t]`, 1 = real):
+/// the paper's pooling. Padding never contributes.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1f32, f32::MAX)?;
+    sum.broadcast_div(&count)
 }
 
 /// Pools `[b, t, d]` states of right-padded `batch` to `b × d` values.

@@ -19,7 +19,7 @@ mod standardize;
 pub mod train;
 
 pub use collect::{
-    collect, concat_row, mlp_blocks, parse_points, point_name, Activations, CollectOptions,
+    collect, concat_row, mean_pool, mlp_blocks, parse_points, point_name, Activations, CollectOptions,
     CollectStats, Pool,
 };
 pub use file::{Direction, Probe};

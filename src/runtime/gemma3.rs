@@ -16,13 +16,17 @@
 //!
 //! Every RMSNorm multiplies by `1 + w` in Hugging Face's code; llama.cpp's converter stores
 //! `1 + w` in the GGUF, so GGUF gains are used as stored and `1` is added to Hugging Face
-//! gains at load. The capture points ([`Point`]) mean the same as in [`super::llama`].
+//! gains at load. The capture points ([`Point`]) mean the same as in [`super::llama`]; the shared pieces
+//! (attention, RoPE tables, cache, captures and the tail) live in [`super::layers`].
 
 use super::config::{rope_inv_freq_for, GemmaExtras, ModelConfig};
-use super::llama::{attention_bias, KvCache, Logits, Output, Point, RmsNorm};
+use super::layers::{
+    attention, attention_bias, embedding_and_head, split_heads, KvCache, Logits, Output, Pass,
+    Point, RmsNorm, Rope, RopeAt,
+};
 use super::weights::{Embedding, Linear, Precision, WeightSource};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 struct Block {
     attn_norm: RmsNorm,
@@ -38,36 +42,6 @@ struct Block {
     up: Linear,
     down: Linear,
     post_ffn_norm: RmsNorm,
-}
-
-/// RoPE tables `[max_pos, head_dim/2]` for one base.
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rope {
-    fn new(inv_freq: Vec<f32>, max_pos: usize) -> Result<Self> {
-        let half = inv_freq.len();
-        let inv = Tensor::from_vec(inv_freq, (1, half), &Device::Cpu)?;
-        let pos = Tensor::arange(0u32, max_pos as u32, &Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .reshape((max_pos, 1))?;
-        let freqs = pos.matmul(&inv).context("RoPE table")?;
-        Ok(Rope {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-        })
-    }
-
-    /// `[b, t, head_dim/2]` cos and sin at the given flat positions.
-    fn at(&self, flat_pos: &Tensor, b: usize, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = self.cos.dim(1)?;
-        Ok((
-            self.cos.index_select(flat_pos, 0)?.reshape((b, t, half))?,
-            self.sin.index_select(flat_pos, 0)?.reshape((b, t, half))?,
-        ))
-    }
 }
 
 /// A loaded Gemma 3 model.
@@ -97,13 +71,7 @@ impl Gemma3 {
         let d = cfg.hidden_size;
         let hd = cfg.head_dim;
         let (kv_out, q_out) = (cfg.num_kv_heads * hd, cfg.num_heads * hd);
-        let (embed, tied_head) = src.embedding(cfg.vocab_size, d, precision)?;
-        cfg.tie_word_embeddings = !src.has("output", "weight");
-        let lm_head = if cfg.tie_word_embeddings {
-            tied_head
-        } else {
-            src.linear("output", cfg.vocab_size, d, false, precision)?
-        };
+        let (embed, lm_head) = embedding_and_head(src, &mut cfg, precision)?;
         let eps = cfg.rms_norm_eps;
         let shift = if src.is_safetensors() { 1.0 } else { 0.0 };
         let norm = |src: &mut WeightSource, role: &str, len: usize| -> Result<RmsNorm> {
@@ -164,33 +132,12 @@ impl Gemma3 {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let global_bias = attention_bias(b, t, past, key_mask, None)?;
         let local_bias = attention_bias(b, t, past, key_mask, Some(self.extras.sliding_window))?;
-        let flat_pos = positions.flatten_all()?;
-        let local_rope = self.rope_local.at(&flat_pos, b, t)?;
-        let global_rope = self.rope_global.at(&flat_pos, b, t)?;
-
-        let last_block = if logits != Logits::None || points.contains(&Point::FinalNorm) {
-            self.blocks.len()
-        } else {
-            points
-                .iter()
-                .map(|p| match p {
-                    Point::Residual(i) | Point::MlpInput(i) => i + 1,
-                    Point::FinalNorm => self.blocks.len(),
-                })
-                .max()
-                .unwrap_or(0)
-        };
-        let mut hidden: Vec<Option<Tensor>> = vec![None; points.len()];
-        let mut capture = |p: Point, x: &Tensor| {
-            for (slot, want) in hidden.iter_mut().zip(points) {
-                if *want == p {
-                    *slot = Some(x.clone());
-                }
-            }
-        };
+        let local_rope = self.rope_local.at(positions)?;
+        let global_rope = self.rope_global.at(positions)?;
+        let mut pass = Pass::new(points, logits, self.blocks.len());
 
         let mut x = (self.embed.forward(ids)? * (self.cfg.hidden_size as f64).sqrt())?;
-        for (i, blk) in self.blocks.iter().enumerate().take(last_block) {
+        for (i, blk) in self.blocks.iter().enumerate().take(pass.blocks) {
             let local = self.extras.is_local(i);
             let (rope, bias) = if local {
                 (&local_rope, local_bias.as_ref())
@@ -201,83 +148,39 @@ impl Gemma3 {
             let a = self.attention(blk, i, &h, rope, bias, cache.as_deref_mut())?;
             x = (x + blk.post_attn_norm.forward(&a)?)?;
             let m = blk.ffn_norm.forward(&x)?;
-            capture(Point::MlpInput(i), &m);
+            pass.capture(Point::MlpInput(i), &m);
             let g = blk.gate.forward(&m)?.gelu()?;
             let u = blk.up.forward(&m)?;
             let f = blk.down.forward(&(g * u)?)?;
             x = (x + blk.post_ffn_norm.forward(&f)?)?;
-            capture(Point::Residual(i), &x);
+            pass.capture(Point::Residual(i), &x);
         }
         if let Some(c) = cache {
             c.advance(t);
         }
-        let mut logits_out = None;
-        if last_block == self.blocks.len() {
-            let h = self.norm.forward(&x)?;
-            capture(Point::FinalNorm, &h);
-            logits_out = match logits {
-                Logits::None => None,
-                Logits::Last => Some(
-                    self.lm_head
-                        .forward(&h.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?)?,
-                ),
-                Logits::All => Some(self.lm_head.forward(&h)?),
-            };
-        }
-        let hidden = hidden
-            .into_iter()
-            .map(|h| h.context("requested hidden state was not computed"))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Output {
-            logits: logits_out,
-            hidden,
-        })
+        pass.finish(&x, &self.norm, &self.lm_head)
     }
 
+    /// Block `layer`'s self-attention on its normed input `x`, through the output
+    /// projection (before the post-attention norm).
     fn attention(
         &self,
         blk: &Block,
         layer: usize,
         x: &Tensor,
-        (cos, sin): &(Tensor, Tensor),
+        rope: &RopeAt,
         bias: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.cfg;
-        let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let rep = nh / nkv;
-        // Per-head RMSNorm on the last axis, then heads to axis 1.
-        let split = |y: Tensor, heads: usize, norm: Option<&RmsNorm>| {
-            let y = y.reshape((b, t, heads, hd))?;
-            let y = match norm {
-                Some(n) => n.forward(&y.contiguous()?)?,
-                None => y,
-            };
-            y.transpose(1, 2)?.contiguous()
-        };
-        let q = split(blk.q.forward(x)?, nh, Some(&blk.q_norm))?;
-        let k = split(blk.k.forward(x)?, nkv, Some(&blk.k_norm))?;
-        let v = split(blk.v.forward(x)?, nkv, None)?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        let (k, v) = match cache {
-            Some(cache) => cache.append(layer, &k, &v)?,
-            None => (k, v),
-        };
-        let total = k.dim(2)?;
-        // As in the Llama pass: the query heads sharing a key/value head are stacked along
-        // the sequence axis of one matmul instead of copying keys.
+        let q = split_heads(blk.q.forward(x)?, nh, hd, Some(&blk.q_norm))?;
+        let k = split_heads(blk.k.forward(x)?, nkv, hd, Some(&blk.k_norm))?;
+        let v = split_heads(blk.v.forward(x)?, nkv, hd, None)?;
+        let q = rope.rotate(&q, false)?;
+        let k = rope.rotate(&k, false)?;
         let scale = 1.0 / self.extras.query_pre_attn_scalar.sqrt();
-        let q = (q.reshape((b, nkv, rep * t, hd))? * scale)?;
-        let att = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, total))?;
-        let att = match bias {
-            Some(bias) => att.broadcast_add(&bias.unsqueeze(1)?)?,
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att.reshape((b, nkv, rep * t, total))?)?;
-        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?;
-        let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let y = attention(&q, k, v, scale, bias, cache.map(|c| (c, layer)))?;
         blk.o.forward(&y)
     }
 }

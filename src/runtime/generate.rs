@@ -5,7 +5,7 @@
 //! that finish (EOS, a stop string, the token limit) are dropped from the batch and their
 //! cache rows released, so a batch never pays for its finished members.
 
-use super::llama::{KvCache, Logits};
+use super::layers::{KvCache, Logits};
 use super::Model;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};

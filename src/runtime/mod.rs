@@ -6,7 +6,7 @@
 //! - [`tokenizer`] (with [`spm`] for SentencePiece vocabularies) and [`chat`]: ids and the
 //!   model's own chat template;
 //! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
-//!   bottom, chosen by architecture in [`Net`];
+//!   bottom, chosen by architecture in [`Net`], built from the shared [`layers`];
 //! - [`generate`]: batched generation with a KV cache;
 //! - [`kernels`]: a SIMD matmul for Q4_1 weights, which candle multiplies with a scalar loop.
 
@@ -15,6 +15,7 @@ pub mod config;
 pub mod gemma3;
 pub mod generate;
 pub mod kernels;
+pub mod layers;
 pub mod llama;
 pub mod spm;
 pub mod tokenizer;
@@ -26,7 +27,8 @@ use std::path::{Path, PathBuf};
 
 pub use config::{Arch, ModelConfig};
 pub use gemma3::Gemma3;
-pub use llama::{KvCache, Llama, Logits, Output, Point};
+pub use layers::{KvCache, Logits, Output, Point};
+pub use llama::Llama;
 pub use tokenizer::Tokenizer;
 pub use weights::Precision;
 
