@@ -15,6 +15,8 @@
 //!   runtime or an OpenAI-compatible endpoint, [`openai`]), with a result cache;
 //! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
 //!   between two models, tokenizer equality;
+//! - [`config`]: the settings of an evaluation ([`EvalConfig`]) and the models under it
+//!   ([`Subject`]);
 //! - [`run`]: the entry point [`run::run_suites`] and the [`run::Report`];
 //! - [`report`]: per-prompt records, aggregates, paired comparisons, degeneration warnings;
 //! - [`markdown`], [`plots`]: `report.md`, SVG plots, and writing the report folder.
@@ -23,6 +25,7 @@
 //! from a path; none of those files is part of the repository.
 
 pub mod capability;
+pub mod config;
 pub mod markdown;
 pub mod openai;
 pub mod plots;
@@ -32,4 +35,5 @@ pub mod scorers;
 pub mod stats;
 pub mod suites;
 
-pub use run::{run_suites, EvalConfig, Report, Subject};
+pub use config::{EvalConfig, Subject};
+pub use run::{run_suites, Report};

@@ -21,7 +21,8 @@ use crate::data::{self as prompts, PromptOptions, PromptSet};
 use crate::eval::capability::{self, Scored};
 use crate::eval::openai::Endpoint;
 use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
-use crate::eval::run::{EvalConfig, Subject};
+pub use crate::eval::config::{parse_suites, DEFAULT_SUITES, SUITES};
+use crate::eval::config::{EvalConfig, Subject};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
 use crate::formats::io::write_atomic;
 use crate::runtime::generate::{generate, Finish, GenParams};
@@ -33,18 +34,6 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
 
-/// Suites `--suite` accepts.
-pub const SUITES: &[&str] = &[
-    "rtp",
-    "toxigen",
-    "refusal",
-    "harmbench",
-    "file",
-    "ppl",
-    "kl",
-];
-/// The default suite list (the acceptance set of the paper's protocol plus capability).
-pub const DEFAULT_SUITES: &str = "rtp,toxigen,refusal,ppl,kl";
 /// Bump when a change alters cached suite results.
 const CACHE_VERSION: u32 = 1;
 
@@ -79,23 +68,6 @@ struct Protocol {
     chat: bool,
     max_new: usize,
     stop: Vec<String>,
-}
-
-/// Checks a suite list (comma-separated names) and returns it in the given order.
-pub fn parse_suites(list: &str) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !SUITES.contains(&s) {
-            bail!("unknown suite {s:?} (known: {})", SUITES.join(", "));
-        }
-        if !out.iter().any(|x| x == s) {
-            out.push(s.to_string());
-        }
-    }
-    if out.is_empty() {
-        bail!("no suite given (known: {})", SUITES.join(", "));
-    }
-    Ok(out)
 }
 
 fn licences(pattern: &str) -> Vec<String> {

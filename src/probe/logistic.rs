@@ -1,7 +1,7 @@
 //! L2-regularised logistic regression solved exactly (Newton / IRLS with a Cholesky solve):
 //! the probe baseline users ask for, and the block probes of the joint probe.
 
-use super::train::{sigmoid, Data};
+use super::linear::{sigmoid, Data};
 use anyhow::{ensure, Result};
 
 /// L2-regularised logistic regression by Newton's method (IRLS) with backtracking: minimises

@@ -13,6 +13,7 @@ pub mod collect;
 pub mod file;
 pub mod fingerprint;
 pub mod joint;
+mod linear;
 mod logistic;
 pub mod metrics;
 mod standardize;

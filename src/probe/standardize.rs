@@ -1,7 +1,7 @@
 //! Per-dimension standardisation of probe features: fit on z-scores, map the weights back
 //! to raw features, so a saved probe is an ordinary probe on pooled states.
 
-use super::train::Linear2;
+use super::linear::Linear2;
 
 /// Per-dimension mean and standard deviation of the training split.
 pub(crate) struct Standardizer {

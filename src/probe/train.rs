@@ -10,6 +10,7 @@
 //! `softmax(W h + b)[1] = σ(f(h))` exactly and `W[1] − W[0] = w`; the surgery's direction
 //! `W[1]` is parallel to `w`.
 
+use super::linear::{sigmoid, Data, Linear2};
 use super::logistic::fit_logistic;
 use super::metrics::{metrics, Metrics};
 use super::standardize::Standardizer;
@@ -276,7 +277,11 @@ fn fit_member(
             (lin, Some(chosen), log)
         }
         Method::MeanDiff | Method::Logistic => {
-            (binary(fit_closed(data, tr, opts)?), None, Vec::new())
+            (
+                Linear2::from_binary(fit_closed(data, tr, opts)?),
+                None,
+                Vec::new(),
+            )
         }
     })
 }
@@ -309,64 +314,6 @@ fn fit_closed(data: &Data, idx: &[usize], opts: &TrainOptions) -> Result<(Vec<f6
         }
         Method::Paper => bail!("a closed-form fit needs --method logistic or mean-diff"),
     })
-}
-
-pub(crate) struct Data<'a> {
-    pub(crate) x: &'a [f32],
-    pub(crate) y: &'a [u8],
-    pub(crate) d: usize,
-}
-
-impl Data<'_> {
-    pub(crate) fn row(&self, i: usize) -> &[f32] {
-        &self.x[i * self.d..(i + 1) * self.d]
-    }
-}
-
-/// `softmax(W h + b)` in f64, `W` row-major `[2, d]`.
-#[derive(Clone)]
-pub(crate) struct Linear2 {
-    pub(crate) w: Vec<f64>,
-    pub(crate) b: [f64; 2],
-}
-
-impl Linear2 {
-    fn logits(&self, h: &[f32]) -> [f64; 2] {
-        let d = h.len();
-        let mut z = self.b;
-        for (k, zk) in z.iter_mut().enumerate() {
-            *zk += self.w[k * d..(k + 1) * d]
-                .iter()
-                .zip(h)
-                .map(|(&w, &x)| w * x as f64)
-                .sum::<f64>();
-        }
-        z
-    }
-
-    fn p1(&self, h: &[f32]) -> f64 {
-        let z = self.logits(h);
-        sigmoid(z[1] - z[0])
-    }
-}
-
-pub(crate) fn sigmoid(t: f64) -> f64 {
-    if t >= 0.0 {
-        1.0 / (1.0 + (-t).exp())
-    } else {
-        let e = t.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// The symmetric `[2, d]` layout of a binary score `w·h + c` (see the module docs).
-fn binary((w, c): (Vec<f64>, f64)) -> Linear2 {
-    let mut full: Vec<f64> = w.iter().map(|v| -v / 2.0).collect();
-    full.extend(w.iter().map(|v| v / 2.0));
-    Linear2 {
-        w: full,
-        b: [-c / 2.0, c / 2.0],
-    }
 }
 
 /// Mean cross-entropy and accuracy over `idx` (NaN when empty).
