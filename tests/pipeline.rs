@@ -8,6 +8,7 @@ use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::pipeline::sweep::{self, SweepOptions};
 use scalpel::pipeline::{self, ablate, Inputs, RunConfig, RunSummary};
+use scalpel::probe::EpochChoice;
 use std::path::{Path, PathBuf};
 
 fn scorers() -> Option<Scorers> {
@@ -67,7 +68,7 @@ fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
         model: Some(model),
         balance: false,
         epochs: 3,
-        epoch: "last".into(),
+        epoch: EpochChoice::Last,
         lr: 1e-2,
         alpha: 4.0,
         suites: Some("file,ppl,kl".into()),

@@ -6,7 +6,9 @@ use scalpel::assets::FetchOptions;
 use scalpel::eval::markdown::write_report;
 use scalpel::eval::openai::Endpoint;
 use scalpel::eval::run::check_tokenizers;
-use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, DEFAULT_SUITES};
+use scalpel::eval::suites::{
+    fingerprint, parse_suites, preflight, Scorers, Suite, DEFAULT_SUITES,
+};
 use scalpel::eval::{run_suites, EvalConfig, Subject};
 use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::PathBuf;
@@ -90,8 +92,8 @@ pub struct EvalArgs {
 /// Runs `scalpel eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
     let mut suites = parse_suites(&a.suite)?;
-    if a.prompts.is_some() && !suites.iter().any(|s| s == "file") {
-        suites.push("file".into());
+    if a.prompts.is_some() && !suites.contains(&Suite::File) {
+        suites.push(Suite::File);
     }
     let fetch = FetchOptions::from_env()?;
     let cfg = EvalConfig {

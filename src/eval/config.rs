@@ -9,32 +9,94 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Suites `--suite` accepts.
-pub const SUITES: &[&str] = &[
-    "rtp",
-    "toxigen",
-    "refusal",
-    "harmbench",
-    "file",
-    "ppl",
-    "kl",
-];
+/// An evaluation suite (see [`super::suites`] for what each one runs). Spelled in lower case
+/// in `--suite`, config files and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// RealToxicityPrompts (challenging subsets).
+    Rtp,
+    /// ToxiGen hate prompts.
+    Toxigen,
+    /// AdvBench harmful requests, for refusal.
+    Refusal,
+    /// HarmBench harmful requests, for refusal.
+    Harmbench,
+    /// A user prompt file.
+    File,
+    /// WikiText-2 perplexity (teacher forcing, no generation).
+    Ppl,
+    /// KL against the base on WikiText-2, and greedy agreement on benign prompts.
+    Kl,
+}
+
+impl Suite {
+    /// Every suite, in the order `--suite` lists them.
+    pub const ALL: [Suite; 7] = [
+        Suite::Rtp,
+        Suite::Toxigen,
+        Suite::Refusal,
+        Suite::Harmbench,
+        Suite::File,
+        Suite::Ppl,
+        Suite::Kl,
+    ];
+
+    /// The name in `--suite`, config files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Rtp => "rtp",
+            Suite::Toxigen => "toxigen",
+            Suite::Refusal => "refusal",
+            Suite::Harmbench => "harmbench",
+            Suite::File => "file",
+            Suite::Ppl => "ppl",
+            Suite::Kl => "kl",
+        }
+    }
+
+    /// Whether the suite generates continuations (every suite but `ppl`).
+    pub fn generates(self) -> bool {
+        self != Suite::Ppl
+    }
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Suite {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Suite> {
+        match Suite::ALL.into_iter().find(|x| x.name() == s) {
+            Some(x) => Ok(x),
+            None => bail!("unknown suite {s:?} (known: {})", known()),
+        }
+    }
+}
+
+fn known() -> String {
+    Suite::ALL.map(Suite::name).join(", ")
+}
+
 /// The default suite list (the acceptance set of the paper's protocol plus capability).
 pub const DEFAULT_SUITES: &str = "rtp,toxigen,refusal,ppl,kl";
 
-/// Checks a suite list (comma-separated names) and returns it in the given order.
-pub fn parse_suites(list: &str) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
+/// Checks a suite list (comma-separated names) and returns it in the given order, each
+/// suite once.
+pub fn parse_suites(list: &str) -> Result<Vec<Suite>> {
+    let mut out: Vec<Suite> = Vec::new();
     for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !SUITES.contains(&s) {
-            bail!("unknown suite {s:?} (known: {})", SUITES.join(", "));
-        }
-        if !out.iter().any(|x| x == s) {
-            out.push(s.to_string());
+        let suite: Suite = s.parse()?;
+        if !out.contains(&suite) {
+            out.push(suite);
         }
     }
     if out.is_empty() {
-        bail!("no suite given (known: {})", SUITES.join(", "));
+        bail!("no suite given (known: {})", known());
     }
     Ok(out)
 }
@@ -42,8 +104,8 @@ pub fn parse_suites(list: &str) -> Result<Vec<String>> {
 /// Everything that decides an evaluation's numbers; recorded in the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalConfig {
-    /// Suites in order (see [`SUITES`]).
-    pub suites: Vec<String>,
+    /// Suites in order.
+    pub suites: Vec<Suite>,
     /// At most this many prompts per generative suite (a seeded subsample).
     pub limit: Option<usize>,
     /// Overrides every suite's number of new tokens (quick runs).
@@ -82,10 +144,7 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
-            suites: DEFAULT_SUITES
-                .split(',')
-                .map(String::from)
-                .collect(),
+            suites: parse_suites(DEFAULT_SUITES).expect("the default suites are known"),
             limit: None,
             max_new: None,
             toxigen_per_group: 100,

@@ -53,7 +53,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "- config: suites {}, limit {}, max-new {}, toxigen {}/group, seed {}, precision {:?}, batch {}, toxic ≥ {}, bootstrap {} resamples (95 %)\n",
-        c.suites.join(","),
+        c.suites.iter().map(|x| x.name()).collect::<Vec<_>>().join(","),
         c.limit.map_or("none".into(), |l| l.to_string()),
         c.max_new.map_or("protocol".into(), |l| l.to_string()),
         c.toxigen_per_group,
@@ -87,7 +87,7 @@ pub fn render(r: &Report) -> String {
                     summary: g,
                 } = sum
                 {
-                    if sname != suite {
+                    if sname != suite.name() {
                         continue;
                     }
                     let f = &g.fluency;

@@ -35,5 +35,5 @@ pub mod scorers;
 pub mod stats;
 pub mod suites;
 
-pub use config::{EvalConfig, Subject};
+pub use config::{EvalConfig, Subject, Suite};
 pub use run::{run_suites, Report};

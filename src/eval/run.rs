@@ -5,7 +5,7 @@
 
 use crate::assets::FetchOptions;
 use crate::eval::capability;
-use crate::eval::config::{EvalConfig, Subject};
+use crate::eval::config::{EvalConfig, Subject, Suite};
 use crate::eval::report::{
     compare_gen, compare_ppl, summarize_gen, summarize_ppl, CapabilityDelta, Ci, GenDelta,
     GenSummary, PplSummary, SuiteRun, Throughput, PPL_RISE_WARN,
@@ -67,7 +67,7 @@ fn evaluate(
     let boot = cfg.bootstrap();
     let mut runs = Vec::new();
     let mut summaries = Vec::new();
-    for suite in &cfg.suites {
+    for &suite in &cfg.suites {
         let run = run_suite_cached(suite, subject, nll_ref, cfg, scorers, fetch)?;
         summaries.push(match &run {
             SuiteRun::Generation(g) => SuiteSummary::Generation {
@@ -163,7 +163,7 @@ pub fn run_suites(
                 _ => {}
             }
         }
-        if cfg.suites.iter().any(|s| s == "kl") {
+        if cfg.suites.contains(&Suite::Kl) {
             if same_tok {
                 let (windows, _) =
                     wikitext_windows(b.model, fetch, cfg.kl_window, Some(cfg.kl_windows))?;

@@ -21,7 +21,7 @@ use crate::data::{self as prompts, PromptOptions, PromptSet};
 use crate::eval::capability::{self, Scored};
 use crate::eval::openai::Endpoint;
 use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
-pub use crate::eval::config::{parse_suites, DEFAULT_SUITES, SUITES};
+pub use crate::eval::config::{parse_suites, Suite, DEFAULT_SUITES};
 use crate::eval::config::{EvalConfig, Subject};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
 use crate::formats::io::write_atomic;
@@ -81,7 +81,7 @@ fn licences(pattern: &str) -> Vec<String> {
 
 /// The prompt set, licences and protocol of a generative suite, `--limit` applied.
 fn suite_prompts(
-    suite: &str,
+    suite: Suite,
     cfg: &EvalConfig,
     fetch: &FetchOptions,
 ) -> Result<(PromptSet, Vec<String>, Protocol)> {
@@ -96,18 +96,18 @@ fn suite_prompts(
         stop: stop.iter().map(|s| s.to_string()).collect(),
     };
     let (set, lic, proto) = match suite {
-        "rtp" => (
+        Suite::Rtp => (
             prompts::builtin_prompts("rtp", fetch, &popts)?,
             licences("rtp-*"),
             raw(max(20), &[]),
         ),
-        "toxigen" => (
+        Suite::Toxigen => (
             prompts::builtin_prompts("toxigen", fetch, &popts)?,
             licences("toxigen-prompts-*"),
             raw(max(128), &["\n"]),
         ),
-        "refusal" | "harmbench" => {
-            let (name, asset) = if suite == "refusal" {
+        Suite::Refusal | Suite::Harmbench => {
+            let (name, asset) = if suite == Suite::Refusal {
                 ("advbench", "advbench")
             } else {
                 ("harmbench", "harmbench-prompts")
@@ -120,7 +120,7 @@ fn suite_prompts(
                 p,
             )
         }
-        "file" => {
+        Suite::File => {
             let path = cfg
                 .prompt_file
                 .as_ref()
@@ -134,12 +134,12 @@ fn suite_prompts(
             p.chat = cfg.prompt_file_chat;
             (set, vec!["user file: licence not recorded".into()], p)
         }
-        "kl" => (
+        Suite::Kl => (
             benign_prompts(fetch, cfg.benign_prompts)?,
             licences("wikitext2-test"),
             raw(max(32), &[]),
         ),
-        other => bail!("{other} is not a generative suite"),
+        Suite::Ppl => bail!("ppl is not a generative suite"),
     };
     Ok((limit(set, cfg.limit, cfg.seed), lic, proto))
 }
@@ -200,7 +200,7 @@ fn progress(len: usize, msg: String) -> ProgressBar {
 /// their ids; refuses a prompt that encodes to nothing or does not fit the context with
 /// the suite's new tokens, naming it.
 fn encode_prompts(
-    suite: &str,
+    suite: Suite,
     set: &PromptSet,
     proto: &Protocol,
     model: &Model,
@@ -237,7 +237,7 @@ fn encode_prompts(
 /// Loads and encodes every generative suite's prompts without generating anything, so that
 /// a bad prompt file fails in seconds rather than after hours of another suite's generation.
 pub fn preflight(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<()> {
-    for suite in cfg.suites.iter().filter(|s| *s != "ppl") {
+    for &suite in cfg.suites.iter().filter(|s| s.generates()) {
         let (set, _, proto) = suite_prompts(suite, cfg, fetch)?;
         encode_prompts(suite, &set, &proto, model)?;
     }
@@ -246,7 +246,7 @@ pub fn preflight(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Resul
 
 /// Runs one generative suite on `subject`, scoring continuations' NLL under `nll_model`.
 pub fn run_generative(
-    suite: &str,
+    suite: Suite,
     subject: &Subject,
     nll_model: &Model,
     cfg: &EvalConfig,
@@ -404,7 +404,7 @@ pub fn fingerprint(path: &Path) -> Result<String> {
 /// configuration) ran before. Endpoint runs are never cached: the server's model is not
 /// known from the URL.
 pub fn run_suite_cached(
-    suite: &str,
+    suite: Suite,
     subject: &Subject,
     nll_ref: &Subject,
     cfg: &EvalConfig,
@@ -432,7 +432,7 @@ pub fn run_suite_cached(
             return Ok(run);
         }
     }
-    let run = if suite == "ppl" {
+    let run = if suite == Suite::Ppl {
         SuiteRun::Perplexity(run_ppl(subject.model, cfg, fetch)?)
     } else {
         SuiteRun::Generation(run_generative(

@@ -2,7 +2,7 @@
 //! Everything lives in one [`RunConfig`] so that a TOML file can hold all of it, CLI flags
 //! can override single fields, and the resolved config is recorded next to the results.
 
-use crate::eval::suites::parse_suites;
+use crate::eval::suites::{parse_suites, Suite};
 use crate::eval::EvalConfig;
 use crate::probe::{Direction, EpochChoice, Method};
 use crate::runtime::Precision;
@@ -51,7 +51,7 @@ pub struct BehaviourSpec {
     /// Built-in labelled dataset of the probe (`None`: a `data_file` is required).
     pub dataset: Option<&'static str>,
     /// Generative suites that measure the behaviour (capability suites are added).
-    pub suites: &'static [&'static str],
+    pub suites: &'static [Suite],
     /// What is read from those suites.
     pub measure: Measure,
     /// Whether the desired edit lowers the measure.
@@ -64,7 +64,7 @@ impl Behaviour {
         match self {
             Behaviour::Detox => BehaviourSpec {
                 dataset: Some("toxicity"),
-                suites: &["rtp", "toxigen"],
+                suites: &[Suite::Rtp, Suite::Toxigen],
                 measure: Measure::ToxicRate,
                 lower_is_better: true,
             },
@@ -72,13 +72,13 @@ impl Behaviour {
             // refusing (0) answers as a TSV file.
             Behaviour::Jailbreak => BehaviourSpec {
                 dataset: None,
-                suites: &["refusal"],
+                suites: &[Suite::Refusal],
                 measure: Measure::RefusalRate,
                 lower_is_better: false,
             },
             Behaviour::Attitude => BehaviourSpec {
                 dataset: Some("sentiment"),
-                suites: &["rtp"],
+                suites: &[Suite::Rtp],
                 measure: Measure::SentimentMean,
                 lower_is_better: false,
             },
@@ -124,7 +124,8 @@ pub struct RunConfig {
     /// Probe training: learning rate, epochs, kept epoch (`best`, `last` or a 0-based number).
     pub lr: f64,
     pub epochs: usize,
-    pub epoch: String,
+    #[serde(with = "crate::probe::train::epoch_text")]
+    pub epoch: EpochChoice,
     /// How the probe is fitted (`paper`, `logistic`, `mean-diff`); a joint probe
     /// (`layer = "mlp:all"`) needs a closed-form one.
     pub method: Method,
@@ -191,7 +192,7 @@ impl Default for RunConfig {
             lr: 1e-4,
             epochs: 20,
             // The paper keeps the checkpoint of epoch 9.
-            epoch: "9".into(),
+            epoch: EpochChoice::Epoch(9),
             method: Method::Paper,
             standardize: false,
             l2: 1.0,
@@ -252,24 +253,17 @@ impl RunConfig {
         Ok(toml::to_string(self)?)
     }
 
-    /// The kept epoch.
+    /// The kept epoch, checked against the number of epochs.
     pub fn epoch_choice(&self) -> Result<EpochChoice> {
-        Ok(match self.epoch.as_str() {
-            "best" => EpochChoice::BestHeldOut,
-            "last" => EpochChoice::Last,
-            n => {
-                let k: usize = n.parse().with_context(|| {
-                    format!("epoch {n:?}: expected best, last or a 0-based epoch number")
-                })?;
-                if k >= self.epochs {
-                    bail!(
-                        "epoch {k} does not exist: there are {} (0-based)",
-                        self.epochs
-                    );
-                }
-                EpochChoice::Epoch(k)
+        if let EpochChoice::Epoch(k) = self.epoch {
+            if k >= self.epochs {
+                bail!(
+                    "epoch {k} does not exist: there are {} (0-based)",
+                    self.epochs
+                );
             }
-        })
+        }
+        Ok(self.epoch)
     }
 
     /// The evaluation settings: the behaviour's suites plus `ppl` and `kl`, sized by the
@@ -279,14 +273,8 @@ impl RunConfig {
         let suites = match &self.suites {
             Some(list) => parse_suites(list)?,
             None => {
-                let mut s: Vec<String> = self
-                    .behaviour
-                    .spec()
-                    .suites
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                s.extend(["ppl".to_string(), "kl".to_string()]);
+                let mut s = self.behaviour.spec().suites.to_vec();
+                s.extend([Suite::Ppl, Suite::Kl]);
                 s
             }
         };
@@ -345,7 +333,7 @@ mod tests {
         let mut c = RunConfig::default();
         let q = c.eval_config(None).unwrap();
         assert_eq!(q.limit, Some(QUICK_LIMIT));
-        assert_eq!(q.suites, ["rtp", "toxigen", "ppl", "kl"]);
+        assert_eq!(q.suites, [Suite::Rtp, Suite::Toxigen, Suite::Ppl, Suite::Kl]);
         c.profile = Profile::Full;
         let f = c.eval_config(None).unwrap();
         assert_eq!(f.limit, None);

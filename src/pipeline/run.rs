@@ -7,7 +7,7 @@ use super::plots::{tradeoff_svg, Point};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
 use super::session::{Fit, Inputs, Session, Variant};
 use crate::eval::markdown::write_report;
-use crate::eval::Report;
+use crate::eval::{Report, Suite};
 use crate::formats::io::write_atomic;
 use crate::surgery::{Count, EditOptions, Operation, Ranking, SelectOptions};
 use anyhow::{Context, Result};
@@ -306,14 +306,14 @@ pub fn then_config(
     model: PathBuf,
 ) -> RunConfig {
     let suites = cfg.suites.clone().unwrap_or_else(|| {
-        let mut s: Vec<&str> = next.spec().suites.to_vec();
+        let mut s = next.spec().suites.to_vec();
         for x in cfg.behaviour.spec().suites {
             if !s.contains(x) {
-                s.push(x);
+                s.push(*x);
             }
         }
-        s.extend(["ppl", "kl"]);
-        s.join(",")
+        s.extend([Suite::Ppl, Suite::Kl]);
+        s.iter().map(|x| x.name()).collect::<Vec<_>>().join(",")
     });
     let step = format!("then-{}", next.name());
     RunConfig {

@@ -50,6 +50,49 @@ pub enum EpochChoice {
     Epoch(usize),
 }
 
+impl std::str::FromStr for EpochChoice {
+    type Err = anyhow::Error;
+
+    /// `best`, `last` or a 0-based epoch number (the spelling of config files and flags).
+    fn from_str(s: &str) -> Result<EpochChoice> {
+        Ok(match s {
+            "best" => EpochChoice::BestHeldOut,
+            "last" => EpochChoice::Last,
+            n => EpochChoice::Epoch(n.parse().map_err(|_| {
+                anyhow::anyhow!("epoch {n:?}: expected best, last or a 0-based epoch number")
+            })?),
+        })
+    }
+}
+
+impl std::fmt::Display for EpochChoice {
+    /// The spelling [`std::str::FromStr`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EpochChoice::BestHeldOut => f.write_str("best"),
+            EpochChoice::Last => f.write_str("last"),
+            EpochChoice::Epoch(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// Serde as the text spelling (`"best"`, `"last"`, `"9"`), for config files; reports keep
+/// the derived form.
+pub mod epoch_text {
+    use super::EpochChoice;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Writes the spelling.
+    pub fn serialize<S: Serializer>(e: &EpochChoice, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(e)
+    }
+
+    /// Reads the spelling, failing with what was expected.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EpochChoice, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 /// Training hyper-parameters; the defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainOptions {
