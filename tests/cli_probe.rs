@@ -8,19 +8,9 @@ use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::probe::Probe;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 fn scalpel(cache: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_scalpel"))
-        .env("SCALPEL_CACHE", cache)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::scalpel_in(cache, args).parts()
 }
 
 fn write_tsv(path: &Path, n: usize, one_class: bool) {
@@ -222,29 +212,23 @@ fn bad_inputs_are_one_line_errors() {
 /// A few hundred real tweets through the default model: the probe must find the signal, and
 /// pooling must not depend on the batch.
 #[test]
+#[ignore = "needs SCALPEL_MODEL and the toxicity dataset (SCALPEL_MIRROR)"]
 fn default_model_probe_on_a_toxicity_sample() {
-    let Some(model_path) = common::default_model() else {
-        return;
-    };
+    let model_path = common::default_model();
     use scalpel::assets::FetchOptions;
     use scalpel::data::{builtin, BuiltinOptions, Dataset};
     use scalpel::probe::{collect, train, CollectOptions, Method, TrainOptions};
     use scalpel::runtime::{LoadOptions, Model, Point, Precision};
-    let fetch = match FetchOptions::from_env() {
-        Ok(f) => f,
-        Err(e) => return eprintln!("skipped: {e:#}"),
-    };
-    let full = match builtin(
+    let fetch = FetchOptions::from_env().unwrap();
+    let full = builtin(
         "toxicity",
         &fetch,
         &BuiltinOptions {
             balance_seed: Some(0),
             ..Default::default()
         },
-    ) {
-        Ok(ds) => ds,
-        Err(e) => return eprintln!("skipped: toxicity dataset unavailable: {e:#}"),
-    };
+    )
+    .expect("the toxicity dataset (from the cache, or SCALPEL_MIRROR)");
     let ds = Dataset::new(
         "toxicity-sample",
         full.shuffled(1).items.into_iter().take(240).collect(),

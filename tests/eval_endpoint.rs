@@ -35,14 +35,14 @@ fn models_ready(port: u16) -> bool {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_MODEL, SCALPEL_MIRROR and SCALPEL_LLAMACPP_SERVER_TESTS=1 (llama-cpp-python)"]
 fn eval_through_a_llamacpp_server() {
-    if std::env::var("SCALPEL_LLAMACPP_SERVER_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set SCALPEL_LLAMACPP_SERVER_TESTS=1 to run the llama.cpp server test");
-        return;
-    }
-    let Some(model) = common::default_model() else {
-        return;
-    };
+    assert_eq!(
+        std::env::var("SCALPEL_LLAMACPP_SERVER_TESTS").as_deref(),
+        Ok("1"),
+        "set SCALPEL_LLAMACPP_SERVER_TESTS=1 (with llama-cpp-python installed) to run the llama.cpp server test; scripts/test.sh skips it otherwise"
+    );
+    let model = common::default_model();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -69,7 +69,9 @@ fn eval_through_a_llamacpp_server() {
     }
     let out_dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let out = Command::new(env!("CARGO_BIN_EXE_scalpel"))
+    let cache = tempfile::tempdir().unwrap();
+    let out = common::scalpel_cmd(cache.path())
+        .env("SCALPEL_MIRROR", common::env_path("SCALPEL_MIRROR", "the prompt sets"))
         .args(["eval", model.to_str().unwrap(), "--endpoint", &url])
         .args(["--suite", "rtp,refusal", "--limit", "4", "--max-new", "12"])
         .args(["--no-cache", "--out", out_dir.path().to_str().unwrap()])

@@ -1,34 +1,16 @@
 //! `scalpel run` end to end on a tiny random model: every stage wired (probe, selection,
 //! edit, controls, evaluation, summary), every artefact written, the summary parseable.
 
+mod common;
+
 use scalpel::assets::FetchOptions;
 use scalpel::data::Dataset;
-use scalpel::eval::suites::Scorers;
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::pipeline::sweep::{self, SweepOptions};
 use scalpel::pipeline::{self, ablate, Inputs, RunConfig, RunSummary};
 use scalpel::probe::EpochChoice;
-use std::path::{Path, PathBuf};
-
-fn scorers() -> Option<Scorers> {
-    let (Some(onnx), Some(vader)) = (
-        std::env::var_os("SCALPEL_HATESONAR_ONNX"),
-        std::env::var_os("SCALPEL_VADER_DIR"),
-    ) else {
-        eprintln!("skipped: SCALPEL_HATESONAR_ONNX / SCALPEL_VADER_DIR not set (scripts/test.sh sets them)");
-        return None;
-    };
-    let vader = PathBuf::from(vader);
-    Some(
-        Scorers::from_paths(
-            Path::new(&onnx),
-            &vader.join("vader_lexicon.txt"),
-            &vader.join("emoji_utf8_lexicon.txt"),
-        )
-        .unwrap(),
-    )
-}
+use std::path::Path;
 
 /// 48 labelled texts the tiny model can tell apart only by chance; the pipeline does not
 /// care, it must run every stage.
@@ -87,10 +69,9 @@ fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn run_writes_every_artefact_on_a_tiny_model() {
-    let Some(scorers) = scorers() else {
-        return;
-    };
+    let scorers = common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 2);
     // A second behaviour on the edited model, from a labelled file.
@@ -178,10 +159,9 @@ fn run_writes_every_artefact_on_a_tiny_model() {
 }
 
 #[test]
+#[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn sweep_and_ablate_run_on_a_tiny_model() {
-    let Some(scorers) = scorers() else {
-        return;
-    };
+    let scorers = common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 4);
     let fetch = FetchOptions::from_env().unwrap();

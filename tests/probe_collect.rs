@@ -1,8 +1,9 @@
 //! Activation collection on a tiny random Llama: where the points are, pooling and padding,
 //! multi-point passes, truncation and the activation cache.
 
+mod common;
+
 use scalpel::data::Dataset;
-use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::probe::{collect, parse_points, CollectOptions, Pool};
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
@@ -13,8 +14,7 @@ fn tiny_model(dir: &Path) -> (Model, TinySpec) {
         blocks: 3,
         ..TinySpec::default()
     };
-    let path = dir.join("tiny.gguf");
-    tiny::write_gguf(&path, &spec, 11, GgmlType::F32).unwrap();
+    let path = common::tiny_gguf(dir, &spec, 11);
     let model = Model::load(
         &path,
         &LoadOptions {

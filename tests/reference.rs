@@ -12,10 +12,9 @@ use scalpel::runtime::{LoadOptions, Logits, Model, Precision};
 use common::{cosine, top5, PROMPTS};
 
 #[test]
+#[ignore = "needs SCALPEL_MODEL"]
 fn last_logits_match_candle_quantized_llama_in_f32() {
-    let Some(path) = common::default_model() else {
-        return;
-    };
+    let path = common::default_model();
     // candle reads this once per thread, at the first quantised matmul it builds; this file
     // holds a single test so no other thread has read it yet.
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");

@@ -1,10 +1,11 @@
 //! The behaviour-specific variants of selection and edit (joint probe slices, norm-aware
 //! ranking, activation scores, α scales) on a tiny model, against direct computations.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use scalpel::formats::ggml::GgmlType;
-use scalpel::formats::tiny::{self, TinySpec};
+use scalpel::formats::tiny::TinySpec;
 use scalpel::probe::{Direction, Probe};
 use scalpel::surgery::activation::activation_scores;
 use scalpel::surgery::edit::random_direction;
@@ -15,8 +16,7 @@ use scalpel::surgery::{
 
 fn tiny_model(dir: &std::path::Path) -> (ModelFile, TinySpec) {
     let spec = TinySpec::default();
-    let p = dir.join("m.gguf");
-    tiny::write_gguf(&p, &spec, 11, GgmlType::F32).unwrap();
+    let p = common::tiny_gguf(dir, &spec, 11);
     (ModelFile::open(&p).unwrap(), spec)
 }
 

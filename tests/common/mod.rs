@@ -1,20 +1,102 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::process::Command;
 
-/// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) named by `SCALPEL_MODEL`, or `None`
-/// with a printed skip line. `.ci/run` fetches the model and sets the variable.
-pub fn default_model() -> Option<PathBuf> {
-    match std::env::var_os("SCALPEL_MODEL") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!(
-                "skipped: SCALPEL_MODEL is not set (run `scalpel fetch` and point it at the GGUF)"
-            );
-            None
+/// A file or folder named by the environment variable `var`. Tests that need one are
+/// `#[ignore = "needs VAR"]`, so a plain `cargo test` lists them as ignored rather than
+/// passing without running; `scripts/test.sh` sets the variables and runs them with
+/// `--include-ignored`, where a missing variable is a failure that says what to set.
+pub fn env_path(var: &str, hint: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(p) => PathBuf::from(p),
+        None => panic!("{var} is not set ({hint}; scripts/test.sh sets it)"),
+    }
+}
+
+/// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) named by `SCALPEL_MODEL`.
+pub fn default_model() -> PathBuf {
+    env_path(
+        "SCALPEL_MODEL",
+        "run `scalpel fetch smollm2-135m-instruct` and point it at the GGUF",
+    )
+}
+
+/// Writes a tiny random Llama-shaped GGUF (f32 weights, `seed`) as `dir/tiny.gguf`.
+pub fn tiny_gguf(dir: &Path, spec: &scalpel::formats::tiny::TinySpec, seed: u64) -> PathBuf {
+    let p = dir.join("tiny.gguf");
+    scalpel::formats::tiny::write_gguf(&p, spec, seed, scalpel::formats::ggml::GgmlType::F32)
+        .unwrap();
+    p
+}
+
+/// The evaluation scorers from `SCALPEL_HATESONAR_ONNX` (the hatesonar ONNX file) and
+/// `SCALPEL_VADER_DIR` (a folder with both VADER lexicons); see [`env_path`].
+pub fn scorers() -> scalpel::eval::suites::Scorers {
+    let onnx = env_path("SCALPEL_HATESONAR_ONNX", "`scalpel fetch hatesonar-model`");
+    let vader = env_path(
+        "SCALPEL_VADER_DIR",
+        "a folder holding vader_lexicon.txt and emoji_utf8_lexicon.txt",
+    );
+    scalpel::eval::suites::Scorers::from_paths(
+        &onnx,
+        &vader.join("vader_lexicon.txt"),
+        &vader.join("emoji_utf8_lexicon.txt"),
+    )
+    .unwrap()
+}
+
+/// The scalpel binary with an isolated environment: `SCALPEL_CACHE` is `cache` and
+/// `SCALPEL_MIRROR` is unset, so a test reads and writes only what it set up (one that needs
+/// the shared mirror sets it on the returned command).
+pub fn scalpel_cmd(cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalpel"));
+    cmd.env("SCALPEL_CACHE", cache).env_remove("SCALPEL_MIRROR");
+    cmd
+}
+
+/// What a finished command printed.
+pub struct Run {
+    /// Exit status 0.
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(out: std::process::Output) -> Run {
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+
+    /// `(ok, stdout, stderr)`.
+    pub fn parts(self) -> (bool, String, String) {
+        (self.ok, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `scalpel args` isolated as [`scalpel_cmd`], with the cache at `cache`.
+pub fn scalpel_in<I, S>(cache: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Run::of(scalpel_cmd(cache).args(args).output().unwrap())
+}
+
+/// Runs `scalpel args` isolated as [`scalpel_cmd`], with a fresh empty cache.
+pub fn scalpel<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let cache = tempfile::tempdir().unwrap();
+    scalpel_in(cache.path(), args)
 }
 
 use candle_core::quantized::gguf_file;
@@ -111,15 +193,10 @@ pub fn top5(v: &[f32]) -> Vec<usize> {
 }
 
 /// A real model file named by an environment variable (`scripts/test.sh` fetches it and
-/// sets the variable), or `None` with a printed skip line.
-pub fn model_from_env(var: &str, asset: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!(
-                "skipped: {var} is not set (run `scalpel fetch {asset}` and point it at the GGUF)"
-            );
-            None
-        }
-    }
+/// sets the variable); see [`env_path`].
+pub fn model_from_env(var: &str, asset: &str) -> PathBuf {
+    env_path(
+        var,
+        &format!("run `scalpel fetch {asset}` and point it at the GGUF"),
+    )
 }
