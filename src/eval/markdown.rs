@@ -2,7 +2,8 @@
 //! file written atomically.
 
 use crate::eval::plots;
-use crate::eval::report::Ci;
+use crate::eval::config::Suite;
+use crate::eval::report::{Ci, SuiteRun};
 use crate::eval::run::{ModelReport, Report, SuiteSummary};
 use crate::formats::io::write_atomic;
 use anyhow::Result;
@@ -34,12 +35,25 @@ fn p(v: f64) -> String {
     }
 }
 
-/// Renders the Markdown report.
+/// Renders the Markdown report: the models and settings, warnings, the behaviour table,
+/// paired differences, capability, throughput and data licences, in that order.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let models: Vec<&ModelReport> = r.base.iter().chain(std::iter::once(&r.model)).collect();
+    header(&mut s, r, &models);
+    warnings(&mut s, r);
+    behaviour_table(&mut s, r, &models);
+    paired_differences(&mut s, r);
+    capability(&mut s, r, &models);
+    throughput(&mut s, r);
+    licences(&mut s, &models);
+    s
+}
+
+/// The title, the models and the settings that decide the numbers.
+fn header(s: &mut String, r: &Report, models: &[&ModelReport]) {
     let _ = writeln!(s, "# scalpel evaluation\n");
-    for m in &models {
+    for m in models {
         let _ = writeln!(
             s,
             "- **{}**: `{}` (sha256 `{}`, generation: {})",
@@ -50,10 +64,11 @@ pub fn render(r: &Report) -> String {
         );
     }
     let c = &r.config;
+    let suites: Vec<&str> = c.suites.iter().map(|x| x.name()).collect();
     let _ = writeln!(
         s,
         "- config: suites {}, limit {}, max-new {}, toxigen {}/group, seed {}, precision {:?}, batch {}, toxic ≥ {}, bootstrap {} resamples (95 %)\n",
-        c.suites.iter().map(|x| x.name()).collect::<Vec<_>>().join(","),
+        suites.join(","),
         c.limit.map_or("none".into(), |l| l.to_string()),
         c.max_new.map_or("protocol".into(), |l| l.to_string()),
         c.toxigen_per_group,
@@ -63,6 +78,9 @@ pub fn render(r: &Report) -> String {
         c.threshold,
         c.bootstrap_resamples
     );
+}
+
+fn warnings(s: &mut String, r: &Report) {
     if !r.warnings.is_empty() {
         let _ = writeln!(s, "## Warnings\n");
         for w in &r.warnings {
@@ -70,6 +88,10 @@ pub fn render(r: &Report) -> String {
         }
         s.push('\n');
     }
+}
+
+/// One row per generative suite and model: behaviour beside the fluency of the same texts.
+fn behaviour_table(s: &mut String, r: &Report, models: &[&ModelReport]) {
     let _ = writeln!(
         s,
         "## Behaviour and fluency of the same continuations\n\nFluency columns describe the very continuations that were scored: perplexity under the base model (teacher forcing, continuation tokens only), repeated 3-gram rate, non-word share, empty share. A behaviour drop that comes with broken text is damage, not detoxification.\n"
@@ -79,8 +101,8 @@ pub fn render(r: &Report) -> String {
         "| suite | model | n | % toxic [95 % CI] | mean toxicity | % refusal | sentiment | cont. ppl | rep-3 | non-word | empty |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for suite in &c.suites {
-        for m in &models {
+    for suite in &r.config.suites {
+        for m in models {
             for sum in &m.summaries {
                 if let SuiteSummary::Generation {
                     suite: sname,
@@ -109,34 +131,44 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    if !r.deltas.is_empty() {
+}
+
+/// Edited − base per generative suite, with sign tests.
+fn paired_differences(s: &mut String, r: &Report) {
+    if r.deltas.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Paired differences (edited − base)\n\n| suite | Δ % toxic [95 % CI] | sign test (base-only / edited-only, p) | Δ mean toxicity | Δ % refusal | refusal sign test | Δ sentiment | cont. ppl ratio | identical | common prefix |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for d in &r.deltas {
         let _ = writeln!(
             s,
-            "\n## Paired differences (edited − base)\n\n| suite | Δ % toxic [95 % CI] | sign test (base-only / edited-only, p) | Δ mean toxicity | Δ % refusal | refusal sign test | Δ sentiment | cont. ppl ratio | identical | common prefix |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| {} | {} | {}/{}, p = {} | {} | {} | {}/{}, p = {} | {} | {} | {:.1} % | {:.1} % |",
+            d.suite,
+            pct(&d.toxic_rate),
+            d.toxic_sign.base_only,
+            d.toxic_sign.edited_only,
+            p(d.toxic_sign.p_value),
+            num(&d.toxicity_mean),
+            pct(&d.refusal_rate),
+            d.refusal_sign.base_only,
+            d.refusal_sign.edited_only,
+            p(d.refusal_sign.p_value),
+            num(&d.sentiment_mean),
+            opt(d.perplexity_ratio, 3),
+            d.identical_share * 100.0,
+            d.common_prefix_share * 100.0
         );
-        for d in &r.deltas {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {}/{}, p = {} | {} | {} | {}/{}, p = {} | {} | {} | {:.1} % | {:.1} % |",
-                d.suite,
-                pct(&d.toxic_rate),
-                d.toxic_sign.base_only,
-                d.toxic_sign.edited_only,
-                p(d.toxic_sign.p_value),
-                num(&d.toxicity_mean),
-                pct(&d.refusal_rate),
-                d.refusal_sign.base_only,
-                d.refusal_sign.edited_only,
-                p(d.refusal_sign.p_value),
-                num(&d.sentiment_mean),
-                opt(d.perplexity_ratio, 3),
-                d.identical_share * 100.0,
-                d.common_prefix_share * 100.0
-            );
-        }
     }
+}
+
+/// WikiText-2 perplexity per model, then the ratio, KL and greedy agreement.
+fn capability(s: &mut String, r: &Report, models: &[&ModelReport]) {
+    let c = &r.config;
     let _ = writeln!(s, "\n## Capability\n\n| model | WikiText-2 perplexity [95 % CI] | windows × tokens |\n|---|---|---|");
-    for m in &models {
+    for m in models {
         for sum in &m.summaries {
             if let SuiteSummary::Perplexity(pp) = sum {
                 let _ = writeln!(
@@ -152,43 +184,51 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    if let Some(cap) = &r.capability {
-        s.push('\n');
-        if let Some(ratio) = cap.ppl_ratio {
-            let _ = writeln!(s, "- perplexity ratio edited / base: {ratio:.4}");
-        }
-        if let Some(kl) = &cap.kl {
-            let _ = writeln!(
-                s,
-                "- KL(base ‖ edited), mean per token over {} WikiText windows of {} tokens: {:.5} nats [{:.5}, {:.5}]",
-                cap.kl_windows, c.kl_window, kl.estimate, kl.lo, kl.hi
-            );
-        }
-        if let Some(why) = &cap.kl_skipped {
-            let _ = writeln!(s, "- KL skipped: {why}");
-        }
-        if let Some(d) = r.deltas.iter().find(|d| d.suite == "kl") {
-            let _ = writeln!(
-                s,
-                "- greedy agreement with the base on {} benign prompts: {:.1} % identical, {:.1} % common word prefix",
-                c.benign_prompts,
-                d.identical_share * 100.0,
-                d.common_prefix_share * 100.0
-            );
-        }
+    let Some(cap) = &r.capability else {
+        return;
+    };
+    s.push('\n');
+    if let Some(ratio) = cap.ppl_ratio {
+        let _ = writeln!(s, "- perplexity ratio edited / base: {ratio:.4}");
     }
+    if let Some(kl) = &cap.kl {
+        let _ = writeln!(
+            s,
+            "- KL(base ‖ edited), mean per token over {} WikiText windows of {} tokens: {:.5} nats [{:.5}, {:.5}]",
+            cap.kl_windows, c.kl_window, kl.estimate, kl.lo, kl.hi
+        );
+    }
+    if let Some(why) = &cap.kl_skipped {
+        let _ = writeln!(s, "- KL skipped: {why}");
+    }
+    if let Some(d) = r.deltas.iter().find(|d| d.suite == Suite::Kl.name()) {
+        let _ = writeln!(
+            s,
+            "- greedy agreement with the base on {} benign prompts: {:.1} % identical, {:.1} % common word prefix",
+            c.benign_prompts,
+            d.identical_share * 100.0,
+            d.common_prefix_share * 100.0
+        );
+    }
+}
+
+fn throughput(s: &mut String, r: &Report) {
     let t = &r.throughput;
     let _ = writeln!(
         s,
         "\n## Throughput\n\n{} prompts, {} prompt tokens, {} generated tokens in {:.1} s of generation: {:.2} prompts/s, {:.1} generated tokens/s (wall time of the whole evaluation {:.1} s; cached suites report the speed of their original run).",
         t.prompts, t.prompt_tokens, t.generated_tokens, t.secs, t.prompts_per_sec, t.tokens_per_sec, r.wall_secs
     );
+}
+
+/// The licences of every prompt set and corpus used, once each.
+fn licences(s: &mut String, models: &[&ModelReport]) {
     let mut lic: Vec<String> = models
         .iter()
         .flat_map(|m| &m.runs)
         .flat_map(|run| match run {
-            crate::eval::report::SuiteRun::Generation(g) => g.licences.clone(),
-            crate::eval::report::SuiteRun::Perplexity(pp) => vec![pp.licence.clone()],
+            SuiteRun::Generation(g) => g.licences.clone(),
+            SuiteRun::Perplexity(pp) => vec![pp.licence.clone()],
         })
         .collect();
     lic.sort();
@@ -197,7 +237,6 @@ pub fn render(r: &Report) -> String {
     for l in lic {
         let _ = writeln!(s, "- {l}");
     }
-    s
 }
 
 /// Writes `report.json`, `report.md` and the SVG plots into `dir`; returns the paths.

@@ -1,4 +1,6 @@
-//! Evaluation suites and the library entry point [`run_suites`].
+//! Evaluation suites, one at a time: prompt sets, the paper's generation protocols, and
+//! running a suite (local runtime or endpoint) behind a result cache. [`super::run`] runs a
+//! list of them.
 //!
 //! A suite is a prompt set plus the paper's generation protocol (or, for `ppl`, a corpus):
 //!

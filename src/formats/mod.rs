@@ -8,6 +8,9 @@
 //!
 //! - [`ggml`]: ggml tensor types and block geometry.
 //! - [`gguf`]: GGUF reader and writer.
+//! - [`io`]: output-file safety shared by the writers (temp file beside the output, renamed
+//!   when complete; never the input, never an unasked-for file).
+//! - [`names`]: tensor names, llama.cpp's and Hugging Face's, from one table per layout.
 //! - [`patch`]: the reversible patch of an edit (rows before and after, sha256 of tensors).
 //! - [`quant`]: row-wise decode / encode of ggml types (llama.cpp's reference quantizers).
 //! - [`safetensors`]: Hugging Face folders (single file or sharded), reader and writer.

@@ -8,7 +8,8 @@
 //! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
 //!   bottom, chosen by architecture in [`Net`], built from the shared [`layers`];
 //! - [`generate`]: batched generation with a KV cache;
-//! - [`kernels`]: a SIMD matmul for Q4_1 weights, which candle multiplies with a scalar loop.
+//! - [`kernels`]: SIMD matmuls for the quantised types candle multiplies with a scalar loop
+//!   or with 8-bit-rounded inputs (Q4_1, Q8_0, Q5_0), weights kept as stored.
 
 pub mod chat;
 pub mod config;
