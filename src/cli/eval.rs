@@ -6,9 +6,7 @@ use scalpel::assets::FetchOptions;
 use scalpel::eval::markdown::write_report;
 use scalpel::eval::openai::Endpoint;
 use scalpel::eval::run::check_tokenizers;
-use scalpel::eval::suites::{
-    fingerprint, parse_suites, preflight, Scorers, Suite, DEFAULT_SUITES,
-};
+use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, Suite, DEFAULT_SUITES};
 use scalpel::eval::{run_suites, EvalConfig, Subject};
 use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! `report.md` and writing a report folder (`report.json`, `report.md`, SVG plots), every
 //! file written atomically.
 
-use crate::eval::plots;
 use crate::eval::config::Suite;
+use crate::eval::plots;
 use crate::eval::report::{Ci, SuiteRun};
 use crate::eval::run::{ModelReport, Report, SuiteSummary};
 use crate::formats::io::write_atomic;

@@ -21,10 +21,10 @@
 use crate::assets::{self, FetchOptions};
 use crate::data::{self as prompts, PromptOptions, PromptSet};
 use crate::eval::capability::{self, Scored};
-use crate::eval::openai::Endpoint;
-use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
 pub use crate::eval::config::{parse_suites, Suite, DEFAULT_SUITES};
 use crate::eval::config::{EvalConfig, Subject};
+use crate::eval::openai::Endpoint;
+use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
 use crate::formats::io::write_atomic;
 use crate::runtime::generate::{generate, Finish, GenParams};

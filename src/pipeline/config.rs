@@ -333,7 +333,10 @@ mod tests {
         let mut c = RunConfig::default();
         let q = c.eval_config(None).unwrap();
         assert_eq!(q.limit, Some(QUICK_LIMIT));
-        assert_eq!(q.suites, [Suite::Rtp, Suite::Toxigen, Suite::Ppl, Suite::Kl]);
+        assert_eq!(
+            q.suites,
+            [Suite::Rtp, Suite::Toxigen, Suite::Ppl, Suite::Kl]
+        );
         c.profile = Profile::Full;
         let f = c.eval_config(None).unwrap();
         assert_eq!(f.limit, None);

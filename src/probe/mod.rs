@@ -20,8 +20,8 @@ mod standardize;
 pub mod train;
 
 pub use collect::{
-    collect, concat_row, mean_pool, mlp_blocks, parse_points, point_name, Activations, CollectOptions,
-    CollectStats, Pool,
+    collect, concat_row, mean_pool, mlp_blocks, parse_points, point_name, Activations,
+    CollectOptions, CollectStats, Pool,
 };
 pub use file::{Direction, Probe};
 pub use fingerprint::model_fingerprint;

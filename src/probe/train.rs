@@ -319,13 +319,11 @@ fn fit_member(
             let (lin, chosen, log) = fit_paper(data, tr, te, opts);
             (lin, Some(chosen), log)
         }
-        Method::MeanDiff | Method::Logistic => {
-            (
-                Linear2::from_binary(fit_closed(data, tr, opts)?),
-                None,
-                Vec::new(),
-            )
-        }
+        Method::MeanDiff | Method::Logistic => (
+            Linear2::from_binary(fit_closed(data, tr, opts)?),
+            None,
+            Vec::new(),
+        ),
     })
 }
 
