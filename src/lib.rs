@@ -23,6 +23,8 @@
 //!   continuations under the base model, WikiText-2 perplexity, KL to the base, and a report.
 //! - [`probe`]: step 1, the behaviour probe and its file.
 //! - [`pipeline`]: all steps in one call with controls, an α / K sweep and ablations.
+//! - [`progress`]: progress bars (one log line a minute when stderr is not a terminal) and
+//!   the per-stage wall times a run reports.
 //! - [`surgery`]: steps 2 and 3 — select the gate rows most anti-aligned with the probe,
 //!   add `α · w` to them, and write the edited model (GGUF or HF) with a reversible patch
 //!   ([`formats::patch`]).
@@ -33,5 +35,6 @@ pub mod eval;
 pub mod formats;
 pub mod pipeline;
 pub mod probe;
+pub mod progress;
 pub mod runtime;
 pub mod surgery;

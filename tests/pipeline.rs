@@ -151,6 +151,33 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     let back: RunSummary =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(back.rows.len(), 4);
+    // Where the time went: every stage of the method is timed, per model where it runs per
+    // model, and the next step's stages are its own.
+    use scalpel::progress::Stage;
+    let timed = |stage: Stage, subject: &str| {
+        back.timings
+            .iter()
+            .any(|t| t.stage == stage && t.subject.starts_with(subject))
+    };
+    for (stage, subject) in [
+        (Stage::Collection, ""),
+        (Stage::Training, ""),
+        (Stage::Edit, "edited"),
+        (Stage::Edit, "control-random-rows"),
+        (Stage::Generation, "base file"),
+        (Stage::Generation, "edited file"),
+        (Stage::Scoring, "edited file"),
+        (Stage::Perplexity, ""),
+        (Stage::Kl, "control-random-direction"),
+    ] {
+        assert!(
+            timed(stage, subject),
+            "no {stage:?} stage for {subject:?}: {:?}",
+            back.timings
+        );
+    }
+    assert!(!t.timings.is_empty() && t.timings.iter().all(|x| x.secs >= 0.0));
+    assert!(md.contains("Where the time went: collection"), "{md}");
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("## Verdict") && md.contains("control-random-rows"));
     let toml_text = std::fs::read_to_string(out.join("config.toml")).unwrap();

@@ -153,8 +153,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         eprintln!("WARNING {w}");
     }
     println!(
-        "wall {:.0} s; report {}",
+        "wall {:.0} s ({}); report {}",
         s.wall_secs,
+        scalpel::progress::totals_line(&s.timings),
         out.join("summary.md").display()
     );
     Ok(())

@@ -167,7 +167,9 @@ pub fn run_suites(
             if same_tok {
                 let (windows, _) =
                     wikitext_windows(b.model, fetch, cfg.kl_window, Some(cfg.kl_windows))?;
+                let timed = crate::progress::stage(crate::progress::Stage::Kl, &model.label);
                 let kl = capability::kl_per_window(b.model, model.model, &windows)?;
+                drop(timed);
                 cap.kl = Some(Ci::from(bootstrap_mean(&kl, &boot)?));
                 cap.kl_windows = kl.len();
             } else {

@@ -27,10 +27,11 @@ use crate::eval::openai::Endpoint;
 use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
 use crate::formats::io::write_atomic;
+use crate::progress::{stage, Stage};
 use crate::runtime::generate::{generate, Finish, GenParams};
 use crate::runtime::Model;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::{seq::SliceRandom, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -187,15 +188,11 @@ pub fn benign_prompts(fetch: &FetchOptions, n: usize) -> Result<PromptSet> {
 }
 
 fn progress(len: usize, msg: String) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:24} {bar:30} {pos}/{len} [{elapsed}<{eta}] {per_sec:.1}",
-        )
-        .expect("valid template"),
-    );
-    pb.set_message(msg);
-    pb
+    crate::progress::bar(
+        len,
+        msg,
+        "{msg:24} {bar:30} {pos}/{len} [{elapsed}<{eta}] {per_sec:.1}",
+    )
 }
 
 /// The prompts as given to the model (chat template applied when the protocol asks) and
@@ -267,6 +264,7 @@ pub fn run_generative(
         batch_size: cfg.batch_size,
     };
     let pb = progress(ids.len(), format!("{} {suite}", subject.label));
+    let timed = stage(Stage::Generation, format!("{} {suite}", subject.label));
     let t0 = Instant::now();
     let (gens, stats) = match subject.endpoint {
         Some(ep) => Endpoint::generate(ep, &texts, &params, Some(&pb))?,
@@ -274,6 +272,8 @@ pub fn run_generative(
     };
     let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
+    drop(timed);
+    let _timed = stage(Stage::Scoring, format!("{} {suite}", subject.label));
     // NLL under the base model. Reuse the generated ids when they are the base's ids
     // (local generation, same tokenizer, not cut at a stop string); otherwise re-encode.
     let same_tok = std::ptr::eq(nll_model, model)
@@ -435,6 +435,7 @@ pub fn run_suite_cached(
         }
     }
     let run = if suite == Suite::Ppl {
+        let _timed = stage(Stage::Perplexity, &subject.label);
         SuiteRun::Perplexity(run_ppl(subject.model, cfg, fetch)?)
     } else {
         SuiteRun::Generation(run_generative(

@@ -16,6 +16,8 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::progress::{self, StageTime};
+
 /// Labels of the edited model and the controls.
 pub const EDITED: &str = "edited";
 pub const CONTROL_DIRECTION: &str = "control-random-direction";
@@ -53,6 +55,10 @@ pub struct RunSummary {
     pub requantised: Option<(PathBuf, f64)>,
     pub warnings: Vec<String>,
     pub wall_secs: f64,
+    /// Wall time of each stage (collection, training, edit, generation per model, scoring,
+    /// perplexity, KL) in the order they ended; stages served from the cache are absent.
+    #[serde(default)]
+    pub timings: Vec<StageTime>,
     /// The next behaviours' runs (`then`), each on the model this run edited.
     #[serde(default)]
     pub then: Vec<RunSummary>,
@@ -195,6 +201,8 @@ pub fn points(b: Behaviour, rows: &[Row], suite: &str) -> Vec<Point> {
 /// Runs the pipeline and writes the report folder `cfg.out`.
 pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     let t0 = Instant::now();
+    // Stages timed before this run (an earlier command in the same process) are not its.
+    progress::take_timings();
     let out = cfg.out.clone();
     let (fetch, scorers) = (inputs.fetch, inputs.scorers);
     let mut s = Session::start(cfg.clone(), inputs)?;
@@ -233,7 +241,9 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     }
     let (model_path, model_sha256) = (s.model_path.clone(), s.model_sha256.clone());
     let rq_path = out.join(EDITED).join(s.edited_name("model.requantised"));
+    let timed = progress::stage(progress::Stage::Edit, "edited (re-quantised)");
     let rq_err = s.write_requantised(&vs[0], &rq_path)?;
+    drop(timed);
     let suite = rows
         .first()
         .and_then(|r| r.suites.iter().find(|x| x.suite != "kl"))
@@ -260,6 +270,8 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
     }
     let edited_model = out.join(EDITED).join(s.edited_name("model"));
     drop(s);
+    // Taken before `then` runs: the next step starts its own list.
+    let timings = progress::take_timings();
     let mut then = Vec::new();
     if let Some((&next, rest)) = cfg.then.split_first() {
         let next_cfg = then_config(&cfg, next, rest, edited_model);
@@ -286,6 +298,7 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
         requantised: Some((rq_path, rq_err)),
         warnings,
         wall_secs: t0.elapsed().as_secs_f64(),
+        timings,
         then,
     };
     write_atomic(
@@ -344,6 +357,13 @@ pub fn render(s: &RunSummary) -> String {
         s.wall_secs
     );
     let _ = writeln!(m, "## Verdict\n\n{}\n", s.verdict.text);
+    if !s.timings.is_empty() {
+        let _ = writeln!(
+            m,
+            "Where the time went: {} (per model in `summary.json`, `timings`).\n",
+            progress::totals_line(&s.timings)
+        );
+    }
     let p = &s.probe;
     let _ = writeln!(
         m,

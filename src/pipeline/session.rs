@@ -13,6 +13,7 @@ use crate::probe::{
     self, collect, mlp_blocks, parse_points, point_name, Activations, CollectOptions, CollectStats,
     Method, Pool, Probe,
 };
+use crate::progress::{stage, Stage};
 use crate::runtime::{LoadOptions, Model, Point, Precision};
 use crate::surgery::activation::activation_scores;
 use crate::surgery::{
@@ -180,6 +181,7 @@ impl<'a> Session<'a> {
             cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
             progress: true,
         };
+        let _timed = stage(Stage::Collection, self.dataset.name.clone());
         collect(&self.base, &self.dataset, &opts)
     }
 
@@ -220,6 +222,7 @@ impl<'a> Session<'a> {
             ..probe::TrainOptions::default()
         };
         let act = &acts[0];
+        let timed = stage(Stage::Training, point.to_string());
         let t = match &blocks {
             None => probe::train(&act.data, &labels, act.d, &topts),
             Some(_) => {
@@ -228,6 +231,7 @@ impl<'a> Session<'a> {
             }
         }
         .with_context(|| format!("training the probe at {point}"))?;
+        drop(timed);
         let name = match &blocks {
             None => point_name(act.point),
             Some(_) => point.to_string(),
@@ -328,6 +332,7 @@ impl<'a> Session<'a> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let probes_dir = self.cfg.out.join("probes");
         let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
+        let timed = stage(Stage::Edit, v.label.clone());
         let sel = self.select(&probe, v)?;
         crate::formats::io::write_atomic(
             &dir.join("plan.json"),
@@ -347,6 +352,7 @@ impl<'a> Session<'a> {
                 patch: Some(dir.join("edit.patch.safetensors")),
             },
         )?;
+        drop(timed);
         let edited = Model::load(
             &model_out,
             &LoadOptions {

@@ -17,7 +17,6 @@ use crate::formats::io::write_atomic;
 use crate::runtime::{Logits, Model, Point};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor, D};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -339,14 +338,15 @@ fn run(
     // likely to run out of memory) comes first. Stable, so ties keep dataset order.
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
     let mut mats = vec![vec![0f32; n * d]; points.len()];
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} texts [{elapsed}<{eta}] {per_sec}")
-            .expect("valid template"),
-    );
-    if !opts.progress {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    }
+    let pb = if opts.progress {
+        crate::progress::bar(
+            n,
+            format!("collecting {name}"),
+            "{msg} {bar:30} {pos}/{len} texts [{elapsed}<{eta}] {per_sec}",
+        )
+    } else {
+        crate::progress::hidden(n)
+    };
     for chunk in order.chunks(opts.batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
         let (out, mask) = model
