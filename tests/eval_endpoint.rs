@@ -71,7 +71,10 @@ fn eval_through_a_llamacpp_server() {
     let url = format!("http://127.0.0.1:{port}");
     let cache = tempfile::tempdir().unwrap();
     let out = common::scalpel_cmd(cache.path())
-        .env("SCALPEL_MIRROR", common::env_path("SCALPEL_MIRROR", "the prompt sets"))
+        .env(
+            "SCALPEL_MIRROR",
+            common::env_path("SCALPEL_MIRROR", "the prompt sets"),
+        )
         .args(["eval", model.to_str().unwrap(), "--endpoint", &url])
         .args(["--suite", "rtp,refusal", "--limit", "4", "--max-new", "12"])
         .args(["--no-cache", "--out", out_dir.path().to_str().unwrap()])

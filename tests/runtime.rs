@@ -4,8 +4,8 @@
 
 mod common;
 
-use scalpel::runtime::generate::{generate, GenParams};
 use scalpel::probe::mean_pool;
+use scalpel::runtime::generate::{generate, GenParams};
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
 
 fn reference() -> serde_json::Value {
