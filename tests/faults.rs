@@ -563,6 +563,9 @@ fn concurrent_edits_to_one_output() {
     }
 }
 
+/// A change to a patch's JSON.
+type JsonEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 /// Rewrites a patch file's JSON (hashes and stored rows intact).
 fn rewrite_patch(src: &Path, dst: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let bytes = std::fs::read(src).unwrap();
@@ -596,7 +599,7 @@ fn crafted_patches_are_refused_in_one_line() {
         ok(&str_args(&edit_args(m, &f.probe, "0.5", &out, &patch)));
         let bad = d.join("bad.patch");
         let target = d.join("applied");
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        let cases: Vec<(&str, JsonEdit)> = vec![
             (
                 "more rows than it holds",
                 Box::new(|j| j["tensors"][0]["n_rows"] = (1024 + 5).into()),

@@ -59,8 +59,7 @@ pub fn commit(mut outs: Vec<TempOut>, force: bool) -> Result<()> {
         }
     }
     let mut placed: Vec<PathBuf> = Vec::new();
-    for i in 0..outs.len() {
-        let o = &outs[i];
+    for o in &outs {
         if let Err(e) = place(o, force, &mut reg) {
             for p in &placed {
                 remove_any(p);
