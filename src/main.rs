@@ -3,9 +3,13 @@
 
 mod cli;
 
+use std::io::Write;
+
 use clap::Parser;
+use scalpel::formats::io::remove_live_temps;
 
 fn main() {
+    handle_signals();
     let args = cli::Cli::parse();
     if let Err(err) = cli::run(args) {
         // One line, with the whole context chain ("what: where: why"), and a non-zero exit.
@@ -23,5 +27,77 @@ fn main() {
             .collect();
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
+    }
+}
+
+/// Exit status of a process the shell saw killed by SIGPIPE.
+const EXIT_PIPE: i32 = 128 + libc::SIGPIPE;
+
+/// Makes interruptions leave nothing behind and say what happened in one line:
+/// - SIGINT, SIGTERM, SIGHUP are blocked in every thread (threads inherit the mask; std's
+///   `Command` clears it in children) and taken by one thread, which removes this process's
+///   temporary outputs and exits with 128 + the signal, as the default action would report;
+/// - a closed stdout or stderr (`scalpel inspect M | head -1`): `println!` panics on EPIPE
+///   (Rust ignores SIGPIPE, so writes fail instead); the panic hook turns that panic into a
+///   quiet exit with status 141, what the shell shows for a tool killed by SIGPIPE;
+/// - SIGBUS, raised when a memory-mapped input is truncated while being read: one line and
+///   exit 135 instead of a core dump (temporaries are removed by the next write).
+fn handle_signals() {
+    // SAFETY: plain libc calls on a zeroed, then initialised, local signal set; done first in
+    // main, before any other thread exists, so every later thread inherits the mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised signal set owned by this thread; sigwait writes the
+        // signal number into `sig`, a valid local.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        remove_live_temps();
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: interrupted by signal {sig}; temporary outputs removed, no output written"
+        );
+        std::process::exit(128 + sig);
+    });
+
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            remove_live_temps();
+            std::process::exit(EXIT_PIPE);
+        }
+        default(info)
+    }));
+
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MSG: &[u8] = b"error: bus error reading a memory-mapped input: was a model file truncated or changed while scalpel read it?\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(128 + libc::SIGBUS);
+        }
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions; the sigaction
+    // struct is zeroed (empty mask, no flags) and then given the handler's address.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
     }
 }

@@ -83,7 +83,10 @@ fn train_eval_score_on_a_tiny_model() {
     );
 
     for method in ["mean-diff", "logistic"] {
-        let (ok, _, err) = train(&s(&d.join("m.st")), &["--method", method, "--pool", "last"]);
+        let (ok, _, err) = train(
+            &s(&d.join("m.st")),
+            &["--method", method, "--pool", "last", "--force"],
+        );
         assert!(ok, "{method}: {err}");
     }
     let (ok, out, err) = train(&s(&d.join("multi.st")), &["--layer", "final,mlp:1"]);

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use scalpel::formats::io::{check_outputs, OutKind};
 use scalpel::surgery::edit::PAPER_ALPHA;
 use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
 
@@ -50,6 +51,9 @@ pub struct EditArgs {
 /// Runs `scalpel edit`.
 pub fn run(a: &EditArgs) -> Result<()> {
     let t0 = Instant::now();
+    let mut outs = vec![(a.out.as_path(), OutKind::of_model(&a.model))];
+    outs.extend(a.patch.as_deref().map(|p| (p, OutKind::File)));
+    check_outputs(&[a.model.as_path(), a.probe.as_path()], &outs, a.force)?;
     let (model, probe, sel) = run_selection(&a.model, &a.probe, &a.sel)?;
     let t_sel = t0.elapsed().as_secs_f64();
     let opts = EditOptions {

@@ -89,6 +89,12 @@ pub struct EvalArgs {
 
 /// Runs `scalpel eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
+    let ins: Vec<&std::path::Path> = [Some(&a.model), a.baseline.as_ref(), a.prompts.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    scalpel::formats::io::check_not_input(&ins, &a.out)?;
     let mut suites = parse_suites(&a.suite)?;
     if a.prompts.is_some() && !suites.contains(&Suite::File) {
         suites.push(Suite::File);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use scalpel::formats::io::{check_outputs, OutKind};
 use scalpel::formats::patch::Patch;
 
 /// Arguments of `scalpel patch`.
@@ -43,6 +44,11 @@ pub fn run(a: &PatchArgs) -> Result<()> {
         PatchAction::Apply(io) => (io, true),
         PatchAction::Revert(io) => (io, false),
     };
+    check_outputs(
+        &[io.model.as_path(), io.patch.as_path()],
+        &[(io.out.as_path(), OutKind::of_model(&io.model))],
+        io.force,
+    )?;
     let p = Patch::load(&io.patch)?;
     p.write(&io.model, &io.out, io.force, forward)?;
     let rows: usize = p.tensors.iter().map(|t| t.rows.len()).sum();

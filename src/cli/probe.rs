@@ -5,6 +5,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use scalpel::assets::{default_cache_dir, FetchOptions};
 use scalpel::data::{self, BuiltinOptions, Dataset, JsonlFormat};
+use scalpel::formats::io::{check_outputs, write_file, OutKind};
 use scalpel::probe::{
     self, collect, concat_row, metrics, parse_points, point_name, Activations, CollectOptions,
     CollectStats, EpochChoice, Method, Pool, Probe, TrainOptions,
@@ -135,6 +136,9 @@ pub struct TrainArgs {
     /// Also write the report (metrics, loss per epoch, collection speed) as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `scalpel probe eval`.
@@ -160,6 +164,9 @@ pub struct EvalArgs {
     /// Write the metrics as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Overwrite an existing report.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `scalpel probe score`.
@@ -205,6 +212,14 @@ fn load_dataset(a: &DataArgs, seed: u64) -> Result<Dataset> {
     let ds = if a.balance { ds.balanced(seed) } else { ds };
     ds.validate()?;
     Ok(ds)
+}
+
+/// The files a command reads: the model, the data files and the probe.
+fn inputs<'a>(model: &'a Path, data: &'a DataArgs, probe: Option<&'a Path>) -> Vec<&'a Path> {
+    let mut v = vec![model];
+    v.extend(data.data_file.iter().map(PathBuf::as_path));
+    v.extend(probe);
+    v
 }
 
 fn load_model(path: &Path, precision: Precision) -> Result<Model> {
@@ -297,6 +312,16 @@ fn train(a: TrainArgs) -> Result<()> {
     let ds = load_dataset(&a.data, a.seed)?;
     let model = load_model(&a.model, a.collect.precision)?;
     let points = parse_points(&a.layer, model.config().num_layers)?;
+    // Every output checked before the (slow) collection: one probe per point unless joint.
+    let outs: Vec<PathBuf> = if points.len() > 1 && !a.joint {
+        points.iter().map(|&p| per_point_path(&a.out, p)).collect()
+    } else {
+        vec![a.out.clone()]
+    };
+    let mut out_kinds: Vec<(&Path, OutKind)> =
+        outs.iter().map(|p| (p.as_path(), OutKind::File)).collect();
+    out_kinds.extend(a.report.as_deref().map(|p| (p, OutKind::File)));
+    check_outputs(&inputs(&a.model, &a.data, None), &out_kinds, a.force)?;
     let max_tokens = a.collect.max_tokens.unwrap_or(128);
     let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
@@ -388,7 +413,7 @@ fn train(a: TrainArgs) -> Result<()> {
         } else {
             a.out.clone()
         };
-        probe.save(&out)?;
+        write_file(&out, &probe.to_bytes()?, a.force)?;
         if many {
             println!(
                 "{name:>8}: test accuracy {:.2} %, ROC AUC {:.4}, train accuracy {:.2} % -> {}",
@@ -409,9 +434,10 @@ fn train(a: TrainArgs) -> Result<()> {
             "dataset_sha256": ds.content_hash(), "counts": ds.counts(), "pool": a.pool,
             "max_tokens": max_tokens, "collect": stats, "probes": entries,
         });
-        scalpel::formats::io::write_atomic(
+        write_file(
             path,
             serde_json::to_string_pretty(&report)?.as_bytes(),
+            a.force,
         )?;
         println!("wrote {}", path.display());
     }
@@ -474,6 +500,10 @@ fn print_single(name: &str, r: &probe::TrainReport) {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if let Some(r) = &a.report {
+        let ins = inputs(&a.model, &a.data, Some(&a.probe));
+        check_outputs(&ins, &[(r.as_path(), OutKind::File)], a.force)?;
+    }
     let probe = Probe::load(&a.probe)?;
     let ds = load_dataset(&a.data, a.seed)?;
     let model = load_model(&a.model, a.collect.precision)?;
@@ -523,9 +553,10 @@ fn eval(a: EvalArgs) -> Result<()> {
             "probe": a.probe, "dataset": ds.name, "dataset_sha256": ds.content_hash(),
             "point": layer, "pool": pool, "max_tokens": max_tokens, "metrics": m,
         });
-        scalpel::formats::io::write_atomic(
+        write_file(
             path,
             serde_json::to_string_pretty(&report)?.as_bytes(),
+            a.force,
         )?;
     }
     Ok(())

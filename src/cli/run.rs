@@ -7,7 +7,7 @@ use clap::Args;
 use scalpel::assets::FetchOptions;
 use scalpel::eval::suites::Scorers;
 use scalpel::pipeline::{self, Behaviour, Inputs, Profile, RunConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Flags shared by `run`, `sweep` and `ablate`: each overrides the config file.
 #[derive(Args, Debug, Default)]
@@ -122,6 +122,17 @@ impl ConfigArgs {
         if !self.then.is_empty() {
             c.then = self.then.clone();
         }
+        let ins: Vec<&Path> = [
+            c.model.as_deref(),
+            c.data_file.as_deref(),
+            c.prompts.as_deref(),
+            c.then_data_file.as_deref(),
+            self.config.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        scalpel::formats::io::check_not_input(&ins, &c.out)?;
         Ok(c)
     }
 }

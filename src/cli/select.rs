@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use scalpel::formats::io::write_atomic;
+use scalpel::formats::io::{check_outputs, write_file, OutKind};
 use scalpel::probe::{Direction, Probe};
 use scalpel::surgery::select::{parse_blocks, PAPER_FRACTION};
 use scalpel::surgery::{select, Count, Matrix, ModelFile, Ranking, SelectOptions, Selection};
@@ -113,15 +113,14 @@ pub fn peak_rss_kib() -> Option<u64> {
 /// Runs `scalpel select`.
 pub fn run(a: &SelectArgs) -> Result<()> {
     let t0 = Instant::now();
-    if a.out.exists() && !a.force {
-        bail!(
-            "output {} already exists (use --force to overwrite)",
-            a.out.display()
-        );
-    }
+    check_outputs(
+        &[a.model.as_path(), a.probe.as_path()],
+        &[(a.out.as_path(), OutKind::File)],
+        a.force,
+    )?;
     let (_, _, s) = run_selection(&a.model, &a.probe, &a.sel)?;
     let json = serde_json::to_string_pretty(&s)?;
-    write_atomic(&a.out, json.as_bytes())?;
+    write_file(&a.out, json.as_bytes(), a.force)?;
     let (lo, hi) = (
         s.rows
             .iter()

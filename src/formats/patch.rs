@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::GgufFile;
-use crate::formats::io::{check_output_path, write_atomic};
+use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
 use crate::formats::quant;
 use crate::formats::safetensors::{HfFolder, HfRewrite};
 
@@ -172,21 +172,36 @@ impl PatchTensor {
             bail!(
                 "tensor {} is not the one the patch expects (sha256 {}… ≠ {}…): the patch was made for another model",
                 self.name,
-                &got[..12],
-                &want_in[..12]
+                got.get(..12).unwrap_or(&got),
+                want_in.get(..12).unwrap_or(want_in)
             );
         }
         let (rb_in, rb_out) = (
             quant::row_bytes(from, self.row_len)?,
             quant::row_bytes(to, self.row_len)?,
         );
+        // The sha256 matched, but the patch's JSON (outside the hashes) claims the shape.
+        if self.n_rows.checked_mul(rb_in) != Some(input.len()) {
+            bail!(
+                "tensor {}: the patch says {} rows of {} values, the model's tensor holds {} bytes (corrupt patch?)",
+                self.name,
+                self.n_rows,
+                self.row_len,
+                input.len()
+            );
+        }
         let mut out = Vec::with_capacity(self.n_rows * rb_out);
         let mut stored = self.rows.iter().enumerate().peekable();
         for r in 0..self.n_rows {
             let row_in = &input[r * rb_in..(r + 1) * rb_in];
             match stored.peek() {
                 Some(&(i, &sr)) if sr == r as u64 => {
-                    debug_assert_eq!(&stored_from[i * rb_in..(i + 1) * rb_in], row_in);
+                    if stored_from[i * rb_in..(i + 1) * rb_in] != *row_in {
+                        bail!(
+                            "tensor {}: stored row {r} differs from the model's (corrupt patch?)",
+                            self.name
+                        );
+                    }
                     out.extend_from_slice(&stored_to[i * rb_out..(i + 1) * rb_out]);
                     stored.next();
                 }
@@ -244,15 +259,22 @@ impl Patch {
 
     /// Writes the patch atomically; refuses an existing file unless `force`.
     pub fn save(&self, path: &Path, force: bool) -> Result<u64> {
-        if path.exists() && !force {
-            bail!(
-                "patch {} already exists (use --force to overwrite)",
-                path.display()
-            );
-        }
+        check_outputs(&[], &[(path, OutKind::File)], force)?;
+        let (tmp, n) = self.stage(path)?;
+        commit(vec![tmp], force)?;
+        Ok(n)
+    }
+
+    /// Writes the patch into a temporary beside `path`, to be moved into place together with
+    /// its model ([`crate::formats::io::commit`]); returns it and its size in bytes.
+    pub fn stage(&self, path: &Path) -> Result<(TempOut, u64)> {
+        use std::io::Write;
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes)?;
-        Ok(bytes.len() as u64)
+        let tmp = TempOut::file(path)?;
+        tmp.open()?
+            .write_all(&bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok((tmp, bytes.len() as u64))
     }
 
     /// Reads a patch file.
@@ -292,8 +314,8 @@ impl Patch {
                 quant::row_bytes(ggml(&t.before_type)?, t.row_len)?,
                 quant::row_bytes(ggml(&t.after_type)?, t.row_len)?,
             );
-            if t.before.len() != n * rb0
-                || t.after.len() != n * rb1
+            if n.checked_mul(rb0) != Some(t.before.len())
+                || n.checked_mul(rb1) != Some(t.after.len())
                 || t.rows.windows(2).any(|w| w[0] >= w[1])
                 || t.rows.last().is_some_and(|&r| r >= t.n_rows as u64)
             {
@@ -324,6 +346,10 @@ impl Patch {
             )
         };
         let is_dir = model.is_dir();
+        if self.format != "hf" && self.format != "gguf" {
+            bail!("patch format {:?} is neither gguf nor hf", self.format);
+        }
+        check_outputs(&[model], &[(out, OutKind::of_model(model))], force)?;
         if is_dir != (self.format == "hf") {
             bail!(
                 "patch is for a {} model, {} is not one",
@@ -336,7 +362,13 @@ impl Patch {
             let mut rw = HfRewrite::new(&src);
             for t in &self.tensors {
                 let st = src.require_tensor(&t.name)?;
-                if sha256_hex(src.tensor_bytes(st)) != side(t)?.2 {
+                let (ty_in, _, hash) = side(t)?;
+                let bytes = src.tensor_bytes(st);
+                let fits = quant::row_bytes(ty_in, t.row_len)
+                    .ok()
+                    .and_then(|rb| rb.checked_mul(t.n_rows))
+                    == Some(bytes.len());
+                if !fits || sha256_hex(bytes) != hash {
                     bail!("{}", mismatch(&t.name));
                 }
                 rw.replace(&t.name)?;
@@ -362,7 +394,6 @@ impl Patch {
                 }
                 rw.replace(&t.name, ty_out)?;
             }
-            check_output_path(model, out, force)?;
             let by_name: HashMap<&str, &PatchTensor> =
                 self.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
             rw.write(out, force, &mut |info, bytes, w| {

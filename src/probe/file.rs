@@ -134,16 +134,20 @@ impl Probe {
         Ok(())
     }
 
-    /// Writes the probe atomically.
+    /// Writes the probe atomically (replacing a regular file at `path`).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serialize_f32(
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// The probe file's bytes (safetensors, deterministic).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serialize_f32(
             &[
                 ("weight", &[2, self.d], &self.weight),
                 ("bias", &[2], &self.bias),
             ],
             &self.meta,
-        )?;
-        write_atomic(path, &bytes)
+        )
     }
 
     /// Reads a probe written by scalpel or by the paper's code (converted to safetensors).

@@ -10,6 +10,7 @@ use super::edit::EditPlan;
 use super::model::ModelFile;
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::GgufRewrite;
+use crate::formats::io::{check_outputs, commit, OutKind};
 use crate::formats::patch::{Patch, PatchTensor};
 use crate::formats::quant;
 use crate::formats::safetensors::HfRewrite;
@@ -97,8 +98,10 @@ fn edit_tensor(
 ///
 /// Everything is checked before the first byte is written: tensors exist and are matrices,
 /// rows are in range and edited once, deltas have the row length and are finite, the type
-/// can be re-encoded, outputs are not the input and do not exist unless `force`. Outputs
-/// appear only when complete; if the patch cannot be written the model output is removed.
+/// can be re-encoded, outputs are not the input, not each other, replaceable (a regular file
+/// or a model folder) and exist only with `force`, and their folders are writable. Model and
+/// patch are written as temporaries and moved into place as one unit
+/// ([`crate::formats::io::commit`]): at no instant is the model at `out` without its own patch.
 pub fn write_edited(
     model: &ModelFile,
     plan: &EditPlan,
@@ -128,12 +131,18 @@ pub fn write_edited(
         }
         shapes.insert(name, (n_rows, row_len, ty));
     }
+    let kind = match model {
+        ModelFile::Gguf(_) => OutKind::File,
+        ModelFile::Hf(_) => OutKind::Folder,
+    };
+    let mut outputs = vec![(out, kind)];
     if let Some(p) = &opts.patch {
-        crate::formats::io::check_output_path(model.path(), p, opts.force)?;
         if crate::formats::io::same_path(p, out) {
             bail!("--patch and --out are the same path {}", p.display());
         }
+        outputs.push((p.as_path(), OutKind::File));
     }
+    check_outputs(&[model.path()], &outputs, opts.force)?;
     let mut report = WriteReport {
         tensors: groups.len(),
         rows: plan.rows.len(),
@@ -145,7 +154,7 @@ pub fn write_edited(
         info: plan.info.clone(),
         tensors: Vec::new(),
     };
-    match model {
+    let staged = match model {
         ModelFile::Gguf(src) => {
             let mut rw = GgufRewrite::new(src);
             for (&name, &(_, _, ty)) in &shapes {
@@ -158,7 +167,7 @@ pub fn write_edited(
                     },
                 )?;
             }
-            rw.write(out, opts.force, &mut |info, bytes, w| {
+            rw.stage(out, &mut |info, bytes, w| {
                 let ty_out = if opts.keep_precision {
                     GgmlType::F32
                 } else {
@@ -180,8 +189,7 @@ pub fn write_edited(
                     )?);
                 }
                 Ok(w.write_all(&new)?)
-            })?;
-            report.bytes_written = std::fs::metadata(out)?.len();
+            })?
         }
         ModelFile::Hf(src) => {
             if opts.keep_precision {
@@ -191,7 +199,7 @@ pub fn write_edited(
             for &name in shapes.keys() {
                 rw.replace(name)?;
             }
-            rw.write(out, opts.force, &mut |t, bytes| {
+            rw.stage(out, &mut |t, bytes| {
                 let (_, row_len, ty) = shapes[t.name.as_str()];
                 let new = edit_tensor(
                     &t.name,
@@ -208,29 +216,22 @@ pub fn write_edited(
                         .push(PatchTensor::diff(&t.name, row_len, ty, bytes, ty, &new)?);
                 }
                 Ok(new)
-            })?;
-            report.bytes_written = std::fs::read_dir(out)?
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum();
+            })?
         }
-    }
+    };
+    report.bytes_written = staged.size()?;
     report.stored_change_norm = report.stored_change_norm.sqrt();
     report.error_norm = report.error_norm.sqrt();
     report.patch_rows = patch.tensors.iter().map(|t| t.rows.len()).sum();
+    let mut unit = Vec::with_capacity(2);
     if let Some(p) = &opts.patch {
-        match patch.save(p, opts.force) {
-            Ok(n) => report.patch_bytes = Some(n),
-            Err(e) => {
-                // A model without its patch cannot be reverted: do not leave it behind.
-                if model.format() == "gguf" {
-                    let _ = std::fs::remove_file(out);
-                }
-                return Err(e);
-            }
-        }
+        let (tmp, n) = patch.stage(p)?;
+        report.patch_bytes = Some(n);
+        unit.push(tmp);
     }
+    // The model last: it is the output the patch belongs to (see `commit`).
+    unit.push(staged);
+    commit(unit, opts.force)?;
     Ok(report)
 }
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{align_up, GgufFile, MetaValue, TensorInfo, DEFAULT_ALIGNMENT, MAGIC};
 use crate::formats::ggml::GgmlType;
-use crate::formats::io::{check_output_path, TempFile};
+use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
 
 /// A tensor to write: its data's size follows from `dims` and `ty`.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,19 @@ pub fn write_gguf(
     tensors: &[TensorSpec],
     data: &mut dyn FnMut(usize, &TensorSpec, &mut dyn Write) -> Result<()>,
 ) -> Result<()> {
+    let tmp = stage_gguf(path, version, metadata, tensors, data)?;
+    commit(vec![tmp], true).with_context(|| format!("writing GGUF {}", path.display()))
+}
+
+/// [`write_gguf`] into a temporary beside `path`, not yet moved into place (see
+/// [`crate::formats::io::commit`]).
+pub fn stage_gguf(
+    path: &Path,
+    version: u32,
+    metadata: &[(String, MetaValue)],
+    tensors: &[TensorSpec],
+    data: &mut dyn FnMut(usize, &TensorSpec, &mut dyn Write) -> Result<()>,
+) -> Result<TempOut> {
     write_inner(path, version, metadata, tensors, data)
         .with_context(|| format!("writing GGUF {}", path.display()))
 }
@@ -44,7 +57,7 @@ fn write_inner(
     metadata: &[(String, MetaValue)],
     tensors: &[TensorSpec],
     data: &mut dyn FnMut(usize, &TensorSpec, &mut dyn Write) -> Result<()>,
-) -> Result<()> {
+) -> Result<TempOut> {
     if !(2..=3).contains(&version) {
         bail!("cannot write GGUF version {version}");
     }
@@ -72,8 +85,8 @@ fn write_inner(
         }
     }
 
-    let tmp = TempFile::create(path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.file()?);
+    let tmp = TempOut::file(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.open()?);
     // The header (vocabulary included) is a few MB at most: build it whole, then stream data.
     let mut head = Vec::with_capacity(1 << 16);
     head.extend_from_slice(&MAGIC.to_le_bytes());
@@ -117,7 +130,7 @@ fn write_inner(
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     drop(file);
-    tmp.commit()
+    Ok(tmp)
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
@@ -223,7 +236,14 @@ impl<'a> GgufRewrite<'a> {
     /// for each replaced tensor and must write its new bytes in the declared type. Refuses
     /// `out` equal to the input, and an existing `out` unless `force`.
     pub fn write(&self, out: &Path, force: bool, produce: &mut TensorProducer<'_>) -> Result<()> {
-        check_output_path(&self.src.path, out, force)?;
+        check_outputs(&[&self.src.path], &[(out, OutKind::File)], force)?;
+        let tmp = self.stage(out, produce)?;
+        commit(vec![tmp], force).with_context(|| format!("writing GGUF {}", out.display()))
+    }
+
+    /// [`GgufRewrite::write`] into a temporary beside `out`, not yet moved into place and
+    /// with no check of `out` (the caller checked every output first).
+    pub fn stage(&self, out: &Path, produce: &mut TensorProducer<'_>) -> Result<TempOut> {
         let specs: Vec<TensorSpec> = self
             .src
             .tensors
@@ -235,7 +255,7 @@ impl<'a> GgufRewrite<'a> {
             })
             .collect();
         let src = self.src;
-        write_gguf(
+        stage_gguf(
             out,
             src.version,
             &self.metadata,

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::{HfFolder, HfTensor};
-use crate::formats::io::{check_output_path, TempFile};
+use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
 
 /// Returns the new bytes of a replaced tensor from `(tensor, old bytes)`.
 pub type HfProducer<'p> = dyn FnMut(&HfTensor, &[u8]) -> Result<Vec<u8>> + 'p;
@@ -18,8 +18,9 @@ pub type HfProducer<'p> = dyn FnMut(&HfTensor, &[u8]) -> Result<Vec<u8>> + 'p;
 /// Every top-level regular file that is not a weight shard (config, tokenizer files, the
 /// index, README, …) is copied byte for byte; subfolders and hidden files are skipped. Each
 /// shard keeps its header and layout; replaced tensors keep their dtype and shape, so the
-/// index stays valid. All files are written as temp files in the output folder and renamed
-/// only when every one of them is complete.
+/// index stays valid. The whole folder is written under a temporary name beside the output
+/// and moved (or, with `--force`, swapped) into place when complete: a reader sees the old
+/// folder or the new one, never a mix, and no file of an earlier output survives.
 pub struct HfRewrite<'a> {
     src: &'a HfFolder,
     replaced: HashSet<String>,
@@ -44,23 +45,29 @@ impl<'a> HfRewrite<'a> {
     /// Writes the folder to `out`. `produce(tensor, old_bytes)` is called for each replaced
     /// tensor, in file order, and returns its new bytes (same length: same dtype and shape;
     /// see [`super::encode_values`]). Refuses `out` equal to the input, and an existing `out`
-    /// unless `force` (then files of the same names are replaced; others are left alone).
+    /// unless `force` (then it is replaced whole, if it is a model folder).
     pub fn write(&self, out: &Path, force: bool, produce: &mut HfProducer<'_>) -> Result<()> {
-        let created = !out.exists();
-        let r = self.write_inner(out, force, produce);
-        if r.is_err() && created {
-            // Only succeeds when empty: the temp files are gone already.
-            let _ = std::fs::remove_dir(out);
-        }
+        let r = check_outputs(&[&self.src.dir], &[(out, OutKind::Folder)], force)
+            .and_then(|_| self.stage(out, produce))
+            .and_then(|tmp| commit(vec![tmp], force));
         r.with_context(|| format!("writing HF model folder {}", out.display()))
     }
 
-    fn write_inner(&self, out: &Path, force: bool, produce: &mut HfProducer<'_>) -> Result<()> {
+    /// [`HfRewrite::write`] into a temporary folder beside `out`, not yet moved into place
+    /// and with no check of `out` (the caller checked every output first).
+    pub fn stage(&self, out: &Path, produce: &mut HfProducer<'_>) -> Result<TempOut> {
+        self.stage_inner(out, produce)
+            .with_context(|| format!("writing HF model folder {}", out.display()))
+    }
+
+    fn stage_inner(&self, out: &Path, produce: &mut HfProducer<'_>) -> Result<TempOut> {
         let src = self.src;
-        check_output_path(&src.dir, out, force)?;
-        std::fs::create_dir_all(out)?;
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let tmp = TempOut::folder(out)?;
         let shard_names: HashSet<&str> = src.shard_files().into_iter().collect();
-        let mut temps = Vec::new();
 
         let mut entries: Vec<_> = std::fs::read_dir(&src.dir)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
@@ -73,17 +80,14 @@ impl<'a> HfRewrite<'a> {
             if shard_names.contains(name_s.as_ref()) {
                 continue;
             }
-            let tmp = TempFile::create(&out.join(&name))?;
-            let mut w = tmp.file()?;
+            let mut w = File::create(tmp.path().join(&name))?;
             let mut r = std::fs::File::open(e.path())
                 .with_context(|| format!("reading {}", e.path().display()))?;
             std::io::copy(&mut r, &mut w)?;
-            temps.push(tmp);
         }
 
         for (si, file) in src.shard_files().into_iter().enumerate() {
-            let tmp = TempFile::create(&out.join(file))?;
-            let mut w = tmp.file()?;
+            let mut w = File::create(tmp.path().join(file))?;
             let path = src.dir.join(file);
             let mut input =
                 File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -114,12 +118,8 @@ impl<'a> HfRewrite<'a> {
                 src.release(t);
             }
             copy_range(&mut input, &mut w, pos, bytes.len())?;
-            temps.push(tmp);
         }
-        for t in temps {
-            t.commit()?;
-        }
-        Ok(())
+        Ok(tmp)
     }
 }
 
