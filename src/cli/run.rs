@@ -122,6 +122,7 @@ impl ConfigArgs {
         if !self.then.is_empty() {
             c.then = self.then.clone();
         }
+        c.validate()?;
         Ok(c)
     }
 }
@@ -185,6 +186,7 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
         fractions: parse_list(&a.fractions, "--fractions")?,
         controls: !a.no_controls,
     };
+    grid.validate()?;
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let out = cfg.out.clone();
