@@ -10,6 +10,19 @@ use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, Suite
 use scalpel::eval::{run_suites, EvalConfig, Subject};
 use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// A clap parser for a positive, finite number of seconds (at most a week).
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v > 0.0 && v <= 7.0 * 86400.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} must be a positive number of seconds (at most a week)"
+        ))
+    }
+}
 
 /// Arguments of `scalpel eval`.
 #[derive(Args, Debug)]
@@ -76,6 +89,12 @@ pub struct EvalArgs {
     /// (e.g. http://127.0.0.1:8080); MODEL is still loaded for tokenizing, ppl and KL.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// Seconds one endpoint request may take, every byte of the answer included.
+    #[arg(long, default_value_t = scalpel::eval::openai::DEFAULT_REQUEST_TIMEOUT.as_secs_f64(), value_parser = positive_secs)]
+    pub endpoint_timeout: f64,
+    /// Seconds all endpoint requests of the run may take together (default: no limit).
+    #[arg(long, value_parser = positive_secs)]
+    pub endpoint_deadline: Option<f64>,
     /// Compare models whose tokenizers differ (KL is then skipped).
     #[arg(long)]
     pub allow_tokenizer_mismatch: bool,
@@ -106,7 +125,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         max_new: a.max_new,
         toxigen_per_group: a.toxigen_per_group,
         seed: a.seed,
-        batch_size: a.batch_size.max(1),
+        batch_size: a.batch_size,
         precision: a.precision,
         threshold: a.threshold,
         ppl_window: a.ppl_window,
@@ -121,15 +140,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
         allow_tokenizer_mismatch: a.allow_tokenizer_mismatch,
         cache_dir: (!a.no_cache).then(|| fetch.cache_dir.join("eval")),
     };
+    // Every setting is checked before any model loads or file is written.
+    cfg.validate()?;
+    let endpoint = a
+        .endpoint
+        .as_deref()
+        .map(|u| {
+            Endpoint::new(u, &a.model.display().to_string())?.with_deadlines(
+                Duration::from_secs_f64(a.endpoint_timeout),
+                a.endpoint_deadline.map(Duration::from_secs_f64),
+            )
+        })
+        .transpose()?;
     let opts = LoadOptions {
         precision: a.precision,
     };
     let model = Model::load(&a.model, &opts)?;
-    let endpoint = a
-        .endpoint
-        .as_deref()
-        .map(|u| Endpoint::new(u, &a.model.display().to_string()))
-        .transpose()?;
     let subject = Subject {
         label: if a.baseline.is_some() {
             "edited"

@@ -42,6 +42,10 @@ pub struct GenerateArgs {
     /// How matrices are held in memory.
     #[arg(long, value_enum, default_value_t = Precision::Native)]
     pub precision: Precision,
+    /// Refuse prompts longer than this many tokens (a prompt near the context costs minutes
+    /// and gigabytes of attention on a CPU; raise it deliberately).
+    #[arg(long, default_value_t = 2048)]
+    pub max_prompt_tokens: usize,
     /// Print JSON lines (prompt, continuation, finish reason) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +67,33 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         !prompts.is_empty(),
         "no prompt given (use --prompt or --prompts-file)"
     );
+    // Settings are checked before the model loads, so a typo costs nothing.
+    let params = GenParams {
+        max_new_tokens: a.max_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        stop: a.stop.clone(),
+        batch_size: a.batch_size,
+    };
+    params.validate()?;
+    anyhow::ensure!(
+        a.max_prompt_tokens >= 1,
+        "--max-prompt-tokens must be at least 1"
+    );
+    // Before tokenizing (itself slow on huge texts): the vocabularies in use have no token
+    // near 64 bytes, so a prompt of more than 64 bytes per allowed token cannot fit.
+    if let Some((i, p)) = prompts
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.len() > a.max_prompt_tokens.saturating_mul(64))
+    {
+        anyhow::bail!(
+            "prompt {i} has {} bytes, far more than --max-prompt-tokens {} allows",
+            p.len(),
+            a.max_prompt_tokens
+        );
+    }
     let model = Model::load(
         &a.model,
         &LoadOptions {
@@ -81,14 +112,18 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         .iter()
         .map(|t| model.tokenizer.encode(t))
         .collect::<Result<_>>()?;
-    let params = GenParams {
-        max_new_tokens: a.max_tokens,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        stop: a.stop.clone(),
-        batch_size: a.batch_size,
-    };
+    if let Some((i, t)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > a.max_prompt_tokens)
+    {
+        anyhow::bail!(
+            "prompt {i} has {} tokens, more than --max-prompt-tokens {} (raise it to run this prompt; the model's context is {})",
+            t.len(),
+            a.max_prompt_tokens,
+            model.config().max_position_embeddings
+        );
+    }
     let pb = ProgressBar::new(ids.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} prompts [{elapsed}<{eta}] {per_sec}")

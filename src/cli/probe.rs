@@ -277,6 +277,13 @@ fn collect_all(
     Ok((acts, stats))
 }
 
+/// `--max-tokens 0` would collect nothing and `--forward-batch 0` never runs a batch.
+fn check_collect_args(c: &CollectArgs) -> Result<()> {
+    ensure!(c.max_tokens != Some(0), "--max-tokens must be at least 1");
+    ensure!(c.forward_batch >= 1, "--forward-batch must be at least 1");
+    Ok(())
+}
+
 fn parse_epoch(s: &str) -> Result<EpochChoice> {
     Ok(match s {
         "best" => EpochChoice::BestHeldOut,
@@ -309,7 +316,24 @@ fn train(a: TrainArgs) -> Result<()> {
             a.epochs.saturating_sub(1)
         );
     }
+    let opts = TrainOptions {
+        method: a.method,
+        seed: a.seed,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        epoch,
+        l2: a.l2,
+        standardize: a.standardize,
+        ensemble: a.ensemble,
+        ..TrainOptions::default()
+    };
+    // Everything checkable without the model is checked before the (slow) collection.
+    opts.validate()?;
+    check_collect_args(&a.collect)?;
     let ds = load_dataset(&a.data, a.seed)?;
+    probe::check_split(ds.counts(), opts.test_fraction)
+        .with_context(|| format!("dataset {}", ds.name))?;
     let model = load_model(&a.model, a.collect.precision)?;
     let points = parse_points(&a.layer, model.config().num_layers)?;
     // Every output checked before the (slow) collection: one probe per point unless joint.
@@ -325,18 +349,6 @@ fn train(a: TrainArgs) -> Result<()> {
     let max_tokens = a.collect.max_tokens.unwrap_or(128);
     let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
-    let opts = TrainOptions {
-        method: a.method,
-        seed: a.seed,
-        lr: a.lr,
-        batch_size: a.batch_size,
-        epochs: a.epochs,
-        epoch,
-        l2: a.l2,
-        standardize: a.standardize,
-        ensemble: a.ensemble,
-        ..TrainOptions::default()
-    };
     let model_sha = match stats.model_sha256.as_str() {
         "" => probe::model_fingerprint(&a.model, None)?,
         s => s.to_string(),
@@ -508,13 +520,11 @@ fn eval(a: EvalArgs) -> Result<()> {
     let ds = load_dataset(&a.data, a.seed)?;
     let model = load_model(&a.model, a.collect.precision)?;
     probe
-        .check_width(model.config().hidden_size)
+        .check_blocks(model.config().num_layers)
+        .and_then(|_| probe.check_width(model.config().hidden_size))
         .with_context(|| format!("{}", a.probe.display()))?;
-    if let Some(sha) = probe.meta.get("model_sha256") {
-        let here = probe::model_fingerprint(&a.model, default_cache_dir().ok().as_deref())?;
-        if *sha != here {
-            eprintln!("note: the probe was trained on another model file (sha256 {sha:.12}…)");
-        }
+    if let Some(w) = probe.other_model_warning(&a.model, default_cache_dir().ok().as_deref())? {
+        eprintln!("WARNING {w}");
     }
     let layer = a
         .layer

@@ -122,6 +122,7 @@ impl ConfigArgs {
         if !self.then.is_empty() {
             c.then = self.then.clone();
         }
+        c.validate()?;
         let ins: Vec<&Path> = [
             c.model.as_deref(),
             c.data_file.as_deref(),
@@ -197,6 +198,7 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
         fractions: parse_list(&a.fractions, "--fractions")?,
         controls: !a.no_controls,
     };
+    grid.validate()?;
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let out = cfg.out.clone();

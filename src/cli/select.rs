@@ -90,6 +90,10 @@ pub fn run_selection(
     let opts = sel.options()?;
     let probe = Probe::load(probe)?;
     let m = ModelFile::open(model)?;
+    let cache = scalpel::assets::default_cache_dir().ok();
+    if let Some(w) = probe.other_model_warning(model, cache.as_deref())? {
+        eprintln!("WARNING {w}");
+    }
     let s = select(&m, &probe, &opts)?;
     Ok((m, probe, s))
 }

@@ -176,6 +176,44 @@ impl EvalConfig {
         serde_json::to_value(c).unwrap_or_default()
     }
 
+    /// Refuses settings that would run and report something misleading (a NaN threshold
+    /// counts nothing as toxic; zero windows or prompts give empty measures). Called before
+    /// any model loads.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            (0.0..=1.0).contains(&self.threshold),
+            "threshold {} must be in [0, 1]",
+            self.threshold
+        );
+        let counts = [
+            ("batch size", Some(self.batch_size)),
+            ("--ppl-window", Some(self.ppl_window)),
+            ("--ppl-windows", self.ppl_windows),
+            ("--kl-windows", Some(self.kl_windows)),
+            ("--kl-window", Some(self.kl_window)),
+            ("--benign-prompts", Some(self.benign_prompts)),
+            ("--bootstrap", Some(self.bootstrap_resamples)),
+            ("--limit", self.limit),
+            ("--max-new", self.max_new),
+            ("--toxigen-per-group", Some(self.toxigen_per_group)),
+        ];
+        for (flag, v) in counts {
+            ensure!(v != Some(0), "{flag} must be at least 1");
+        }
+        ensure!(
+            self.ppl_window >= 2 && self.kl_window >= 2,
+            "perplexity and KL windows need at least 2 tokens"
+        );
+        if let Some(m) = self.max_new {
+            ensure!(
+                m <= crate::runtime::generate::MAX_NEW_TOKENS,
+                "--max-new {m} is out of range"
+            );
+        }
+        Ok(())
+    }
+
     /// Bootstrap settings.
     pub fn bootstrap(&self) -> BootstrapConfig {
         BootstrapConfig {

@@ -117,6 +117,7 @@ pub fn run_suites(
     scorers: &Scorers,
     fetch: &FetchOptions,
 ) -> Result<Report> {
+    cfg.validate()?;
     let t0 = Instant::now();
     let same_tok = match baseline {
         Some(b) => check_tokenizers(model.model, b.model, cfg.allow_tokenizer_mismatch)?,

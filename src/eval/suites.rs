@@ -426,10 +426,7 @@ pub fn run_suite_cached(
             d.join(format!("{suite}-{:x}.json", h))
         });
     if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
-        if let Ok(run) = std::fs::read(p)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<SuiteRun>(&b)?))
-        {
+        if let Some(run) = read_cached_run(p) {
             eprintln!("{} {suite}: cached ({})", subject.label, p.display());
             return Ok(run);
         }
@@ -448,7 +445,64 @@ pub fn run_suite_cached(
         )?)
     };
     if let Some(p) = path {
-        write_atomic(&p, &serde_json::to_vec(&run)?)?;
+        write_atomic(&p, &cached_run_bytes(&run)?)?;
     }
     Ok(run)
+}
+
+/// A cached result: a first line `sha256:<hex of the JSON that follows>`, then the JSON.
+fn cached_run_bytes(run: &SuiteRun) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(run)?;
+    let mut out = format!("sha256:{:x}\n", Sha256::digest(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// Reads a cached result; `None` (recompute) when unreadable, and with a warning when the
+/// JSON does not match the hash recorded when it was written: an edited cache must not turn
+/// a report from 0 % to 100 % toxic.
+fn read_cached_run(p: &Path) -> Option<SuiteRun> {
+    let bytes = std::fs::read(p).ok()?;
+    let checked = bytes
+        .strip_prefix(b"sha256:")
+        .and_then(|rest| {
+            let nl = rest.iter().position(|&b| b == b'\n')?;
+            Some((&rest[..nl], &rest[nl + 1..]))
+        })
+        .filter(|(h, json)| *h == format!("{:x}", Sha256::digest(json)).as_bytes());
+    let Some((_, json)) = checked else {
+        eprintln!(
+            "WARNING evaluation cache {}: content does not match its recorded sha256; recomputing",
+            p.display()
+        );
+        return None;
+    };
+    serde_json::from_slice(json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_result_is_checked_against_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ppl.json");
+        let run = SuiteRun::Perplexity(PplRun {
+            corpus: "wikitext".into(),
+            licence: "cc".into(),
+            window: 8,
+            windows: vec![(12.5, 8), (9.0, 8)],
+            secs: 1.0,
+        });
+        std::fs::write(&p, cached_run_bytes(&run).unwrap()).unwrap();
+        assert_eq!(read_cached_run(&p), Some(run));
+        // Edited values (same length, still valid JSON): refused, so the suite is recomputed.
+        let text = std::fs::read_to_string(&p).unwrap().replace("12.5", "13.5");
+        std::fs::write(&p, text).unwrap();
+        assert_eq!(read_cached_run(&p), None);
+        // A file from before the hash: recomputed too.
+        std::fs::write(&p, r#"{"kind":"perplexity"}"#).unwrap();
+        assert_eq!(read_cached_run(&p), None);
+    }
 }

@@ -138,11 +138,32 @@ pub fn encode_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
         bail!("cannot encode {ty}: element {i} is {}", src[i]);
     }
     use GgmlType::*;
-    if matches!(ty, Q4_K | Q5_K | Q6_K) {
-        let out = kquants::encode(ty, src)?;
-        debug_assert_eq!(out.len(), n);
-        return Ok(out);
+    let out = if matches!(ty, Q4_K | Q5_K | Q6_K) {
+        kquants::encode(ty, src)?
+    } else {
+        encode_blocks(ty, src, n)?
+    };
+    debug_assert_eq!(out.len(), n);
+    // Every type but F32 stores values or block scales in 16 bits; a finite f32 beyond the
+    // 16-bit range becomes inf there (an edit must never write a non-finite value). Below
+    // f16's maximum nothing can overflow, so only large rows pay for the decode.
+    let max_abs = src.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if ty != F32 && max_abs > f16::MAX.to_f32() {
+        let mut back = vec![0f32; src.len()];
+        decode_row(ty, &out, &mut back)?;
+        if let Some(i) = back.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "cannot encode {ty}: element {i} ({}) would be stored as {} (beyond the type's range)",
+                src[i],
+                back[i]
+            );
+        }
     }
+    Ok(out)
+}
+
+fn encode_blocks(ty: GgmlType, src: &[f32], n: usize) -> Result<Vec<u8>> {
+    use GgmlType::*;
     let mut out = Vec::with_capacity(n);
     let bs = ty.block_size();
     for x in src.chunks_exact(bs) {
@@ -158,7 +179,6 @@ pub fn encode_row(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
             _ => bail!("encoding {ty} is not supported"),
         }
     }
-    debug_assert_eq!(out.len(), n);
     Ok(out)
 }
 

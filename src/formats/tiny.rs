@@ -13,7 +13,7 @@ mod gguf_out;
 mod hf_out;
 pub mod vocab;
 
-pub use gguf_out::write_gguf;
+pub use gguf_out::{write_gguf, write_gguf_with_meta};
 pub use hf_out::{write_hf_folder, HfDtype};
 
 use anyhow::{bail, Result};

@@ -4,6 +4,7 @@
 
 use crate::eval::suites::{parse_suites, Suite};
 use crate::eval::EvalConfig;
+use crate::probe::train::MAX_LR;
 use crate::probe::{Direction, EpochChoice, Method};
 use crate::runtime::Precision;
 use crate::surgery::edit::{Scale, PAPER_ALPHA};
@@ -248,6 +249,47 @@ impl RunConfig {
         })
     }
 
+    /// Checks every key before any work starts or any file is written (a NaN α or a
+    /// zero epoch count would otherwise surface after minutes of activation collection, or
+    /// never). The CLI calls it once the flags are applied; every pipeline entry point calls
+    /// it again through `Session::start`.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |key: &str, v: &dyn std::fmt::Display, want: &str| -> Result<()> {
+            bail!("config: {key} = {v} is invalid: {want}")
+        };
+        if !self.alpha.is_finite() {
+            fail("alpha", &self.alpha, "must be a finite number")?;
+        }
+        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            fail("fraction", &self.fraction, "must be in (0, 1]")?;
+        }
+        if self.top_k == Some(0) {
+            fail("top_k", &0, "must be at least 1")?;
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR) {
+            fail("lr", &self.lr, &format!("must be in (0, {MAX_LR}]"))?;
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            fail("l2", &self.l2, "must be a finite number >= 0")?;
+        }
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("ensemble", self.ensemble),
+            ("max_tokens", self.max_tokens),
+            ("bootstrap", self.bootstrap),
+        ] {
+            if v == 0 {
+                fail(key, &v, "must be at least 1")?;
+            }
+        }
+        self.epoch_choice()?;
+        // The evaluation keys (threshold, windows, limits) are checked by the evaluator's own
+        // validation, on the settings this config resolves to.
+        self.eval_config(None)?.validate().context("config")?;
+        Ok(())
+    }
+
     /// The resolved config as TOML (recorded in the output folder).
     pub fn to_toml(&self) -> Result<String> {
         Ok(toml::to_string(self)?)
@@ -326,6 +368,39 @@ mod tests {
         let back: RunConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back.alpha, 4.0);
         assert!(toml::from_str::<RunConfig>("alpah = 4.0").is_err());
+    }
+
+    #[test]
+    fn every_bad_key_is_refused_by_validate() {
+        assert!(RunConfig::default().validate().is_ok());
+        let cases: &[(&str, &str)] = &[
+            ("alpha = nan", "alpha"),
+            ("alpha = inf", "alpha"),
+            ("fraction = 5.0", "fraction"),
+            ("fraction = 0.0", "fraction"),
+            ("fraction = nan", "fraction"),
+            ("top_k = 0", "top_k"),
+            ("epochs = 0", "epochs"),
+            ("batch_size = 0", "batch_size"),
+            ("ensemble = 0", "ensemble"),
+            ("max_tokens = 0", "max_tokens"),
+            ("bootstrap = 0", "bootstrap"),
+            ("lr = nan", "lr"),
+            ("lr = 1e30", "lr"),
+            ("lr = 0.0", "lr"),
+            ("l2 = -1.0", "l2"),
+            ("threshold = 2.0", "threshold"),
+            ("threshold = nan", "threshold"),
+            ("ppl_windows = 0", "--ppl-windows"),
+            ("kl_windows = 0", "--kl-windows"),
+            ("limit = 0", "--limit"),
+            ("epoch = \"30\"", "epoch 30"),
+        ];
+        for (toml_text, want) in cases {
+            let c: RunConfig = toml::from_str(toml_text).unwrap();
+            let err = format!("{:#}", c.validate().unwrap_err());
+            assert!(err.contains(want), "{toml_text}: {err}");
+        }
     }
 
     #[test]

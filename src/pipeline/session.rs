@@ -165,6 +165,7 @@ impl<'a> Session<'a> {
     /// settings (evaluation cache under the asset cache): what `run`, `sweep` and `ablate`
     /// all start with.
     pub fn start(cfg: RunConfig, inputs: Inputs<'a>) -> Result<Session<'a>> {
+        cfg.validate()?;
         std::fs::create_dir_all(&cfg.out)
             .with_context(|| format!("creating {}", cfg.out.display()))?;
         let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;

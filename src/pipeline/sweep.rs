@@ -34,6 +34,19 @@ impl Default for SweepOptions {
     }
 }
 
+impl SweepOptions {
+    /// Every α finite, every fraction in (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if let Some(a) = self.alphas.iter().find(|a| !a.is_finite()) {
+            bail!("--alphas: {a} is not a finite number");
+        }
+        if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            bail!("--fractions: {f} is not in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
 /// What `sweep.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepSummary {
@@ -78,6 +91,7 @@ pub fn quick_suites(cfg: &mut RunConfig) {
 /// Runs the grid and writes `sweep.md`, `sweep.json` and `sweep.svg` into `cfg.out`.
 pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<SweepSummary> {
     let t0 = Instant::now();
+    grid.validate()?;
     quick_suites(&mut cfg);
     let out = cfg.out.clone();
     let mut s = Session::start(cfg.clone(), inputs)?;

@@ -298,13 +298,29 @@ fn cache_key_meta(
     ])
 }
 
+/// Metadata key of the sha256 of the cached feature bytes, recorded when written.
+const FEATURES_SHA256: &str = "features_sha256";
+
 /// A cached matrix of the right shape, or `None` (missing, unreadable or mismatched entries
-/// are recomputed and overwritten).
+/// are recomputed and overwritten). A file whose features do not match the content hash
+/// recorded when it was written (edited, damaged, or from before the hash) is recomputed
+/// with a warning: bad features would otherwise train a probe that looks perfect.
 fn read_cached(path: &Path, p: Point, n: usize, d: usize) -> Option<Activations> {
     let bytes = std::fs::read(path).ok()?;
     let st = SafeTensors::deserialize(&bytes).ok()?;
     let t = st.tensor("features").ok()?;
     if t.dtype() != safetensors::Dtype::F32 || t.shape() != [n, d] {
+        return None;
+    }
+    let recorded = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().as_ref()?.get(FEATURES_SHA256).cloned());
+    let actual = hex(&Sha256::digest(t.data()));
+    if recorded.as_deref() != Some(actual.as_str()) {
+        eprintln!(
+            "WARNING activation cache {}: content does not match its recorded sha256; recomputing",
+            path.display()
+        );
         return None;
     }
     let data = t
@@ -317,7 +333,10 @@ fn read_cached(path: &Path, p: Point, n: usize, d: usize) -> Option<Activations>
 
 fn write_cached(path: &Path, act: &Activations, meta: &BTreeMap<String, String>) -> Result<()> {
     let n = act.data.len() / act.d;
-    let bytes = serialize_f32(&[("features", &[n, act.d], &act.data)], meta)?;
+    let mut meta = meta.clone();
+    let raw: Vec<u8> = act.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    meta.insert(FEATURES_SHA256.into(), hex(&Sha256::digest(&raw)));
+    let bytes = serialize_f32(&[("features", &[n, act.d], &act.data)], &meta)?;
     write_atomic(path, &bytes)
         .with_context(|| format!("writing the activation cache {}", path.display()))
 }

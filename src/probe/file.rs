@@ -44,6 +44,27 @@ pub enum Direction {
     Diff,
 }
 
+/// Checks a joint probe's `blocks` metadata: block numbers, no repeats, and a weight that
+/// splits into one slice per block (a bad list must not read as "another model").
+fn check_blocks_meta(s: &str, d: usize) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for part in s.split(',').map(str::trim) {
+        let b: usize = part.parse().map_err(|_| {
+            anyhow::anyhow!("probe metadata blocks = {s:?}: {part:?} is not a block number")
+        })?;
+        if !seen.insert(b) {
+            bail!("probe metadata blocks = {s:?}: block {b} is listed twice");
+        }
+    }
+    if !d.is_multiple_of(seen.len()) {
+        bail!(
+            "probe metadata blocks = {s:?}: {} blocks do not divide the probe width {d}",
+            seen.len()
+        );
+    }
+    Ok(())
+}
+
 impl Probe {
     /// Builds a probe, checking shapes and finiteness.
     pub fn new(weight: Vec<f32>, bias: [f32; 2], meta: BTreeMap<String, String>) -> Result<Self> {
@@ -52,6 +73,9 @@ impl Probe {
         }
         if let Some(i) = weight.iter().chain(&bias).position(|x| !x.is_finite()) {
             bail!("probe has a non-finite value (NaN or ±inf) at index {i}");
+        }
+        if let Some(s) = meta.get("blocks") {
+            check_blocks_meta(s, weight.len() / 2)?;
         }
         Ok(Probe {
             d: weight.len() / 2,
@@ -121,6 +145,58 @@ impl Probe {
         };
         let (l0, l1) = (logit(0), logit(1));
         1.0 / (1.0 + (l0 - l1).exp())
+    }
+
+    /// Refuses a joint probe whose blocks are not blocks of a model with `n_blocks` blocks,
+    /// or disagree with the points it was trained on: its slices would be applied to the
+    /// wrong blocks.
+    pub fn check_blocks(&self, n_blocks: usize) -> Result<()> {
+        let Some(bs) = self.blocks() else {
+            return Ok(());
+        };
+        if let Some(b) = bs.iter().find(|&&b| b >= n_blocks) {
+            bail!(
+                "joint probe reads block {b} but the model has {n_blocks} blocks (0..={}): its blocks metadata does not match this model",
+                n_blocks.saturating_sub(1)
+            );
+        }
+        // The trainer records the points too (`mlp:0,mlp:1,…`): the two lists must agree.
+        let from_points: Option<Vec<usize>> = self.meta.get("point").and_then(|p| {
+            p.split(',')
+                .map(|x| x.trim().strip_prefix("mlp:")?.parse().ok())
+                .collect()
+        });
+        if let Some(ps) = from_points.filter(|ps| *ps != bs) {
+            bail!(
+                "joint probe lists blocks {} but was trained on blocks {}: its metadata is inconsistent",
+                Probe::blocks_meta(&bs),
+                Probe::blocks_meta(&ps)
+            );
+        }
+        Ok(())
+    }
+
+    /// A warning when the probe records the sha256 of the model it was trained on and
+    /// `model` is another file (a fine-tune or another quantisation of the same model is a
+    /// legitimate use, so this warns rather than refuses; see docs/validation.md). Probes
+    /// without the record (the paper's) are not checked.
+    pub fn other_model_warning(
+        &self,
+        model: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<Option<String>> {
+        let Some(sha) = self.meta.get("model_sha256") else {
+            return Ok(None);
+        };
+        let here = super::model_fingerprint(model, cache_dir)?;
+        Ok((*sha != here).then(|| {
+            format!(
+                "the probe was trained on another model (sha256 {:.12}…), not {} (sha256 {:.12}…); its direction may not fit this model",
+                sha,
+                model.display(),
+                here
+            )
+        }))
     }
 
     /// Refuses a probe of another width than the model's hidden size.

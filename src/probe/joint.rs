@@ -32,9 +32,12 @@ pub fn train_joint(blocks: &[&[f32]], y: &[u8], d: usize, opts: &TrainOptions) -
         "a joint probe is fitted with --method logistic (or mean-diff), not {:?}",
         opts.method
     );
+    opts.validate()?;
     for (i, x) in blocks.iter().enumerate() {
         super::train::check_features(x, y, d).with_context(|| format!("block {i}"))?;
     }
+    let n1 = y.iter().filter(|&&l| l == 1).count();
+    super::train::check_split([y.len() - n1, n1], opts.test_fraction)?;
     let (tr, te) = split_indices(y, opts.seed, opts.test_fraction);
     let y_tr: Vec<u8> = tr.iter().map(|&i| y[i]).collect();
     let (ha, hb) = split_indices(&y_tr, opts.seed ^ 0x5ac4_ed00, 0.5);

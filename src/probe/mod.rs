@@ -27,4 +27,4 @@ pub use file::{Direction, Probe};
 pub use fingerprint::model_fingerprint;
 pub use joint::train_joint;
 pub use metrics::{metrics, Metrics};
-pub use train::{train, EpochChoice, Method, TrainOptions, TrainReport, Trained};
+pub use train::{check_split, train, EpochChoice, Method, TrainOptions, TrainReport, Trained};

@@ -118,7 +118,7 @@ pub struct TrainOptions {
     /// dimensions hundreds of times larger than the rest; without this an L2 penalty (or
     /// Adam's step) treats those dimensions as the whole state.
     pub standardize: bool,
-    /// Average this many probes (0 or 1: one). The paper method varies the seed of the
+    /// Average this many probes (at least 1). The paper method varies the seed of the
     /// initialisation and batch order; the closed-form methods refit on bootstrap resamples
     /// of the training split. Two probes of equal accuracy can point 38° apart; the average
     /// keeps what they share.
@@ -231,10 +231,65 @@ pub fn split_indices(y: &[u8], seed: u64, fraction: f64) -> (Vec<usize>, Vec<usi
     (train, test)
 }
 
+/// Largest accepted learning rate (the paper's is 1e-4; at 1e30 the weights reach ~1e30).
+pub const MAX_LR: f64 = 1.0;
+
+impl TrainOptions {
+    /// Refuses settings that would train nothing or diverge: checked before any activation
+    /// is collected.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR,
+            "learning rate {} must be in (0, {MAX_LR}]",
+            self.lr
+        );
+        ensure!(
+            self.l2.is_finite() && self.l2 >= 0.0,
+            "L2 penalty {} must be a finite number >= 0",
+            self.l2
+        );
+        ensure!(self.epochs >= 1, "epochs must be at least 1");
+        ensure!(self.batch_size >= 1, "batch size must be at least 1");
+        ensure!(self.ensemble >= 1, "ensemble must be at least 1");
+        ensure!(
+            self.test_fraction > 0.0 && self.test_fraction < 1.0,
+            "held-out fraction {} must be in (0, 1)",
+            self.test_fraction
+        );
+        if let EpochChoice::Epoch(k) = self.epoch {
+            ensure!(
+                k < self.epochs,
+                "epoch {k} does not exist: epochs are 0-based and there are {}",
+                self.epochs
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Refuses class counts (desirable, undesirable) too small for the stratified split to
+/// leave each class in both the training and the held-out part: otherwise held-out n = 0
+/// and accuracy NaN would be reported as a result.
+pub fn check_split(counts: [usize; 2], fraction: f64) -> Result<()> {
+    for (label, n) in counts.into_iter().enumerate() {
+        let n_test = (n as f64 * fraction.clamp(0.0, 1.0)).round() as usize;
+        ensure!(
+            n_test >= 1 && n > n_test,
+            "class {label} has {n} example(s): too few for a held-out split of {:.0} % (each class needs at least one example in training and one held out; with this fraction at least {})",
+            fraction * 100.0,
+            (0.5 / fraction).ceil().max(2.0)
+        );
+    }
+    Ok(())
+}
+
 /// Fits a probe to features `x` (`n × d`, row-major) and labels `y` (0 desirable, 1
 /// undesirable) with a seeded held-out split.
 pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Trained> {
+    opts.validate()?;
     check_features(x, y, d)?;
+    let n1 = y.iter().filter(|&&l| l == 1).count();
+    check_split([y.len() - n1, n1], opts.test_fraction)?;
     let (tr, te) = split_indices(y, opts.seed, opts.test_fraction);
     let n1 = tr.iter().filter(|&&i| y[i] == 1).count();
     ensure!(

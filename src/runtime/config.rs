@@ -93,23 +93,58 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+/// Upper bounds on sizes read from model files (see [`ModelConfig::validate`]).
+pub const MAX_LAYERS: usize = 1024;
+/// Hidden and feed-forward widths.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Attention heads (query or key/value).
+pub const MAX_HEADS: usize = 4096;
+/// Per-head dimension.
+pub const MAX_HEAD_DIM: usize = 4096;
+/// Vocabulary entries.
+pub const MAX_VOCAB: usize = 1 << 22;
+/// Context length: the RoPE table is `context × head_dim / 2` floats, allocated at load.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 fn md<'a>(meta: &'a HashMap<String, gguf_file::Value>, key: &str) -> Result<&'a gguf_file::Value> {
     meta.get(key)
         .with_context(|| format!("missing metadata key `{key}`"))
 }
 
 fn md_usize(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Result<usize> {
+    use gguf_file::Value as V;
     let v = md(meta, key)?;
-    let n = match v {
-        gguf_file::Value::U64(x) => *x,
-        gguf_file::Value::I64(x) => *x as u64,
-        _ => v
-            .to_u32()
-            .map(u64::from)
-            .or_else(|_| v.to_i32().map(|x| x as u64))
-            .with_context(|| format!("metadata key `{key}` is not an integer"))?,
+    let n: i128 = match v {
+        V::U8(x) => i128::from(*x),
+        V::I8(x) => i128::from(*x),
+        V::U16(x) => i128::from(*x),
+        V::I16(x) => i128::from(*x),
+        V::U32(x) => i128::from(*x),
+        V::I32(x) => i128::from(*x),
+        V::U64(x) => i128::from(*x),
+        V::I64(x) => i128::from(*x),
+        _ => bail!("metadata key `{key}` is not an integer"),
     };
-    Ok(n as usize)
+    // A negative count read as unsigned would wrap to ~2^64 and abort an allocation later.
+    if n < 0 {
+        bail!("metadata key `{key}` is negative ({n})");
+    }
+    usize::try_from(n).with_context(|| format!("metadata key `{key}` = {n} is too large"))
+}
+
+/// `Ok(None)` when the key is absent; an error when present but not a valid count.
+fn md_usize_opt(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Result<Option<usize>> {
+    match meta.contains_key(key) {
+        true => md_usize(meta, key).map(Some),
+        false => Ok(None),
+    }
+}
+
+fn md_f32_opt(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Result<Option<f32>> {
+    match meta.contains_key(key) {
+        true => md_f32(meta, key).map(Some),
+        false => Ok(None),
+    }
 }
 
 fn md_f32(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Result<f32> {
@@ -138,13 +173,15 @@ impl ModelConfig {
         let hidden_size = md_usize(meta, &format!("{p}.embedding_length"))?;
         let num_heads = md_usize(meta, &format!("{p}.attention.head_count"))?;
         let num_kv_heads =
-            md_usize(meta, &format!("{p}.attention.head_count_kv")).unwrap_or(num_heads);
-        let head_dim = md_usize(meta, &format!("{p}.attention.key_length"))
-            .or_else(|_| md_usize(meta, &format!("{p}.rope.dimension_count")))
-            .unwrap_or(hidden_size / num_heads.max(1));
+            md_usize_opt(meta, &format!("{p}.attention.head_count_kv"))?.unwrap_or(num_heads);
+        let head_dim = match md_usize_opt(meta, &format!("{p}.attention.key_length"))? {
+            Some(k) => k,
+            None => md_usize_opt(meta, &format!("{p}.rope.dimension_count"))?
+                .unwrap_or(hidden_size / num_heads.max(1)),
+        };
         let cfg = ModelConfig {
             arch,
-            vocab_size: md_usize(meta, &format!("{p}.vocab_size")).unwrap_or(n_vocab_tensor),
+            vocab_size: md_usize_opt(meta, &format!("{p}.vocab_size"))?.unwrap_or(n_vocab_tensor),
             hidden_size,
             intermediate_size: md_usize(meta, &format!("{p}.feed_forward_length"))?,
             num_layers: md_usize(meta, &format!("{p}.block_count"))?,
@@ -152,9 +189,10 @@ impl ModelConfig {
             num_kv_heads,
             head_dim,
             rms_norm_eps: md_f32(meta, &format!("{p}.attention.layer_norm_rms_epsilon"))? as f64,
-            rope_theta: md_f32(meta, &format!("{p}.rope.freq_base")).unwrap_or(10_000.0),
+            rope_theta: md_f32_opt(meta, &format!("{p}.rope.freq_base"))?.unwrap_or(10_000.0),
             rope_scaling: None,
-            max_position_embeddings: md_usize(meta, &format!("{p}.context_length")).unwrap_or(4096),
+            max_position_embeddings: md_usize_opt(meta, &format!("{p}.context_length"))?
+                .unwrap_or(4096),
             tie_word_embeddings: false, // decided by the loader: no `output.weight` means tied
             attention_bias: arch == Arch::Qwen2,
             // llama.cpp permutes q/k only for the Llama family; Qwen2 and Gemma 3 keep HF's
@@ -162,6 +200,25 @@ impl ModelConfig {
             rope_interleaved: arch == Arch::Llama,
             gemma: None,
         };
+        if arch != Arch::Gemma3 {
+            // Llama-3 frequency scaling travels as a `rope_freqs` tensor, not as this key;
+            // linear (factor ≠ 1) or YaRN scaling is not implemented for these graphs, and
+            // running without it would be another model, so it is refused.
+            let key = format!("{p}.rope.scaling.type");
+            if let Some(v) = meta.get(&key) {
+                let t = v
+                    .to_string()
+                    .with_context(|| format!("metadata key `{key}` is not a string"))?;
+                let factor = md_f32_opt(meta, &format!("{p}.rope.scaling.factor"))?;
+                let no_op = t == "none" || (t == "linear" && matches!(factor, None | Some(1.0)));
+                if !no_op {
+                    bail!(
+                        "unsupported {key} `{t}` (factor {}) for {arch_name}: only unscaled RoPE is implemented",
+                        factor.map_or("none".into(), |f| f.to_string())
+                    );
+                }
+            }
+        }
         let mut cfg = cfg;
         if arch == Arch::Gemma3 {
             let head_dim = cfg.head_dim as f64;
@@ -205,10 +262,31 @@ impl ModelConfig {
                 path.display()
             )
         })?;
+        let opt = |k: &str| -> Result<Option<usize>> {
+            match &j[k] {
+                serde_json::Value::Null => Ok(None),
+                v => v
+                    .as_u64()
+                    .and_then(|x| usize::try_from(x).ok())
+                    .map(Some)
+                    .with_context(|| {
+                        format!(
+                            "{}: `{k}` = {v} is not a non-negative integer",
+                            path.display()
+                        )
+                    }),
+            }
+        };
         let get = |k: &str| -> Result<usize> {
-            j[k].as_u64()
-                .map(|x| x as usize)
-                .with_context(|| format!("{}: missing integer `{k}`", path.display()))
+            opt(k)?.with_context(|| format!("{}: missing integer `{k}`", path.display()))
+        };
+        let float = |k: &str, default: f64| -> Result<f64> {
+            match &j[k] {
+                serde_json::Value::Null => Ok(default),
+                v => v
+                    .as_f64()
+                    .with_context(|| format!("{}: `{k}` = {v} is not a number", path.display())),
+            }
         };
         let hidden_size = get("hidden_size")?;
         let num_heads = get("num_attention_heads")?;
@@ -256,12 +334,12 @@ impl ModelConfig {
             intermediate_size: get("intermediate_size")?,
             num_layers: get("num_hidden_layers")?,
             num_heads,
-            num_kv_heads: get("num_key_value_heads").unwrap_or(num_heads),
-            head_dim: get("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
-            rms_norm_eps: j["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-            rope_theta: j["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+            num_kv_heads: opt("num_key_value_heads")?.unwrap_or(num_heads),
+            head_dim: opt("head_dim")?.unwrap_or(hidden_size / num_heads.max(1)),
+            rms_norm_eps: float("rms_norm_eps", 1e-6)?,
+            rope_theta: float("rope_theta", 10_000.0)? as f32,
             rope_scaling,
-            max_position_embeddings: get("max_position_embeddings").unwrap_or(4096),
+            max_position_embeddings: opt("max_position_embeddings")?.unwrap_or(4096),
             tie_word_embeddings: j["tie_word_embeddings"].as_bool().unwrap_or(false),
             attention_bias: arch == Arch::Qwen2 || j["attention_bias"].as_bool().unwrap_or(false),
             rope_interleaved: false,
@@ -287,12 +365,12 @@ impl ModelConfig {
                     }
                     p
                 }
-                None => get("sliding_window_pattern").unwrap_or(6),
+                None => opt("sliding_window_pattern")?.unwrap_or(6),
             };
             cfg.gemma = Some(GemmaExtras {
                 sliding_window: get("sliding_window")?,
                 sliding_window_pattern: pattern,
-                rope_local_theta: j["rope_local_base_freq"].as_f64().unwrap_or(10_000.0) as f32,
+                rope_local_theta: float("rope_local_base_freq", 10_000.0)? as f32,
                 rope_global_factor: gemma_rope_factor,
                 query_pre_attn_scalar: j["query_pre_attn_scalar"]
                     .as_f64()
@@ -307,6 +385,27 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        // Sizes are bounded before anything is allocated from them: a crafted file must be
+        // refused with a message, not abort on a multi-terabyte allocation. The bounds are
+        // far above any model the runtime can run on a CPU.
+        let bounds: [(&str, usize, usize); 8] = [
+            ("block count", self.num_layers, MAX_LAYERS),
+            ("hidden size", self.hidden_size, MAX_WIDTH),
+            ("feed-forward size", self.intermediate_size, MAX_WIDTH),
+            ("attention head count", self.num_heads, MAX_HEADS),
+            ("key/value head count", self.num_kv_heads, MAX_HEADS),
+            ("head dimension", self.head_dim, MAX_HEAD_DIM),
+            ("vocabulary size", self.vocab_size, MAX_VOCAB),
+            ("context length", self.max_position_embeddings, MAX_CONTEXT),
+        ];
+        for (what, v, max) in bounds {
+            if v > max {
+                bail!("{what} {v} is out of range (at most {max} is supported)");
+            }
+        }
+        if self.max_position_embeddings == 0 {
+            bail!("context length is 0");
+        }
         if self.num_heads == 0
             || self.num_kv_heads == 0
             || !self.num_heads.is_multiple_of(self.num_kv_heads)
@@ -317,11 +416,46 @@ impl ModelConfig {
                 self.num_kv_heads
             );
         }
-        if !self.head_dim.is_multiple_of(2) {
-            bail!("head dimension {} is odd; RoPE needs pairs", self.head_dim);
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
+            bail!(
+                "head dimension {} is zero or odd; RoPE needs pairs",
+                self.head_dim
+            );
         }
         if self.hidden_size == 0 || self.num_layers == 0 || self.intermediate_size == 0 {
             bail!("zero-sized model dimension in config");
+        }
+        // NaN or 0 here makes every hidden state NaN (0/0 in RMSNorm, 1/0^x in RoPE), and a
+        // NaN model must never reach an evaluation that would score it.
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            bail!(
+                "RMSNorm epsilon {} must be finite and positive",
+                self.rms_norm_eps
+            );
+        }
+        let mut thetas = vec![("RoPE base", self.rope_theta)];
+        if let Some(g) = &self.gemma {
+            thetas.push(("local RoPE base", g.rope_local_theta));
+            thetas.push(("RoPE scaling factor", g.rope_global_factor));
+            if !(g.query_pre_attn_scalar.is_finite() && g.query_pre_attn_scalar > 0.0) {
+                bail!(
+                    "query_pre_attn_scalar {} must be finite and positive",
+                    g.query_pre_attn_scalar
+                );
+            }
+        }
+        if let Some(r) = &self.rope_scaling {
+            thetas.push(("RoPE scaling factor", r.factor));
+            thetas.push(("RoPE low_freq_factor", r.low_freq_factor));
+            thetas.push(("RoPE high_freq_factor", r.high_freq_factor));
+            if r.high_freq_factor <= r.low_freq_factor || r.original_max_position_embeddings == 0 {
+                bail!("RoPE llama3 scaling needs high_freq_factor > low_freq_factor and a positive original context");
+            }
+        }
+        for (what, v) in thetas {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{what} {v} must be finite and positive");
+            }
         }
         Ok(())
     }

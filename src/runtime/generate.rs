@@ -44,6 +44,39 @@ impl Default for GenParams {
     }
 }
 
+/// Most new tokens one prompt may ask for (far above any context the runtime can hold;
+/// it keeps `prompt + max_new_tokens` from overflowing).
+pub const MAX_NEW_TOKENS: usize = 1 << 20;
+
+impl GenParams {
+    /// Refuses settings that would silently mean something else: NaN or negative
+    /// temperature (garbage, or greedy in disguise), top-p outside (0, 1], an empty stop
+    /// string (stops after one token), absurd token counts, a zero batch.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.temperature.is_finite() && self.temperature >= 0.0,
+            "temperature {} must be a finite number >= 0 (0 = greedy)",
+            self.temperature
+        );
+        anyhow::ensure!(
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "top-p {} must be in (0, 1]",
+            self.top_p
+        );
+        anyhow::ensure!(
+            self.stop.iter().all(|s| !s.is_empty()),
+            "a stop string is empty (it would stop every generation after one token)"
+        );
+        anyhow::ensure!(
+            self.max_new_tokens <= MAX_NEW_TOKENS,
+            "max new tokens {} is out of range (at most {MAX_NEW_TOKENS})",
+            self.max_new_tokens
+        );
+        anyhow::ensure!(self.batch_size >= 1, "batch size must be at least 1");
+        Ok(())
+    }
+}
+
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Finish {
@@ -93,11 +126,12 @@ pub fn generate(
     params: &GenParams,
     progress: Option<&ProgressBar>,
 ) -> Result<(Vec<Generation>, GenStats)> {
+    params.validate()?;
     let max_ctx = model.config().max_position_embeddings;
     for (i, p) in prompts.iter().enumerate() {
         anyhow::ensure!(!p.is_empty(), "prompt {i} is empty");
         anyhow::ensure!(
-            p.len() + params.max_new_tokens <= max_ctx,
+            p.len().saturating_add(params.max_new_tokens) <= max_ctx,
             "prompt {i} has {} tokens; with {} new tokens it exceeds the context of {max_ctx}",
             p.len(),
             params.max_new_tokens
@@ -341,6 +375,73 @@ fn sample(logits: &[f32], params: &GenParams, rng: &mut StdRng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bad_decoding_setting_is_refused() {
+        assert!(GenParams::default().validate().is_ok());
+        let cases: Vec<(GenParams, &str)> = vec![
+            (
+                GenParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                GenParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                GenParams {
+                    top_p: 2.0,
+                    ..Default::default()
+                },
+                "top-p",
+            ),
+            (
+                GenParams {
+                    top_p: -0.5,
+                    ..Default::default()
+                },
+                "top-p",
+            ),
+            (
+                GenParams {
+                    top_p: f32::NAN,
+                    ..Default::default()
+                },
+                "top-p",
+            ),
+            (
+                GenParams {
+                    stop: vec!["".into()],
+                    ..Default::default()
+                },
+                "stop string",
+            ),
+            (
+                GenParams {
+                    max_new_tokens: usize::MAX,
+                    ..Default::default()
+                },
+                "max new tokens",
+            ),
+            (
+                GenParams {
+                    batch_size: 0,
+                    ..Default::default()
+                },
+                "batch size",
+            ),
+        ];
+        for (p, want) in cases {
+            let err = p.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{p:?}: {err}");
+        }
+    }
 
     #[test]
     fn top_p_keeps_only_the_nucleus() {

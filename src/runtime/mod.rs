@@ -67,16 +67,53 @@ impl Net {
         points: &[Point],
         logits: Logits,
     ) -> Result<Output> {
-        match self {
+        let out = match self {
             Net::Llama(n) => n.forward(ids, positions, key_mask, cache, points, logits),
             Net::Gemma3(n) => n.forward(ids, positions, key_mask, cache, points, logits),
+        }?;
+        // A broken model (NaN/inf weights, a zero RMS epsilon) must fail wherever it is
+        // evaluated: NaN logits otherwise read as perplexity 1, KL 0 or an instant EOS.
+        if let Some(l) = &out.logits {
+            ensure_finite(l, "logits")?;
         }
+        for h in &out.hidden {
+            ensure_finite(h, "hidden states")?;
+        }
+        Ok(out)
     }
 
     /// Hidden size d.
     pub fn hidden_size(&self) -> usize {
         self.cfg().hidden_size
     }
+}
+
+/// Errors when `t` holds a NaN or an infinity. Reads contiguous CPU f32 storage in place
+/// (no copy: the logits of a perplexity window are ~200 MB); anything else is converted.
+pub fn ensure_finite(t: &Tensor, what: &str) -> Result<()> {
+    let finite = {
+        let (storage, layout) = t.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((a, b))) if t.dtype() == DType::F32 => {
+                Some(cpu.as_slice::<f32>()?[a..b].iter().all(|v| v.is_finite()))
+            }
+            _ => None,
+        }
+    };
+    let finite = match finite {
+        Some(f) => f,
+        None => t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| v.is_finite()),
+    };
+    anyhow::ensure!(
+        finite,
+        "the model produced non-finite {what} (NaN or infinity): its weights or metadata are broken"
+    );
+    Ok(())
 }
 
 /// A model ready to run: configuration, weights and tokenizer.
@@ -114,12 +151,13 @@ impl Model {
                 Tokenizer::from_hf_dir(path)?,
             ),
         };
+        if cfg.arch == Arch::Gemma3 {
+            src.set_layout(crate::formats::names::Layout::Gemma);
+        }
+        check_block_count(&src, cfg.num_layers)?;
         let net = match cfg.arch {
             Arch::Llama | Arch::Qwen2 => Net::Llama(Llama::load(&mut src, cfg, opts.precision)?),
-            Arch::Gemma3 => {
-                src.set_layout(crate::formats::names::Layout::Gemma);
-                Net::Gemma3(Gemma3::load(&mut src, cfg, opts.precision)?)
-            }
+            Arch::Gemma3 => Net::Gemma3(Gemma3::load(&mut src, cfg, opts.precision)?),
         };
         Ok(Model {
             net,
@@ -174,6 +212,26 @@ impl Model {
         )?;
         Ok((out, mask))
     }
+}
+
+/// Refuses a block count that disagrees with the blocks stored (as llama.cpp does): fewer
+/// would silently run a truncated model, more would fail on a missing tensor mid-load.
+fn check_block_count(src: &weights::WeightSource, n: usize) -> Result<()> {
+    let has = |i: usize| src.has(&format!("blk.{i}.ffn_gate"), "weight");
+    if !has(n - 1) {
+        anyhow::bail!(
+            "{}: the block count says {n} but block {} has no tensors",
+            src.path().display(),
+            n - 1
+        );
+    }
+    if has(n) {
+        anyhow::bail!(
+            "{}: the block count says {n} but the file holds more blocks (block {n} exists)",
+            src.path().display()
+        );
+    }
+    Ok(())
 }
 
 /// Builds `[b, t]` ids, positions and mask tensors for right-padded sequences.

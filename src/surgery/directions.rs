@@ -58,6 +58,13 @@ pub fn block_vectors(
         bail!("norm-aware selection needs a gate or up projection");
     }
     let g_i = model.norm_gain(Some(block))?;
+    // All-zero (or broken) gains would divide the direction by zero; say so rather than
+    // let it surface as a "non-finite probe direction".
+    if g_i.iter().any(|g| !g.is_finite()) || g_i.iter().all(|&g| g == 0.0) {
+        bail!(
+            "block {block}: the RMSNorm gains before the MLP are all zero or not finite; norm-aware selection divides by them (use it without --norm-aware)"
+        );
+    }
     let g_p = match probe.blocks() {
         Some(_) => g_i.clone(),
         None => probe_gain(model, probe)?,

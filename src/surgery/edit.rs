@@ -194,6 +194,17 @@ pub fn plan_edit(selection: &Selection, probe: &Probe, opts: &EditOptions) -> Re
             Scale::RowNorm => build(),
             _ => shared.entry(r.block).or_insert_with(build).clone(),
         };
+        // α·v can overflow f32 (α = 1e30, or a probe near f32's range): refuse here, before
+        // any writer sees an infinite change.
+        if let Some(i) = delta.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "alpha {} makes the change of block {} row {} non-finite at {i} ({}); lower alpha",
+                opts.alpha,
+                r.block,
+                r.row,
+                delta[i]
+            );
+        }
         rows.push(RowEdit {
             tensor: selection.tensor(r.block).to_string(),
             row: r.row,

@@ -198,6 +198,9 @@ pub fn select_with(
 ) -> Result<Selection> {
     check_direction(&probe.direction(opts.direction))?;
     let tensors = model.matrix_tensors(opts.matrix)?;
+    probe
+        .check_blocks(tensors.len())
+        .with_context(|| format!("{}", model.path().display()))?;
     for t in &tensors {
         probe
             .check_width(t.row_len)

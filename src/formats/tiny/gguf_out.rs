@@ -14,6 +14,19 @@ use crate::formats::quant;
 /// `ty` (any type [`quant::can_encode`] accepts; quantised types need `d` and `d_ff` to be
 /// multiples of 32); norms are F32.
 pub fn write_gguf(path: &Path, spec: &TinySpec, seed: u64, ty: GgmlType) -> Result<()> {
+    write_gguf_with_meta(path, spec, seed, ty, &[])
+}
+
+/// [`write_gguf`] with metadata keys replaced or added (crafted-metadata tests: a negative
+/// block count, a NaN epsilon, an unsupported RoPE scaling …). A key written as
+/// `ARCH.suffix` has `ARCH` replaced by the file's architecture.
+pub fn write_gguf_with_meta(
+    path: &Path,
+    spec: &TinySpec,
+    seed: u64,
+    ty: GgmlType,
+    overrides: &[(&str, MetaValue)],
+) -> Result<()> {
     if !quant::can_encode(ty) {
         bail!("tiny GGUF: cannot write weights as {ty}");
     }
@@ -122,6 +135,16 @@ pub fn write_gguf(path: &Path, spec: &TinySpec, seed: u64, ty: GgmlType) -> Resu
         ]);
     }
     md.push(("general.quantization_version".into(), MetaValue::U32(2)));
+    for (k, v) in overrides {
+        let key = match k.strip_prefix("ARCH.") {
+            Some(rest) => format!("{arch}.{rest}"),
+            None => k.to_string(),
+        };
+        match md.iter_mut().find(|(name, _)| *name == key) {
+            Some(slot) => slot.1 = v.clone(),
+            None => md.push((key, v.clone())),
+        }
+    }
 
     gguf::write_gguf(path, 3, &md, &specs, &mut |i, s, w: &mut dyn Write| {
         let t = &tensors[i];
