@@ -217,18 +217,15 @@ fn value_gate_pushes_the_chosen_gate_rows_against_the_direction() {
 fn roc_auc_matches_pairwise_counting() {
     let scores = [0.1f32, 0.4, 0.35, 0.8, 0.4, 0.2, 0.9, 0.4];
     let labels = [0u8, 1, 0, 1, 0, 0, 1, 1];
-    let mut wins = 0.0;
-    let mut pairs = 0.0;
-    for i in 0..8 {
-        for j in 0..8 {
-            if labels[i] == 1 && labels[j] == 0 {
+    let (mut wins, mut pairs) = (0.0, 0.0);
+    for (si, li) in scores.iter().zip(labels) {
+        for (sj, lj) in scores.iter().zip(labels) {
+            if li == 1 && lj == 0 {
                 pairs += 1.0;
-                wins += if scores[i] > scores[j] {
-                    1.0
-                } else if scores[i] == scores[j] {
-                    0.5
-                } else {
-                    0.0
+                wins += match si.partial_cmp(sj).unwrap() {
+                    std::cmp::Ordering::Greater => 1.0,
+                    std::cmp::Ordering::Equal => 0.5,
+                    std::cmp::Ordering::Less => 0.0,
                 };
             }
         }
@@ -271,7 +268,11 @@ fn aura_damps_each_neuron_above_half_by_one_minus_gini() {
     for (t, text) in texts.iter().enumerate() {
         let ids = rt.tokenizer.encode(text).unwrap();
         let (out, _) = rt
-            .forward_batch(&[ids.clone()], &[Point::MlpInput(1)], Logits::None)
+            .forward_batch(
+                std::slice::from_ref(&ids),
+                &[Point::MlpInput(1)],
+                Logits::None,
+            )
             .unwrap();
         let h: Vec<f32> = out.hidden[0].flatten_all().unwrap().to_vec1().unwrap();
         let (g, u) = (rows(&model, Matrix::Gate, 1), rows(&model, Matrix::Up, 1));
@@ -561,13 +562,11 @@ fn hf_folder_recipe_edit_reverts_bit_exactly() {
             .unwrap()
             .write(&out, &rev, true, false)
             .unwrap();
-        for f in ["model.safetensors"] {
-            assert_eq!(
-                sha256_hex(&std::fs::read(src.join(f)).unwrap()),
-                sha256_hex(&std::fs::read(rev.join(f)).unwrap()),
-                "{}",
-                recipe.name()
-            );
-        }
+        assert_eq!(
+            sha256_hex(&std::fs::read(src.join("model.safetensors")).unwrap()),
+            sha256_hex(&std::fs::read(rev.join("model.safetensors")).unwrap()),
+            "{}",
+            recipe.name()
+        );
     }
 }

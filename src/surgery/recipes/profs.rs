@@ -30,7 +30,7 @@ const ITERATIONS: usize = 500;
 /// `k × d`), from `x1` (toxic) and `x0` (non-toxic) pooled states (`n₁ × d`, `n₀ × d`).
 pub fn subspace(x1: &[f32], x0: &[f32], d: usize, k: usize) -> Result<Vec<Vec<f64>>> {
     ensure!(
-        d > 0 && x1.len() % d == 0 && x0.len() % d == 0,
+        d > 0 && x1.len().is_multiple_of(d) && x0.len().is_multiple_of(d),
         "states are not rows of {d}"
     );
     let (n1, n0) = (x1.len() / d, x0.len() / d);
@@ -45,16 +45,15 @@ pub fn subspace(x1: &[f32], x0: &[f32], d: usize, k: usize) -> Result<Vec<Vec<f6
     normalise(&mut mu)?;
     let mut gram = vec![0f64; d * d];
     let mut t = vec![0f64; d];
-    for p in 0..pairs {
-        for j in 0..d {
-            t[j] = x1[p * d + j] as f64 - x0[p * d + j] as f64;
+    for (r1, r0) in x1.chunks_exact(d).zip(x0.chunks_exact(d)).take(pairs) {
+        for ((tj, &a), &b) in t.iter_mut().zip(r1).zip(r0) {
+            *tj = a as f64 - b as f64;
         }
         let c: f64 = t.iter().zip(&mu).map(|(a, b)| a * b).sum();
         t.iter_mut().zip(&mu).for_each(|(a, m)| *a -= c * m);
-        for i in 0..d {
-            let ti = t[i];
+        for (g_row, &ti) in gram.chunks_exact_mut(d).zip(&t) {
             if ti != 0.0 {
-                for (g, &tj) in gram[i * d..(i + 1) * d].iter_mut().zip(&t) {
+                for (g, &tj) in g_row.iter_mut().zip(&t) {
                     *g += ti * tj;
                 }
             }

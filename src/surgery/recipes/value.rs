@@ -108,7 +108,10 @@ pub fn gate_plan(
 ) -> Result<EditPlan> {
     let tensors = model.matrix_tensors(Matrix::Gate)?;
     let mut rows = Vec::with_capacity(neurons.len());
-    let mut units: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let units: BTreeMap<usize, Vec<f64>> = edit
+        .iter()
+        .map(|(&b, v)| Ok((b, unit(v)?)))
+        .collect::<Result<_>>()?;
     for n in neurons {
         let Some(t) = tensors.get(n.block) else {
             bail!(
@@ -117,13 +120,9 @@ pub fn gate_plan(
                 tensors.len()
             );
         };
-        if !units.contains_key(&n.block) {
-            let Some(v) = edit.get(&n.block) else {
-                bail!("no edit direction for block {}", n.block);
-            };
-            units.insert(n.block, unit(v)?);
-        }
-        let e = &units[&n.block];
+        let Some(e) = units.get(&n.block) else {
+            bail!("no edit direction for block {}", n.block);
+        };
         let mut r = vec![0f32; t.row_len];
         model.read_row(t, n.row, &mut r)?;
         let norm = r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
