@@ -204,8 +204,9 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
     }
     cfg.out = dir.path().join("ablate");
     let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
-    // base, surgery, 2 controls, 2 paper ablations, 4 quarters, 2 probe points, 9 variants.
-    assert_eq!(a.rows.len(), 21);
+    // base, surgery, 2 controls, 5 recipes, 2 paper ablations, 4 quarters, 2 probe points,
+    // 9 variants.
+    assert_eq!(a.rows.len(), 26);
     let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
     for label in [
         "joint probe: block i edited with its own slice",
@@ -216,6 +217,11 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
         "up instead of gate",
         "without quarter 4",
         "probe at middle block (mlp:2)",
+        "recipe: value-damp",
+        "recipe: value-gate",
+        "recipe: aura",
+        "recipe: profs",
+        "recipe: distributed",
     ] {
         assert!(md.contains(label), "{label}");
     }
