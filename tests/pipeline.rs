@@ -226,3 +226,30 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
         assert!(md.contains(label), "{label}");
     }
 }
+
+#[test]
+fn run_with_a_recipe_reports_it_with_its_controls() {
+    let Some(scorers) = scorers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path(), 2);
+    cfg.recipe = scalpel::surgery::recipes::Recipe::Aura;
+    let out = cfg.out.clone();
+    let fetch = FetchOptions::from_env().unwrap();
+    let s = pipeline::run(
+        cfg,
+        Inputs {
+            fetch: &fetch,
+            scorers: &scorers,
+            dataset: Some(tiny_dataset()),
+        },
+    )
+    .unwrap();
+    // base, the AurA edit and its random-neuron control (AurA has no direction to randomise).
+    let labels: Vec<&str> = s.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["base", "edited", "control-random-rows"]);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("Recipe `aura`"), "{md}");
+    assert!(out.join("edited/plan.json").is_file());
+}
