@@ -212,8 +212,9 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
     }
     cfg.out = dir.path().join("ablate");
     let a = ablate::ablate(cfg.clone(), inputs()).unwrap();
-    // base, surgery, 2 controls, 2 paper ablations, 4 quarters, 2 probe points, 9 variants.
-    assert_eq!(a.rows.len(), 21);
+    // base, surgery, 2 controls, 5 recipes, 2 paper ablations, 4 quarters, 2 probe points,
+    // 9 variants.
+    assert_eq!(a.rows.len(), 26);
     let md = std::fs::read_to_string(cfg.out.join("ablate.md")).unwrap();
     for label in [
         "joint probe: block i edited with its own slice",
@@ -224,7 +225,38 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
         "up instead of gate",
         "without quarter 4",
         "probe at middle block (mlp:2)",
+        "recipe: value-damp",
+        "recipe: value-gate",
+        "recipe: aura",
+        "recipe: profs",
+        "recipe: distributed",
     ] {
         assert!(md.contains(label), "{label}");
     }
+}
+
+#[test]
+#[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
+fn run_with_a_recipe_reports_it_with_its_controls() {
+    let scorers = common::scorers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path(), 2);
+    cfg.recipe = scalpel::surgery::recipes::Recipe::Aura;
+    let out = cfg.out.clone();
+    let fetch = FetchOptions::from_env().unwrap();
+    let s = pipeline::run(
+        cfg,
+        Inputs {
+            fetch: &fetch,
+            scorers: &scorers,
+            dataset: Some(tiny_dataset()),
+        },
+    )
+    .unwrap();
+    // base, the AurA edit and its random-neuron control (AurA has no direction to randomise).
+    let labels: Vec<&str> = s.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["base", "edited", "control-random-rows"]);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("Recipe `aura`"), "{md}");
+    assert!(out.join("edited/plan.json").is_file());
 }

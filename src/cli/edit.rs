@@ -9,6 +9,10 @@ use scalpel::formats::io::{check_outputs, OutKind};
 use scalpel::surgery::edit::PAPER_ALPHA;
 use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
 
+use scalpel::probe::Probe;
+use scalpel::surgery::recipes::Recipe;
+use scalpel::surgery::ModelFile;
+
 use super::select::{peak_rss_kib, per_block_line, run_selection, SelectionArgs};
 
 /// Arguments of `scalpel edit`.
@@ -46,10 +50,36 @@ pub struct EditArgs {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
+    /// The localisation + edit: paper (default), value-damp, value-gate, aura, profs,
+    /// distributed (docs/recipes.md).
+    #[arg(long, value_enum, default_value_t)]
+    pub recipe: Recipe,
+    /// The recipe's strength (default: its published setting; `distributed`: required, the
+    /// total Frobenius change).
+    #[arg(long, allow_negative_numbers = true)]
+    pub strength: Option<f32>,
+    /// Control of a recipe: the same number of neurons with the same changes, at random.
+    #[arg(long, value_name = "SEED")]
+    pub random_neurons: Option<u64>,
+    /// Labelled TSV (`label<TAB>text`, 1 = undesirable) that `aura` and `profs` measure on.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Tokens per text of `--data`.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Rank of the ProFS subspace.
+    #[arg(long, default_value_t = 2)]
+    pub rank: usize,
 }
 
 /// Runs `scalpel edit`.
 pub fn run(a: &EditArgs) -> Result<()> {
+    if a.recipe != Recipe::Paper {
+        return run_recipe(a);
+    }
+    if a.random_neurons.is_some() || a.data.is_some() || a.strength.is_some() {
+        anyhow::bail!("--random-neurons, --data and --strength belong to --recipe; the paper's edit takes --selection random, --alpha");
+    }
     let t0 = Instant::now();
     let mut outs = vec![(a.out.as_path(), OutKind::of_model(&a.model))];
     outs.extend(a.patch.as_deref().map(|p| (p, OutKind::File)));
@@ -98,6 +128,47 @@ pub fn run(a: &EditArgs) -> Result<()> {
         "wall {:.2} s (selection {:.2} s), peak RSS {} KiB",
         t0.elapsed().as_secs_f64(),
         t_sel,
+        peak_rss_kib().unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// `scalpel edit --recipe NAME` for every recipe but the paper's.
+fn run_recipe(a: &EditArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let probe = Probe::load(&a.probe)?;
+    let model = ModelFile::open(&a.model)?;
+    let (plan, what) = super::edit_recipe::recipe_plan(a, &model, &probe)?;
+    let wopts = WriteOptions {
+        keep_precision: a.keep_precision,
+        force: a.force,
+        patch: a.patch.clone(),
+    };
+    let r = write_edited(&model, &plan, &a.out, &wopts)?;
+    println!("edited {} rows in {} tensors: {what}", r.rows, r.tensors);
+    println!(
+        "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",
+        plan.delta_norm(),
+        r.stored_change_norm,
+        r.error_norm,
+        r.max_abs_error
+    );
+    println!(
+        "wrote        {} ({} bytes)",
+        a.out.display(),
+        r.bytes_written
+    );
+    if let (Some(p), Some(n)) = (&a.patch, r.patch_bytes) {
+        println!(
+            "patch        {} ({} bytes, {} rows)",
+            p.display(),
+            n,
+            r.patch_rows
+        );
+    }
+    println!(
+        "wall {:.2} s, peak RSS {} KiB",
+        t0.elapsed().as_secs_f64(),
         peak_rss_kib().unwrap_or(0)
     );
     Ok(())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod edit;
+mod edit_recipe;
 mod eval;
 mod fetch;
 mod generate;
@@ -49,6 +50,9 @@ pub enum Command {
     Sweep(run::SweepArgs),
     /// The paper's ablations as one table on the same prompts and scorers.
     Ablate(run::AblateArgs),
+    /// Every recipe and its controls swept over strength, compared at matched KL and
+    /// perplexity ratio (table, JSON, plot).
+    Compare(run::CompareArgs),
 }
 
 /// Runs one parsed command line.
@@ -66,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(&a),
         Command::Sweep(a) => run::sweep(&a),
         Command::Ablate(a) => run::ablate(&a),
+        Command::Compare(a) => run::compare(&a),
     }
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use scalpel::assets::FetchOptions;
 use scalpel::eval::suites::Scorers;
 use scalpel::pipeline::{self, Behaviour, Inputs, Profile, RunConfig};
+use scalpel::surgery::recipes::Recipe;
 use std::path::{Path, PathBuf};
 
 /// Flags shared by `run`, `sweep` and `ablate`: each overrides the config file.
@@ -68,6 +69,13 @@ pub struct ConfigArgs {
     /// Do not read or write the activation and evaluation caches.
     #[arg(long)]
     pub no_cache: bool,
+    /// The localisation + edit: paper (default), value-damp, value-gate, aura, profs,
+    /// distributed (see docs/recipes.md).
+    #[arg(long, value_enum)]
+    pub recipe: Option<Recipe>,
+    /// The recipe's strength (default: its published setting; see docs/recipes.md).
+    #[arg(long, allow_negative_numbers = true)]
+    pub strength: Option<f32>,
     /// Then remove this behaviour too, on the edited model with a probe trained on it
     /// (repeatable; `run` only).
     #[arg(long, value_enum)]
@@ -97,6 +105,12 @@ impl ConfigArgs {
         }
         if let Some(v) = self.alpha {
             c.alpha = v;
+        }
+        if let Some(v) = self.recipe {
+            c.recipe = v;
+        }
+        if let Some(v) = self.strength {
+            c.strength = Some(v);
         }
         if let Some(v) = self.fraction {
             c.fraction = v;
@@ -242,6 +256,61 @@ pub fn ablate(a: &AblateArgs) -> Result<()> {
         "wall {:.0} s; report {}",
         s.wall_secs,
         out.join("ablate.md").display()
+    );
+    Ok(())
+}
+
+/// Arguments of `scalpel compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Recipes, each with an optional strength grid: `paper,value-damp=0.25:0.5,aura`.
+    #[arg(
+        long,
+        default_value = "paper,value-damp,value-gate,aura,profs,distributed"
+    )]
+    pub recipes: String,
+    /// KL targets (nats/token).
+    #[arg(long, default_value = "0.05,0.1")]
+    pub kl_targets: String,
+    /// WikiText perplexity-ratio targets.
+    #[arg(long, default_value = "1.05,1.1")]
+    pub ppl_targets: String,
+    /// Skip the controls.
+    #[arg(long)]
+    pub no_controls: bool,
+    /// Skip the prompting baseline (the same prompts after a politeness instruction).
+    #[arg(long)]
+    pub no_prompting: bool,
+}
+
+/// Runs `scalpel compare`.
+pub fn compare(a: &CompareArgs) -> Result<()> {
+    use scalpel::pipeline::compare::{compare, parse_grids, CompareOptions};
+    use scalpel::pipeline::sweep::parse_list;
+    let cfg = a.cfg.resolve("runs/compare")?;
+    let opts = CompareOptions {
+        grids: parse_grids(&a.recipes)?,
+        controls: !a.no_controls,
+        kl_targets: parse_list(&a.kl_targets, "--kl-targets")?,
+        ppl_targets: parse_list(&a.ppl_targets, "--ppl-targets")?,
+        prompting: !a.no_prompting,
+    };
+    let fetch = FetchOptions::from_env()?;
+    let scorers = Scorers::load(&fetch).context("loading the scorers")?;
+    let out = cfg.out.clone();
+    let inputs = Inputs {
+        fetch: &fetch,
+        scorers: &scorers,
+        dataset: None,
+    };
+    let s = compare(cfg, &opts, inputs)?;
+    println!("{}", scalpel::pipeline::compare::render(&s));
+    println!(
+        "wall {:.0} s; report {}",
+        s.wall_secs,
+        out.join("compare.md").display()
     );
     Ok(())
 }

@@ -9,11 +9,12 @@
 
 use super::config::RunConfig;
 use super::rows::{row_from_report, table, Row};
-use super::run::{base_report, variants};
+use super::run::{base_report, paper_total_change, recipe_variants, variants};
 use super::session::{Fit, Inputs, Session, Variant};
 use super::sweep::quick_suites;
 use crate::formats::io::write_atomic;
 use crate::probe::{Direction, Method};
+use crate::surgery::recipes::Recipe;
 use crate::surgery::{Matrix, Operation, Ranking, Scale};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,29 @@ pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
     ]
 }
 
+/// One row per output-side recipe (issue #13) at its default strength; `distributed`
+/// spreads the paper edit's total change (`paper_total`) over every gate row.
+pub fn recipe_rows(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
+    [
+        Recipe::ValueDamp,
+        Recipe::ValueGate,
+        Recipe::Aura,
+        Recipe::Profs,
+        Recipe::Distributed,
+    ]
+    .into_iter()
+    .filter_map(|r| {
+        let c = RunConfig {
+            recipe: r,
+            ..cfg.clone()
+        };
+        let mut v = recipe_variants(&c, paper_total).into_iter().next()?;
+        v.label = format!("recipe: {}", r.name());
+        Some(v)
+    })
+    .collect()
+}
+
 /// Runs every ablation and writes `ablate.md` and `ablate.json` into `cfg.out`.
 pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
     let t0 = Instant::now();
@@ -176,6 +200,7 @@ pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
     // still holds the comparisons that matter most.
     let mut all = ablations(&cfg, blocks);
     let rest = all.split_off(3);
+    all.extend(recipe_rows(&cfg, paper_total_change(&s, &probe, &cfg)?));
     all.extend(variant_rows(&cfg, size, median));
     all.extend(rest);
     let mut summary = AblateSummary {

@@ -8,6 +8,7 @@ use crate::probe::train::MAX_LR;
 use crate::probe::{Direction, EpochChoice, Method};
 use crate::runtime::Precision;
 use crate::surgery::edit::{Scale, PAPER_ALPHA};
+use crate::surgery::recipes::Recipe;
 use crate::surgery::select::{Ranking, PAPER_FRACTION};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,13 @@ pub struct RunConfig {
     pub then: Vec<Behaviour>,
     /// Labelled TSV for the first `then` behaviour (jailbreak has no built-in set).
     pub then_data_file: Option<PathBuf>,
+    /// The localisation + edit (`paper`, `value-damp`, `value-gate`, `aura`, `profs`,
+    /// `distributed`; see `surgery::recipes`).
+    pub recipe: Recipe,
+    /// The recipe's strength (`None`: its default, see [`RunConfig::recipe_strength`]).
+    pub strength: Option<f32>,
+    /// Rank of the ProFS subspace.
+    pub profs_rank: usize,
 }
 
 impl Default for RunConfig {
@@ -224,6 +232,9 @@ impl Default for RunConfig {
             cache: true,
             then: Vec::new(),
             then_data_file: None,
+            recipe: Recipe::Paper,
+            strength: None,
+            profs_rank: 2,
         }
     }
 }
@@ -239,6 +250,19 @@ pub const QUICK_KL_WINDOWS: usize = 8;
 pub const QUICK_BENIGN_PROMPTS: usize = 16;
 
 impl RunConfig {
+    /// The recipe's strength: the config's, else the published setting (α for the paper,
+    /// full damping for value-damp, half a row norm for value-gate, 1 for AurA and ProFS);
+    /// `distributed` has no default of its own (the pipeline matches the paper edit's total
+    /// change) and gets `None`.
+    pub fn recipe_strength(&self) -> Option<f32> {
+        self.strength.or(match self.recipe {
+            Recipe::Paper => Some(self.alpha),
+            Recipe::ValueDamp | Recipe::Aura | Recipe::Profs => Some(1.0),
+            Recipe::ValueGate => Some(0.5),
+            Recipe::Distributed => None,
+        })
+    }
+
     /// Reads a TOML file; unknown keys are errors (a typo must not silently do nothing).
     pub fn from_toml_file(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path)

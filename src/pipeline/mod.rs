@@ -4,6 +4,7 @@
 //! on the same [`session::Session`].
 
 pub mod ablate;
+pub mod compare;
 pub mod config;
 pub mod plots;
 pub mod rows;

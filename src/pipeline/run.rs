@@ -9,6 +9,7 @@ use super::session::{Fit, Inputs, Session, Variant};
 use crate::eval::markdown::write_report;
 use crate::eval::{Report, Suite};
 use crate::formats::io::write_atomic;
+use crate::surgery::recipes::{Control, Recipe, RecipeOptions};
 use crate::surgery::{Count, EditOptions, Operation, Ranking, SelectOptions};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,7 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
             fit: fit.clone(),
             select: select.clone(),
             edit: edit.clone(),
+            recipe: None,
         },
         Variant {
             label: CONTROL_DIRECTION.into(),
@@ -98,6 +100,7 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
                 random_direction: Some(cfg.control_seed),
                 ..edit.clone()
             },
+            recipe: None,
         },
         Variant {
             label: CONTROL_ROWS.into(),
@@ -109,8 +112,64 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
                 ..select
             },
             edit,
+            recipe: None,
         },
     ]
+}
+
+/// The config's recipe (not the paper's) and the controls that fit it: the same recipe
+/// with a random direction / subspace (`CONTROL_DIRECTION`) and on random neurons with the
+/// same changes (`CONTROL_ROWS`), where the recipe has them. `paper_total` is the Frobenius
+/// norm of the paper edit's change, the size `distributed` spreads by default.
+pub fn recipe_variants(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
+    let [base, _, _] = variants(cfg);
+    let opts = RecipeOptions {
+        recipe: cfg.recipe,
+        strength: cfg.recipe_strength().unwrap_or(paper_total as f32),
+        count: base.select.count,
+        direction: cfg.direction,
+        rank: cfg.profs_rank,
+        blocks: None,
+        control: Control::None,
+    };
+    let mk = |label: &str, control: Control| Variant {
+        label: label.into(),
+        recipe: Some(RecipeOptions {
+            control,
+            ..opts.clone()
+        }),
+        ..base.clone()
+    };
+    let seed = cfg.control_seed;
+    [
+        (EDITED, Control::None),
+        (CONTROL_DIRECTION, Control::RandomDirection(seed)),
+        (CONTROL_ROWS, Control::RandomNeurons(seed)),
+    ]
+    .into_iter()
+    .filter(|(_, c)| cfg.recipe.has_control(*c))
+    .map(|(l, c)| mk(l, c))
+    .collect()
+}
+
+/// Frobenius norm of the paper edit's change for `cfg` (`α·‖w‖·√K`, absolute scale).
+pub fn paper_total_change(
+    s: &Session,
+    probe: &crate::probe::Probe,
+    cfg: &RunConfig,
+) -> Result<f64> {
+    let w = probe.direction(cfg.direction);
+    let norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    let total: usize = s
+        .file
+        .matrix_tensors(crate::surgery::Matrix::Gate)?
+        .iter()
+        .map(|t| t.n_rows)
+        .sum();
+    let k = cfg
+        .top_k
+        .unwrap_or_else(|| (cfg.fraction * total as f64).round() as usize);
+    Ok(cfg.alpha.abs() as f64 * norm * (k as f64).sqrt())
 }
 
 /// The base model's part of a comparison report, as a report of its own.
@@ -218,13 +277,16 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
         )
         .as_bytes(),
     )?;
-    let (_, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let (probe_w, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
     eprintln!(
         "probe at {}: held-out accuracy {:.2} %",
         probe.point,
         100.0 * probe.test_accuracy
     );
-    let vs = variants(&cfg);
+    let vs: Vec<Variant> = match cfg.recipe {
+        Recipe::Paper => variants(&cfg).to_vec(),
+        _ => recipe_variants(&cfg, paper_total_change(&s, &probe_w, &cfg)?),
+    };
     let mut rows = Vec::new();
     let mut base_done = false;
     for v in &vs {
@@ -378,7 +440,17 @@ pub fn render(s: &RunSummary) -> String {
         if p.activations_cached { "from the cache" } else { "computed" },
         p.file.display()
     );
-    if let Some(e) = s.rows.get(1).and_then(|r| r.edit.as_ref()) {
+    if c.recipe != Recipe::Paper {
+        let e = s.rows.get(1).and_then(|r| r.edit.as_ref());
+        let _ = writeln!(
+            m,
+            "## Edit\n\nRecipe `{}` (docs/recipes.md), strength {}, {} neurons changed, ‖change‖ = {:.4}. Its controls: `{CONTROL_DIRECTION}` = the same recipe with a random direction (or subspace) of the same size, `{CONTROL_ROWS}` = the same changes on random neurons, where the recipe has them. The verdict below compares with the base; compare the controls' rows before crediting the recipe.\n",
+            c.recipe.name(),
+            e.map_or(f32::NAN, |e| e.alpha),
+            e.map_or(0, |e| e.k),
+            e.map_or(f64::NAN, |e| e.delta_norm),
+        );
+    } else if let Some(e) = s.rows.get(1).and_then(|r| r.edit.as_ref()) {
         let _ = writeln!(
             m,
             "## Edit\n\nα = {}, K = {} of {} gate rows ({:.2} %), ‖change‖ = {:.4}. The evaluated models keep the edited tensors at F32 (re-quantising a small edit distorts it); the re-quantised edit is offered beside it{}.\n",

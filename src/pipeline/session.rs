@@ -16,9 +16,12 @@ use crate::probe::{
 use crate::progress::{stage, Stage};
 use crate::runtime::{LoadOptions, Model, Point, Precision};
 use crate::surgery::activation::activation_scores;
+use crate::surgery::recipes::{
+    neurons::pooled_activations, plan_recipe, Measured, Recipe, RecipeOptions,
+};
 use crate::surgery::{
-    plan_edit, select_with, write_edited, EditOptions, Matrix, ModelFile, Ranking, SelectOptions,
-    Selection, WriteOptions,
+    plan_edit, select_with, write_edited, EditOptions, EditPlan, Matrix, ModelFile, Ranking,
+    SelectOptions, Selection, WriteOptions,
 };
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -43,6 +46,9 @@ pub struct Variant {
     pub fit: Fit,
     pub select: SelectOptions,
     pub edit: EditOptions,
+    /// A recipe replacing `select` + `edit` (`None`: the paper's selection and edit as set
+    /// there; the probe still comes from `point` and `fit`).
+    pub recipe: Option<RecipeOptions>,
 }
 
 /// How a probe is fitted (the rest of its options come from the config).
@@ -100,6 +106,8 @@ pub struct Session<'a> {
     dataset: Dataset,
     probes: BTreeMap<String, (Probe, ProbeInfo)>,
     scores: Option<Vec<Vec<f32>>>,
+    neurons: Option<Vec<Vec<f32>>>,
+    residuals: Option<Vec<Option<Vec<f32>>>>,
     base_fingerprint: String,
 }
 
@@ -157,6 +165,8 @@ impl<'a> Session<'a> {
             dataset,
             probes: BTreeMap::new(),
             scores: None,
+            neurons: None,
+            residuals: None,
             base_fingerprint,
         })
     }
@@ -302,6 +312,14 @@ impl<'a> Session<'a> {
         Ok(s)
     }
 
+    /// Fills the activation cache with the final norm and every residual point in one pass over
+    /// the probe data (the paper's probe and ProFS then read it instead of running twice).
+    pub fn prefetch_points(&self) -> Result<()> {
+        let mut p = vec![Point::FinalNorm];
+        p.extend(residual_points(self.base.config().num_layers));
+        self.collect(p).map(|_| ())
+    }
+
     /// The base subject for [`run_suites`].
     fn base_subject(&self) -> Subject<'_> {
         Subject {
@@ -310,6 +328,40 @@ impl<'a> Session<'a> {
             endpoint: None,
             fingerprint: self.base_fingerprint.clone(),
         }
+    }
+
+    /// The prompting baseline: the base model, unedited, on `prompts` each preceded by
+    /// `instruction` (raw completion, `max_new` tokens, the `file` suite), scored like the
+    /// rest. Prompts are written as JSONL into `dir`.
+    pub fn prompted_base(
+        &self,
+        instruction: &str,
+        prompts: &[String],
+        max_new: usize,
+        dir: &Path,
+    ) -> Result<Report> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("prompts.jsonl");
+        let mut text = String::new();
+        for p in prompts {
+            text.push_str(
+                &serde_json::json!({ "prompt": format!("{instruction}{p}") }).to_string(),
+            );
+            text.push('\n');
+        }
+        crate::formats::io::write_atomic(&file, text.as_bytes())?;
+        let eval = EvalConfig {
+            suites: vec![crate::eval::Suite::File],
+            limit: None,
+            max_new: Some(max_new),
+            prompt_file: Some(file),
+            prompt_field: "prompt".into(),
+            prompt_file_chat: false,
+            ..self.eval.clone()
+        };
+        let report = run_suites(&self.base_subject(), None, &eval, self.scorers, self.fetch)?;
+        write_report(&report, &dir.join("eval"))?;
+        Ok(report)
     }
 
     /// Evaluates the base model alone (its row; cached by the evaluation cache).
@@ -334,12 +386,11 @@ impl<'a> Session<'a> {
         let probes_dir = self.cfg.out.join("probes");
         let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
         let timed = stage(Stage::Edit, v.label.clone());
-        let sel = self.select(&probe, v)?;
+        let (plan, k, total_rows, record) = self.plan(&probe, v)?;
         crate::formats::io::write_atomic(
             &dir.join("plan.json"),
-            serde_json::to_string_pretty(&sel)?.as_bytes(),
+            serde_json::to_string_pretty(&record)?.as_bytes(),
         )?;
-        let plan = plan_edit(&sel, &probe, &v.edit)?;
         let model_out = dir.join(self.edited_name("model"));
         let w = write_edited(
             &self.file,
@@ -380,14 +431,82 @@ impl<'a> Session<'a> {
             } else {
                 v.point.clone()
             },
-            alpha: v.edit.alpha,
-            k: sel.k,
-            total_rows: sel.total_rows,
+            alpha: v.recipe.as_ref().map_or(v.edit.alpha, |r| r.strength),
+            k,
+            total_rows,
             delta_norm: plan.delta_norm(),
             stored_change_norm: w.stored_change_norm,
             model: keep_model.then(|| model_out.clone()),
         };
         Ok((row_from_report(&v.label, &report, true, Some(info)), report))
+    }
+
+    /// The variant's edit plan, the number of neurons (rows) it changes, the model's gate
+    /// rows, and what to record as `plan.json` (the selection, or the recipe's report).
+    pub fn plan(
+        &mut self,
+        probe: &Probe,
+        v: &Variant,
+    ) -> Result<(EditPlan, usize, usize, serde_json::Value)> {
+        let Some(r) = &v.recipe else {
+            let sel = self.select(probe, v)?;
+            let plan = plan_edit(&sel, probe, &v.edit)?;
+            let record = serde_json::to_value(&sel)?;
+            return Ok((plan, sel.k, sel.total_rows, record));
+        };
+        let labels = self.labels();
+        // AurA's neuron activations: every `stride`-th text (at most AURA_TEXTS of them, so
+        // the extra forward pass stays within minutes), with their labels.
+        let stride = self.dataset.items.len().div_ceil(AURA_TEXTS).max(1);
+        let mut labels = labels;
+        if r.recipe == Recipe::Aura {
+            labels = labels.into_iter().step_by(stride).collect();
+        }
+        if r.recipe == Recipe::Aura && self.neurons.is_none() {
+            let texts: Vec<&str> = self
+                .dataset
+                .items
+                .iter()
+                .step_by(stride)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            eprintln!(
+                "measuring pooled neuron activations on {} texts",
+                texts.len()
+            );
+            self.neurons = Some(pooled_activations(
+                &self.base,
+                &self.file,
+                &texts,
+                self.cfg.max_tokens,
+                16,
+            )?);
+        }
+        if r.recipe == Recipe::Profs && self.residuals.is_none() {
+            let n = self.base.config().num_layers;
+            let (acts, _) = self.collect(residual_points(n))?;
+            let mut res = vec![None; n];
+            for a in acts {
+                if let Point::Residual(b) = a.point {
+                    res[b] = Some(a.data);
+                }
+            }
+            self.residuals = Some(res);
+        }
+        let measured = Measured {
+            labels: &labels,
+            neurons: self.neurons.as_deref(),
+            residuals: self.residuals.as_deref(),
+        };
+        let (plan, report) = plan_recipe(&self.file, probe, &measured, r)?;
+        let total: usize = self
+            .file
+            .matrix_tensors(Matrix::Gate)?
+            .iter()
+            .map(|t| t.n_rows)
+            .sum();
+        let record = serde_json::json!({"recipe": r, "report": report});
+        Ok((plan, report.neurons, total, record))
     }
 
     /// The variant's selection (with measured scores when it ranks by activation).
@@ -412,8 +531,7 @@ impl<'a> Session<'a> {
     pub fn write_requantised(&mut self, v: &Variant, out: &Path) -> Result<f64> {
         let probes_dir = self.cfg.out.join("probes");
         let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
-        let sel = self.select(&probe, v)?;
-        let plan = plan_edit(&sel, &probe, &v.edit)?;
+        let (plan, ..) = self.plan(&probe, v)?;
         let w = write_edited(
             &self.file,
             &plan,
@@ -426,6 +544,13 @@ impl<'a> Session<'a> {
         )?;
         Ok(w.error_norm)
     }
+}
+
+/// Texts AurA's activations are measured on, at most (every k-th text of the probe data).
+pub const AURA_TEXTS: usize = 3000;
+
+fn residual_points(n: usize) -> Vec<Point> {
+    (0..n).map(Point::Residual).collect()
 }
 
 fn remove_model(p: &Path) -> Result<()> {

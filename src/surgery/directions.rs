@@ -81,7 +81,7 @@ pub fn block_vectors(
 
 /// The gain of the RMSNorm whose output the probe read: the final norm for `final`, block
 /// N's post-attention norm for `mlp:N`. A residual-stream probe reads no norm (gain 1).
-fn probe_gain(model: &ModelFile, probe: &Probe) -> Result<Vec<f32>> {
+pub(crate) fn probe_gain(model: &ModelFile, probe: &Probe) -> Result<Vec<f32>> {
     let point = probe.meta.get("point").map_or("final", String::as_str);
     if point == "final" {
         return model.norm_gain(None);

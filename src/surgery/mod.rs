@@ -5,6 +5,8 @@
 //! - [`directions`]: each block's ranking and edit vectors (per-block probes, norm gains).
 //! - [`activation`]: per-neuron scores measured on labelled text, for activation ranking.
 //! - [`edit`]: the per-row changes as an [`EditPlan`] (`row += α · w` for the paper).
+//! - [`recipes`]: output-side localisations (value vectors, AurA, ProFS) and a distributed
+//!   edit, each a [`recipes::Recipe`] building an [`EditPlan`] for the same writers.
 //! - [`write`]: streams the edited model and its [`crate::formats::patch::Patch`].
 //!
 //! The flow `select → plan_edit → write_edited` holds at most one tensor in memory besides
@@ -14,6 +16,7 @@ pub mod activation;
 pub mod directions;
 pub mod edit;
 pub mod model;
+pub mod recipes;
 pub mod select;
 pub mod write;
 

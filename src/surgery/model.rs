@@ -22,6 +22,9 @@ pub enum Matrix {
     Gate,
     /// `ffn_up` / `mlp.up_proj` (the paper's ablation).
     Up,
+    /// `ffn_down` / `mlp.down_proj`: one row per hidden dimension, `n_ff` long (the output
+    /// side, edited by the ProFS recipe; not a neuron matrix, so not for selection).
+    Down,
 }
 
 impl Matrix {
@@ -29,12 +32,14 @@ impl Matrix {
         match self {
             Matrix::Gate => "ffn_gate",
             Matrix::Up => "ffn_up",
+            Matrix::Down => "ffn_down",
         }
     }
     fn hf_part(self) -> &'static str {
         match self {
             Matrix::Gate => "mlp.gate_proj",
             Matrix::Up => "mlp.up_proj",
+            Matrix::Down => "mlp.down_proj",
         }
     }
 }

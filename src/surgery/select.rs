@@ -197,6 +197,9 @@ pub fn select_with(
     scores: Option<&[Vec<f32>]>,
 ) -> Result<Selection> {
     check_direction(&probe.direction(opts.direction))?;
+    if opts.matrix == Matrix::Down {
+        bail!("ffn_down has one row per hidden dimension, not per neuron: select gate or up rows");
+    }
     let tensors = model.matrix_tensors(opts.matrix)?;
     probe
         .check_blocks(tensors.len())
