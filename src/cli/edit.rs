@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use scalpel::surgery::adapter::{Adapter, AdapterFormat, DEFAULT_MAX_RANK};
 use scalpel::surgery::edit::PAPER_ALPHA;
 use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
 
@@ -36,9 +37,16 @@ pub struct EditArgs {
     /// GGUF: store edited tensors as F32 instead of re-quantising the edited rows.
     #[arg(long)]
     pub keep_precision: bool,
-    /// Output model (GGUF file or HF folder, like the input).
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output model (GGUF file or HF folder, like the input); optional with --adapter.
+    #[arg(long, required_unless_present = "adapter")]
+    pub out: Option<PathBuf>,
+    /// Also (or only) write the edit as a LoRA adapter on the unedited model: a GGUF file
+    /// for llama.cpp / ollama when OUT ends in .gguf, else a PEFT folder.
+    #[arg(long, value_name = "OUT")]
+    pub adapter: Option<PathBuf>,
+    /// Refuse an adapter whose exact rank per matrix is above this.
+    #[arg(long, default_value_t = DEFAULT_MAX_RANK)]
+    pub max_rank: usize,
     /// Also write the reversible patch here.
     #[arg(long)]
     pub patch: Option<PathBuf>,
@@ -59,17 +67,44 @@ pub fn run(a: &EditArgs) -> Result<()> {
         scale: a.scale,
     };
     let plan = plan_edit(&sel, &probe, &opts)?;
+    match &a.out {
+        Some(out) => write_model(a, &model, &plan, &sel, out)?,
+        None => {
+            println!("K = {} of {} rows", sel.k, sel.total_rows);
+            println!("per block    {}", per_block_line(&sel));
+        }
+    }
+    if let Some(path) = &a.adapter {
+        let ad = Adapter::from_plan(&model, &plan, a.max_rank)?;
+        report_adapter(&ad, path, a.force)?;
+    }
+    println!(
+        "wall {:.2} s (selection {:.2} s), peak RSS {} KiB",
+        t0.elapsed().as_secs_f64(),
+        t_sel,
+        peak_rss_kib().unwrap_or(0)
+    );
+    Ok(())
+}
+
+fn write_model(
+    a: &EditArgs,
+    model: &scalpel::surgery::ModelFile,
+    plan: &scalpel::surgery::EditPlan,
+    sel: &scalpel::surgery::Selection,
+    out: &std::path::Path,
+) -> Result<()> {
     let wopts = WriteOptions {
         keep_precision: a.keep_precision,
         force: a.force,
         patch: a.patch.clone(),
     };
-    let r = write_edited(&model, &plan, &a.out, &wopts)?;
+    let r = write_edited(model, plan, out, &wopts)?;
     println!(
         "edited {} rows in {} tensors (K = {} of {} rows)",
         r.rows, r.tensors, sel.k, sel.total_rows
     );
-    println!("per block    {}", per_block_line(&sel));
+    println!("per block    {}", per_block_line(sel));
     println!(
         "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",
         plan.delta_norm(),
@@ -77,11 +112,7 @@ pub fn run(a: &EditArgs) -> Result<()> {
         r.error_norm,
         r.max_abs_error
     );
-    println!(
-        "wrote        {} ({} bytes)",
-        a.out.display(),
-        r.bytes_written
-    );
+    println!("wrote        {} ({} bytes)", out.display(), r.bytes_written);
     if let (Some(p), Some(n)) = (&a.patch, r.patch_bytes) {
         println!(
             "patch        {} ({} bytes, {} rows)",
@@ -90,11 +121,28 @@ pub fn run(a: &EditArgs) -> Result<()> {
             r.patch_rows
         );
     }
+    Ok(())
+}
+
+/// Writes an adapter (format from the path) and prints what it holds.
+pub fn report_adapter(ad: &Adapter, path: &std::path::Path, force: bool) -> Result<()> {
+    let format = AdapterFormat::from_path(path);
+    let bytes = ad.write(path, format, force)?;
+    let ranks: Vec<usize> = ad.matrices.iter().map(|(_, m)| m.rank).collect();
     println!(
-        "wall {:.2} s (selection {:.2} s), peak RSS {} KiB",
-        t0.elapsed().as_secs_f64(),
-        t_sel,
-        peak_rss_kib().unwrap_or(0)
+        "adapter      {} ({} {}, {} bytes): {} matrices, rank {} (exact ranks {}..={}), max |B·A − Δ| {:.3e}",
+        path.display(),
+        match format {
+            AdapterFormat::Gguf => "GGUF LoRA",
+            AdapterFormat::Peft => "PEFT folder",
+        },
+        if ad.requantised { "of the re-quantised rows" } else { "of the edit" },
+        bytes,
+        ad.matrices.len(),
+        ad.rank(),
+        ranks.iter().min().unwrap_or(&0),
+        ranks.iter().max().unwrap_or(&0),
+        ad.max_error()
     );
     Ok(())
 }

@@ -6,11 +6,13 @@
 //! - [`activation`]: per-neuron scores measured on labelled text, for activation ranking.
 //! - [`edit`]: the per-row changes as an [`EditPlan`] (`row += α · w` for the paper).
 //! - [`write`]: streams the edited model and its [`crate::formats::patch::Patch`].
+//! - [`adapter`]: the edit as a LoRA adapter (GGUF for llama.cpp / ollama, PEFT folder).
 //!
 //! The flow `select → plan_edit → write_edited` holds at most one tensor in memory besides
 //! the plan; everything else is read through memory maps.
 
 pub mod activation;
+pub mod adapter;
 pub mod directions;
 pub mod edit;
 pub mod model;
