@@ -76,6 +76,14 @@ pub struct EvalArgs {
     /// (e.g. http://127.0.0.1:8080); MODEL is still loaded for tokenizing, ppl and KL.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// The `model` name sent to the endpoint: the adapter or model alias the server holds
+    /// (vLLM `--lora-modules NAME=…`, llama-cpp-python's `model_alias`); default MODEL's path.
+    #[arg(long, value_name = "NAME", requires = "endpoint")]
+    pub served_model: Option<String>,
+    /// Generate the baseline's continuations on the endpoint too, under this model name
+    /// (e.g. the base model beside an adapter on one server).
+    #[arg(long, value_name = "NAME", requires_all = ["endpoint", "baseline"])]
+    pub baseline_served_model: Option<String>,
     /// Compare models whose tokenizers differ (KL is then skipped).
     #[arg(long)]
     pub allow_tokenizer_mismatch: bool,
@@ -122,7 +130,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let endpoint = a
         .endpoint
         .as_deref()
-        .map(|u| Endpoint::new(u, &a.model.display().to_string()))
+        .map(|u| {
+            let name = a.served_model.clone();
+            Endpoint::new(u, &name.unwrap_or_else(|| a.model.display().to_string()))
+        })
         .transpose()?;
     let subject = Subject {
         label: if a.baseline.is_some() {
@@ -140,11 +151,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .as_ref()
         .map(|p| Model::load(p, &opts))
         .transpose()?;
+    let base_endpoint = match (&a.endpoint, &a.baseline_served_model) {
+        (Some(u), Some(name)) => Some(Endpoint::new(u, name)?),
+        _ => None,
+    };
     let base = match (&a.baseline, &base_model) {
         (Some(p), Some(m)) => Some(Subject {
             label: "base".into(),
             model: m,
-            endpoint: None,
+            endpoint: base_endpoint.as_ref(),
             fingerprint: fingerprint(p)?,
         }),
         _ => None,

@@ -3,6 +3,7 @@
 //!
 //! - [`collect`]: run the model over labelled texts and pool one vector per text at a
 //!   chosen point, cached on disk;
+//! - [`remote`]: the same pooled final-norm states from a server's `/v1/embeddings`;
 //! - [`train`](mod@train): fit the probe (the paper's Adam recipe, or a closed-form baseline);
 //! - [`joint`]: one probe over every block's MLP input (a slice per block), stacked;
 //! - [`fingerprint`]: the model's sha256, memoised, for cache keys;
@@ -15,6 +16,7 @@ pub mod fingerprint;
 pub mod joint;
 mod logistic;
 pub mod metrics;
+pub mod remote;
 mod standardize;
 pub mod train;
 
