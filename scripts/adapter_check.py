@@ -2,19 +2,23 @@
 models run in the same engine. Prints one JSON object (and writes it to --out).
 
     python3 scripts/adapter_check.py llamacpp --base B.gguf --base-kp B0.gguf \
-        --edited E.gguf --adapter A.gguf [--scaled E2.gguf --scale 2] [--out R.json]
+        --edited E.gguf --adapter A.gguf --base-f32 F.gguf --edited-f32 FE.gguf \
+        --scaled-f32 FE2.gguf [--scale 2] [--out R.json]
     python3 scripts/adapter_check.py peft --hf-base DIR --hf-edited DIR --adapter DIR [--out R.json]
 
 llamacpp (llama-cpp-python, kept off the AMX buffer types): every position's logits of a few
-prompts for
-- `adapter_vs_edit`: the adapter on B0 (the base with its gate tensors stored as F32, i.e.
-  `scalpel edit --keep-precision --alpha 0`) vs E (`--keep-precision` edit): both multiply
-  the same F32 gate by the same 8-bit-free path, so only the order of the f32 sums differs;
-- `adapter_on_quantised_base_vs_edit`: the adapter on the original B vs E, and beside it
-  `base_vs_base_kp` (B vs B0), the part that comes from llama.cpp rounding the gate's input
-  to 8 bits for the quantised gate and not for the F32 one;
-- `scaled_vs_edit_at_s_alpha`: lora_scale s on B0 vs the keep-precision edit made at s·α;
-- `edit_effect`: E vs B0, how far the edit moves the logits at all.
+prompts, max |difference| over positions and vocabulary:
+- `adapter_vs_edit_f32`: the adapter on F (every tensor of the base stored as F32) vs FE (F
+  edited with `--keep-precision`): f32 throughout (KV cache f32 too), only the order of the
+  sums differs;
+- `scaled_vs_edit_at_s_alpha_f32`: lora_scale s on F vs F edited at s·α;
+- `adapter_vs_edit_kp`, `positions_identical_kp`: the adapter on B0 (the base with its gate
+  tensors as F32: `scalpel edit --keep-precision --alpha 0`) vs E (`--keep-precision` edit);
+  every other matrix is Q4_1, whose input llama.cpp rounds to 8 bits, so a last-bit
+  difference in the gate's output flips a rounding at some positions;
+- `adapter_on_quantised_base_vs_edit_kp` beside `base_vs_base_kp`: the adapter on the
+  original B, where the gate's own input is rounded to 8 bits too;
+- `edit_effect_*`: how far the edit moves the logits at all.
 
 peft (transformers + peft, f32 on the CPU): the PEFT adapter on the base folder vs scalpel's
 edited folder, all positions.
@@ -45,7 +49,12 @@ def llamacpp_logits(path, lora=None, scale=1.0):
     kw = {}
     if lora:
         kw = {"lora_path": lora, "lora_scale": scale}
-    llm = Llama(model_path=path, n_ctx=512, n_threads=2, logits_all=True, verbose=False, **kw)
+    # KV cache in f32 (type 0): the default f16 cache rounds keys and values, and a last-bit
+    # difference upstream flips some of those roundings.
+    llm = Llama(
+        model_path=path, n_ctx=512, n_threads=2, logits_all=True, verbose=False,
+        type_k=0, type_v=0, **kw,
+    )
     out = []
     for p in PROMPTS:
         llm.reset()
@@ -56,27 +65,36 @@ def llamacpp_logits(path, lora=None, scale=1.0):
     return out
 
 
+def identical(a, b):
+    rows = [np.max(np.abs(x - y), axis=1) == 0 for x, y in zip(a, b)]
+    return float(np.mean(np.concatenate(rows)))
+
+
 def run_llamacpp(a):
+    r = {"engine": "llama-cpp-python", "scale": a.scale}
+    # Every weight F32: no 8-bit rounding of activations anywhere.
+    fe = llamacpp_logits(a.edited_f32)
+    f0 = llamacpp_logits(a.base_f32)
+    r["positions"] = int(sum(len(x) for x in fe))
+    r["edit_effect_f32"] = maxdiff(fe, f0)
+    r["adapter_vs_edit_f32"] = maxdiff(llamacpp_logits(a.base_f32, a.adapter), fe)
+    fe2 = llamacpp_logits(a.scaled_f32)
+    r["scaled_edit_effect_f32"] = maxdiff(fe2, f0)
+    r["scaled_vs_edit_at_s_alpha_f32"] = maxdiff(llamacpp_logits(a.base_f32, a.adapter, a.scale), fe2)
+    # The quantised model (gate F32 in both, every other matrix Q4_1).
     e = llamacpp_logits(a.edited)
     b0 = llamacpp_logits(a.base_kp)
     ad0 = llamacpp_logits(a.base_kp, a.adapter)
+    r["edit_effect_kp"] = maxdiff(e, b0)
+    r["adapter_vs_edit_kp"] = maxdiff(ad0, e)
+    r["positions_identical_kp"] = identical(ad0, e)
+    # The adapter on the original quantised base vs the keep-precision edit, and the
+    # base's own distance to its F32-gate copy (the 8-bit rounding of the gate's input).
     b = llamacpp_logits(a.base)
     adq = llamacpp_logits(a.base, a.adapter)
-    r = {
-        "engine": "llama-cpp-python",
-        "positions": int(sum(len(x) for x in e)),
-        "edit_effect": maxdiff(e, b0),
-        "adapter_vs_edit": maxdiff(ad0, e),
-        "adapter_on_quantised_base_vs_edit": maxdiff(adq, e),
-        "base_vs_base_kp": maxdiff(b, b0),
-        "adapter_on_quantised_base_effect": maxdiff(adq, b),
-    }
-    if a.scaled:
-        e2 = llamacpp_logits(a.scaled)
-        ads = llamacpp_logits(a.base_kp, a.adapter, a.scale)
-        r["scale"] = a.scale
-        r["scaled_edit_effect"] = maxdiff(e2, b0)
-        r["scaled_vs_edit_at_s_alpha"] = maxdiff(ads, e2)
+    r["adapter_on_quantised_base_vs_edit_kp"] = maxdiff(adq, e)
+    r["base_vs_base_kp"] = maxdiff(b, b0)
+    r["adapter_on_quantised_base_effect"] = maxdiff(adq, b)
     return r
 
 
@@ -84,7 +102,7 @@ def run_peft(a):
     import torch
     from peft import PeftModel
     from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     # Both models read the same ids, so the folder's tokenizer.json alone is enough.
     tok = Tokenizer.from_file(a.hf_base + "/tokenizer.json")
@@ -97,7 +115,19 @@ def run_peft(a):
                 out.append(model(ids).logits[0].double().numpy())
         return out
 
-    load = lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    def load(d):
+        # Folders written from a GGUF (tests/common gguf_to_hf_folder) name the architecture
+        # but carry no `model_type`; transformers needs one.
+        with open(d + "/config.json") as f:
+            cfg = json.load(f)
+        mt = cfg.pop("model_type", None) or {
+            "LlamaForCausalLM": "llama",
+            "Qwen2ForCausalLM": "qwen2",
+            "Gemma3ForCausalLM": "gemma3_text",
+        }[cfg["architectures"][0]]
+        conf = AutoConfig.for_model(mt, **cfg)
+        return AutoModelForCausalLM.from_pretrained(d, config=conf, dtype=torch.float32).eval()
+
     base = load(a.hf_base)
     lb = logits(base)
     peft = PeftModel.from_pretrained(base, a.adapter).eval()
@@ -119,7 +149,9 @@ def main():
     l.add_argument("--base-kp", required=True)
     l.add_argument("--edited", required=True)
     l.add_argument("--adapter", required=True)
-    l.add_argument("--scaled")
+    l.add_argument("--base-f32", required=True)
+    l.add_argument("--edited-f32", required=True)
+    l.add_argument("--scaled-f32", required=True)
     l.add_argument("--scale", type=float, default=2.0)
     l.add_argument("--out")
     p = sub.add_parser("peft")

@@ -164,7 +164,7 @@ impl Adapter {
                 .map(|&(r, d)| (r, d, delta_tolerance(d)))
                 .collect();
             let lr = factorize(t.n_rows, t.row_len, &rows, max_rank)
-                .with_context(|| format!("{name}"))?;
+                .with_context(|| name.to_string())?;
             matrices.push((target, lr));
         }
         Self::finish(model, matrices, plan.info.clone(), false)

@@ -43,7 +43,7 @@ pub fn factorize(
     max_rank: usize,
 ) -> Result<LowRank> {
     for &(r, d, tol) in rows {
-        if r >= n_rows || d.len() != row_len || !(tol >= 0.0) {
+        if r >= n_rows || d.len() != row_len || tol.is_nan() || tol < 0.0 {
             bail!("row {r}: delta of {} values or tolerance {tol} does not fit a {n_rows} × {row_len} matrix", d.len());
         }
         if let Some(i) = d.iter().position(|x| !x.is_finite()) {
