@@ -129,13 +129,6 @@ pub struct TrainArgs {
     /// `--method logistic`) instead of one probe per point.
     #[arg(long)]
     pub joint: bool,
-    /// Collect the final-norm states from an OpenAI-compatible `/v1/embeddings` server
-    /// (llama.cpp with embeddings on) instead of loading MODEL; `--layer final` only.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-    /// The `model` name sent to the endpoint (default: MODEL's path).
-    #[arg(long, value_name = "NAME", requires = "endpoint")]
-    pub served_model: Option<String>,
     /// Probe file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -269,35 +262,6 @@ fn collect_all(
     Ok((acts, stats))
 }
 
-/// The pooled final-norm states of every text from a server (see `probe::remote`).
-fn collect_remote(
-    url: &str,
-    name: &str,
-    ds: &Dataset,
-    pool: Pool,
-    max_tokens: usize,
-    layer: &str,
-    c: &CollectArgs,
-) -> Result<Vec<Activations>> {
-    ensure!(
-        layer == "final",
-        "--endpoint gives the final-norm states only; --layer {layer} needs the local model"
-    );
-    let ep = scalpel::probe::remote::EmbeddingsEndpoint::new(url, name)?;
-    let texts: Vec<String> = ds.items.iter().map(|(t, _)| t.clone()).collect();
-    let pb = indicatif::ProgressBar::new(texts.len() as u64);
-    let t0 = std::time::Instant::now();
-    let acts = ep.collect(&texts, pool, max_tokens, c.forward_batch, Some(&pb))?;
-    pb.finish_and_clear();
-    eprintln!(
-        "collected {} texts from {url} in {:.1} s (width {})",
-        texts.len(),
-        t0.elapsed().as_secs_f64(),
-        acts.d
-    );
-    Ok(vec![acts])
-}
-
 fn parse_epoch(s: &str) -> Result<EpochChoice> {
     Ok(match s {
         "best" => EpochChoice::BestHeldOut,
@@ -331,23 +295,10 @@ fn train(a: TrainArgs) -> Result<()> {
         );
     }
     let ds = load_dataset(&a.data, a.seed)?;
+    let model = load_model(&a.model, a.collect.precision)?;
+    let points = parse_points(&a.layer, model.config().num_layers)?;
     let max_tokens = a.collect.max_tokens.unwrap_or(128);
-    let (acts, stats, precision) = match &a.endpoint {
-        Some(url) => {
-            let name = a
-                .served_model
-                .clone()
-                .unwrap_or_else(|| a.model.display().to_string());
-            let acts = collect_remote(url, &name, &ds, a.pool, max_tokens, &a.layer, &a.collect)?;
-            (acts, Default::default(), format!("endpoint {url} ({name})"))
-        }
-        None => {
-            let model = load_model(&a.model, a.collect.precision)?;
-            let points = parse_points(&a.layer, model.config().num_layers)?;
-            let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
-            (acts, stats, format!("{:?}", model.precision).to_lowercase())
-        }
-    };
+    let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
     let opts = TrainOptions {
         method: a.method,
@@ -398,7 +349,10 @@ fn train(a: TrainArgs) -> Result<()> {
         let meta = BTreeMap::from([
             ("model".to_string(), a.model.display().to_string()),
             ("model_sha256".into(), model_sha.clone()),
-            ("precision".into(), precision.clone()),
+            (
+                "precision".into(),
+                format!("{:?}", model.precision).to_lowercase(),
+            ),
             ("point".into(), name.clone()),
             ("pool".into(), a.pool.name().into()),
             ("max_tokens".into(), max_tokens.to_string()),

@@ -183,8 +183,12 @@ mod tests {
         let (u, v, w) = (vec_of(3, 40), vec_of(4, 40), vec_of(5, 40));
         let rows: Vec<(usize, Vec<f32>)> = (0..12)
             .map(|i| {
-                let (x, y, z) = (i as f32 - 5.0, (i * i) as f32 * 0.1, 1.0 + (i % 3) as f32);
-                let d = (0..40).map(|j| x * u[j] + y * v[j] + z * w[j]).collect();
+                let (x, y, z) = (i as f64 - 5.0, (i * i) as f64 * 0.1, 1.0 + (i % 3) as f64);
+                // Summed in f64, rounded once: each row is within half a unit in the last
+                // place of an exactly rank-3 matrix (an f32 sum with cancellation is not).
+                let d = (0..40)
+                    .map(|j| (x * u[j] as f64 + y * v[j] as f64 + z * w[j] as f64) as f32)
+                    .collect();
                 (i, d)
             })
             .collect();
