@@ -183,9 +183,13 @@ mod tests {
         let (u, v, w) = (vec_of(3, 40), vec_of(4, 40), vec_of(5, 40));
         let rows: Vec<(usize, Vec<f32>)> = (0..12)
             .map(|i| {
-                let (x, y, z) = (i as f64 - 5.0, (i * i) as f64 * 0.1, 1.0 + (i % 3) as f64);
+                // Well-conditioned coefficients (the greedy basis comes from the first rows;
+                // nearly dependent first rows would amplify their rounding and over-count
+                // the rank, never under-count it: the product is always checked).
+                let t = i as f64;
+                let (x, y, z) = ((0.7 * t).cos(), (0.7 * t).sin(), 0.5 + (i % 3) as f64);
                 // Summed in f64, rounded once: each row is within half a unit in the last
-                // place of an exactly rank-3 matrix (an f32 sum with cancellation is not).
+                // place of an exactly rank-3 matrix.
                 let d = (0..40)
                     .map(|j| (x * u[j] as f64 + y * v[j] as f64 + z * w[j] as f64) as f32)
                     .collect();
