@@ -30,6 +30,20 @@ SCALPEL_VADER_DIR="$(dirname "$lexicon")/../vader-dir"
 mkdir -p "$SCALPEL_VADER_DIR"
 ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
 ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
+# Peer engines for the adapter checks (tests/adapter.rs): SCALPEL_PEERS_PYTHON if set, else
+# the throw-away bench/.venv that bench/run.sh also uses, installed here on first use (torch
+# ~5.4 GB; llama-cpp-python builds from source, ~8 min). SCALPEL_PEERS=0 skips them.
+if [ "${SCALPEL_PEERS:-1}" != 0 ] && [ -z "${SCALPEL_PEERS_PYTHON:-}" ]; then
+    venv="$root/bench/.venv"
+    if ! "$venv/bin/python" -c 'import torch, transformers, peft, llama_cpp, fastapi, uvicorn' 2>/dev/null; then
+        echo "test.sh: installing the peer engines into bench/.venv (bench/requirements.txt)" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --upgrade pip
+        "$venv/bin/python" -m pip install -q -r bench/requirements.txt
+    fi
+    SCALPEL_PEERS_PYTHON="$venv/bin/python"
+fi
+if [ -n "${SCALPEL_PEERS_PYTHON:-}" ]; then export SCALPEL_PEERS_PYTHON; fi
 export SCALPEL_MODEL SCALPEL_GEMMA3_MODEL SCALPEL_QWEN2_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
 skips=()
 skip() {

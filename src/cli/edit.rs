@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use scalpel::formats::io::{check_outputs, OutKind};
+use scalpel::formats::io::{check_not_input, check_outputs, OutKind};
+use scalpel::surgery::adapter::{Adapter, AdapterFormat, DEFAULT_MAX_RANK};
 use scalpel::surgery::edit::PAPER_ALPHA;
 use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
 
 use scalpel::probe::Probe;
 use scalpel::surgery::recipes::Recipe;
-use scalpel::surgery::ModelFile;
+use scalpel::surgery::{EditPlan, ModelFile};
 
 use super::select::{peak_rss_kib, per_block_line, run_selection, SelectionArgs};
 
@@ -41,9 +42,16 @@ pub struct EditArgs {
     /// GGUF: store edited tensors as F32 instead of re-quantising the edited rows.
     #[arg(long)]
     pub keep_precision: bool,
-    /// Output model (GGUF file or HF folder, like the input).
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output model (GGUF file or HF folder, like the input); optional with --adapter.
+    #[arg(long, required_unless_present = "adapter")]
+    pub out: Option<PathBuf>,
+    /// Also (or only) write the edit as a LoRA adapter on the unedited model: a GGUF file
+    /// for llama.cpp / ollama when OUT ends in .gguf, else a PEFT folder.
+    #[arg(long, value_name = "OUT")]
+    pub adapter: Option<PathBuf>,
+    /// Refuse an adapter whose exact rank per matrix is above this.
+    #[arg(long, default_value_t = DEFAULT_MAX_RANK)]
+    pub max_rank: usize,
     /// Also write the reversible patch here.
     #[arg(long)]
     pub patch: Option<PathBuf>,
@@ -81,9 +89,7 @@ pub fn run(a: &EditArgs) -> Result<()> {
         anyhow::bail!("--random-neurons, --data and --strength belong to --recipe; the paper's edit takes --selection random, --alpha");
     }
     let t0 = Instant::now();
-    let mut outs = vec![(a.out.as_path(), OutKind::of_model(&a.model))];
-    outs.extend(a.patch.as_deref().map(|p| (p, OutKind::File)));
-    check_outputs(&[a.model.as_path(), a.probe.as_path()], &outs, a.force)?;
+    check_edit_outputs(a)?;
     let (model, probe, sel) = run_selection(&a.model, &a.probe, &a.sel)?;
     let t_sel = t0.elapsed().as_secs_f64();
     let opts = EditOptions {
@@ -93,37 +99,9 @@ pub fn run(a: &EditArgs) -> Result<()> {
         scale: a.scale,
     };
     let plan = plan_edit(&sel, &probe, &opts)?;
-    let wopts = WriteOptions {
-        keep_precision: a.keep_precision,
-        force: a.force,
-        patch: a.patch.clone(),
-    };
-    let r = write_edited(&model, &plan, &a.out, &wopts)?;
-    println!(
-        "edited {} rows in {} tensors (K = {} of {} rows)",
-        r.rows, r.tensors, sel.k, sel.total_rows
-    );
+    let what = format!("K = {} of {} rows", sel.k, sel.total_rows);
+    write_outputs(a, &model, &plan, &what)?;
     println!("per block    {}", per_block_line(&sel));
-    println!(
-        "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",
-        plan.delta_norm(),
-        r.stored_change_norm,
-        r.error_norm,
-        r.max_abs_error
-    );
-    println!(
-        "wrote        {} ({} bytes)",
-        a.out.display(),
-        r.bytes_written
-    );
-    if let (Some(p), Some(n)) = (&a.patch, r.patch_bytes) {
-        println!(
-            "patch        {} ({} bytes, {} rows)",
-            p.display(),
-            n,
-            r.patch_rows
-        );
-    }
     println!(
         "wall {:.2} s (selection {:.2} s), peak RSS {} KiB",
         t0.elapsed().as_secs_f64(),
@@ -136,16 +114,62 @@ pub fn run(a: &EditArgs) -> Result<()> {
 /// `scalpel edit --recipe NAME` for every recipe but the paper's.
 fn run_recipe(a: &EditArgs) -> Result<()> {
     let t0 = Instant::now();
+    check_edit_outputs(a)?;
     let probe = Probe::load(&a.probe)?;
     let model = ModelFile::open(&a.model)?;
     let (plan, what) = super::edit_recipe::recipe_plan(a, &model, &probe)?;
+    write_outputs(a, &model, &plan, &what)?;
+    println!(
+        "wall {:.2} s, peak RSS {} KiB",
+        t0.elapsed().as_secs_f64(),
+        peak_rss_kib().unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// Every output checked before any work: the model, its patch and a GGUF adapter go
+/// through the shared output checks; a PEFT adapter folder must at least not be an input.
+fn check_edit_outputs(a: &EditArgs) -> Result<()> {
+    let inputs = [a.model.as_path(), a.probe.as_path()];
+    let mut outs = Vec::new();
+    outs.extend(a.out.as_deref().map(|p| (p, OutKind::of_model(&a.model))));
+    outs.extend(a.patch.as_deref().map(|p| (p, OutKind::File)));
+    if let Some(ad) = a.adapter.as_deref() {
+        match AdapterFormat::from_path(ad) {
+            AdapterFormat::Gguf => outs.push((ad, OutKind::File)),
+            AdapterFormat::Peft => check_not_input(&inputs, ad)?,
+        }
+    }
+    check_outputs(&inputs, &outs, a.force)
+}
+
+/// Writes the edited model (with its patch) and the adapter, whichever were asked for.
+fn write_outputs(a: &EditArgs, model: &ModelFile, plan: &EditPlan, what: &str) -> Result<()> {
+    match &a.out {
+        Some(out) => write_model(a, model, plan, out, what)?,
+        None => println!("{what}"),
+    }
+    if let Some(path) = &a.adapter {
+        let ad = Adapter::from_plan(model, plan, a.max_rank)?;
+        report_adapter(&ad, path, a.force)?;
+    }
+    Ok(())
+}
+
+fn write_model(
+    a: &EditArgs,
+    model: &ModelFile,
+    plan: &EditPlan,
+    out: &std::path::Path,
+    what: &str,
+) -> Result<()> {
     let wopts = WriteOptions {
         keep_precision: a.keep_precision,
         force: a.force,
         patch: a.patch.clone(),
     };
-    let r = write_edited(&model, &plan, &a.out, &wopts)?;
-    println!("edited {} rows in {} tensors: {what}", r.rows, r.tensors);
+    let r = write_edited(model, plan, out, &wopts)?;
+    println!("edited {} rows in {} tensors ({what})", r.rows, r.tensors);
     println!(
         "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",
         plan.delta_norm(),
@@ -153,11 +177,7 @@ fn run_recipe(a: &EditArgs) -> Result<()> {
         r.error_norm,
         r.max_abs_error
     );
-    println!(
-        "wrote        {} ({} bytes)",
-        a.out.display(),
-        r.bytes_written
-    );
+    println!("wrote        {} ({} bytes)", out.display(), r.bytes_written);
     if let (Some(p), Some(n)) = (&a.patch, r.patch_bytes) {
         println!(
             "patch        {} ({} bytes, {} rows)",
@@ -166,10 +186,28 @@ fn run_recipe(a: &EditArgs) -> Result<()> {
             r.patch_rows
         );
     }
+    Ok(())
+}
+
+/// Writes an adapter (format from the path) and prints what it holds.
+pub fn report_adapter(ad: &Adapter, path: &std::path::Path, force: bool) -> Result<()> {
+    let format = AdapterFormat::from_path(path);
+    let bytes = ad.write(path, format, force)?;
+    let ranks: Vec<usize> = ad.matrices.iter().map(|(_, m)| m.rank).collect();
     println!(
-        "wall {:.2} s, peak RSS {} KiB",
-        t0.elapsed().as_secs_f64(),
-        peak_rss_kib().unwrap_or(0)
+        "adapter      {} ({} {}, {} bytes): {} matrices, rank {} (exact ranks {}..={}), max |B·A − Δ| {:.3e}",
+        path.display(),
+        match format {
+            AdapterFormat::Gguf => "GGUF LoRA",
+            AdapterFormat::Peft => "PEFT folder",
+        },
+        if ad.requantised { "of the re-quantised rows" } else { "of the edit" },
+        bytes,
+        ad.matrices.len(),
+        ad.rank(),
+        ranks.iter().min().unwrap_or(&0),
+        ranks.iter().max().unwrap_or(&0),
+        ad.max_error()
     );
     Ok(())
 }

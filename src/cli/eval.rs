@@ -95,6 +95,14 @@ pub struct EvalArgs {
     /// Seconds all endpoint requests of the run may take together (default: no limit).
     #[arg(long, value_parser = positive_secs)]
     pub endpoint_deadline: Option<f64>,
+    /// The `model` name sent to the endpoint: the adapter or model alias the server holds
+    /// (vLLM `--lora-modules NAME=…`, llama-cpp-python's `model_alias`); default MODEL's path.
+    #[arg(long, value_name = "NAME", requires = "endpoint")]
+    pub served_model: Option<String>,
+    /// Generate the baseline's continuations on the endpoint too, under this model name
+    /// (e.g. the base model beside an adapter on one server).
+    #[arg(long, value_name = "NAME", requires_all = ["endpoint", "baseline"])]
+    pub baseline_served_model: Option<String>,
     /// Compare models whose tokenizers differ (KL is then skipped).
     #[arg(long)]
     pub allow_tokenizer_mismatch: bool,
@@ -146,10 +154,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .endpoint
         .as_deref()
         .map(|u| {
-            Endpoint::new(u, &a.model.display().to_string())?.with_deadlines(
-                Duration::from_secs_f64(a.endpoint_timeout),
-                a.endpoint_deadline.map(Duration::from_secs_f64),
-            )
+            let name = a.served_model.clone();
+            Endpoint::new(u, &name.unwrap_or_else(|| a.model.display().to_string()))?
+                .with_deadlines(
+                    Duration::from_secs_f64(a.endpoint_timeout),
+                    a.endpoint_deadline.map(Duration::from_secs_f64),
+                )
         })
         .transpose()?;
     let opts = LoadOptions {
@@ -172,11 +182,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .as_ref()
         .map(|p| Model::load(p, &opts))
         .transpose()?;
+    let base_endpoint = match (&a.endpoint, &a.baseline_served_model) {
+        (Some(u), Some(name)) => Some(Endpoint::new(u, name)?.with_deadlines(
+            Duration::from_secs_f64(a.endpoint_timeout),
+            a.endpoint_deadline.map(Duration::from_secs_f64),
+        )?),
+        _ => None,
+    };
     let base = match (&a.baseline, &base_model) {
         (Some(p), Some(m)) => Some(Subject {
             label: "base".into(),
             model: m,
-            endpoint: None,
+            endpoint: base_endpoint.as_ref(),
             fingerprint: fingerprint(p)?,
         }),
         _ => None,

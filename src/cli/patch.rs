@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use scalpel::formats::io::{check_outputs, OutKind};
 use scalpel::formats::patch::Patch;
+use scalpel::surgery::adapter::{Adapter, DEFAULT_MAX_RANK};
+use scalpel::surgery::ModelFile;
 
 /// Arguments of `scalpel patch`.
 #[derive(Args, Debug)]
@@ -21,6 +23,28 @@ pub enum PatchAction {
     Apply(PatchIo),
     /// Undo a patch on the edited model: gives back the original bytes.
     Revert(PatchIo),
+    /// Write the patch's edit as a LoRA adapter for the unedited model (GGUF when OUT ends
+    /// in .gguf, else a PEFT folder); refuses an edit that is not of low rank.
+    ToAdapter(ToAdapterArgs),
+}
+
+/// Arguments of `scalpel patch to-adapter`.
+#[derive(Args, Debug)]
+pub struct ToAdapterArgs {
+    /// The patch file written by `scalpel edit --patch`.
+    pub patch: PathBuf,
+    /// The unedited model the patch was made from.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The adapter: a .gguf file, or a PEFT folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Refuse an adapter whose exact rank per matrix is above this.
+    #[arg(long, default_value_t = DEFAULT_MAX_RANK)]
+    pub max_rank: usize,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Model, patch, output.
@@ -43,6 +67,12 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     let (io, forward) = match &a.action {
         PatchAction::Apply(io) => (io, true),
         PatchAction::Revert(io) => (io, false),
+        PatchAction::ToAdapter(t) => {
+            let p = Patch::load(&t.patch)?;
+            let model = ModelFile::open(&t.model)?;
+            let ad = Adapter::from_patch(&model, &p, t.max_rank)?;
+            return super::edit::report_adapter(&ad, &t.out, t.force);
+        }
     };
     check_outputs(
         &[io.model.as_path(), io.patch.as_path()],

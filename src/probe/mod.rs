@@ -3,6 +3,8 @@
 //!
 //! - [`collect`]: run the model over labelled texts and pool one vector per text at a
 //!   chosen point, cached on disk;
+//! - [`remote`]: pooled states from a server's `/v1/embeddings` (client only: its agreement
+//!   with [`collect`] is not reached yet, see `docs/serving.md`);
 //! - [`train`](mod@train): fit the probe (the paper's Adam recipe, or a closed-form baseline);
 //! - [`joint`]: one probe over every block's MLP input (a slice per block), stacked;
 //! - [`fingerprint`]: the model's sha256, memoised, for cache keys;
@@ -16,6 +18,7 @@ pub mod joint;
 mod linear;
 mod logistic;
 pub mod metrics;
+pub mod remote;
 mod standardize;
 pub mod train;
 

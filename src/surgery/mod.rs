@@ -8,11 +8,13 @@
 //! - [`recipes`]: output-side localisations (value vectors, AurA, ProFS) and a distributed
 //!   edit, each a [`recipes::Recipe`] building an [`EditPlan`] for the same writers.
 //! - [`write`]: streams the edited model and its [`crate::formats::patch::Patch`].
+//! - [`adapter`]: the edit as a LoRA adapter (GGUF for llama.cpp / ollama, PEFT folder).
 //!
 //! The flow `select → plan_edit → write_edited` holds at most one tensor in memory besides
 //! the plan; everything else is read through memory maps.
 
 pub mod activation;
+pub mod adapter;
 pub mod directions;
 pub mod edit;
 pub mod model;
