@@ -25,3 +25,22 @@ ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
 ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
 export SCALPEL_MODEL SCALPEL_GEMMA3_MODEL SCALPEL_QWEN2_MODEL SCALPEL_HATESONAR_ONNX SCALPEL_VADER_DIR
 cargo test --release --locked "$@"
+# The suite above ran the kernels on the best instruction set this CPU has; run the kernel
+# and runtime tests again on every lower one it can execute (SCALPEL_ISA forces a level;
+# docs/cpu-support.md). SCALPEL_TEST_ISAS="avx2 scalar" picks the levels by hand, "" none.
+if [ -z "${SCALPEL_TEST_ISAS+set}" ]; then
+    SCALPEL_TEST_ISAS="scalar"
+    case "$(uname -m)" in
+        x86_64)
+            flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+            has() { for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
+            if has avx512f avx512bw avx512cd avx512dq avx512vl; then SCALPEL_TEST_ISAS="scalar avx2"; fi
+            ;;
+        aarch64 | arm64) ;; # NEON is the best level there: the suite above ran it.
+    esac
+fi
+for isa in $SCALPEL_TEST_ISAS; do
+    echo "== SCALPEL_ISA=$isa: kernel and runtime tests" >&2
+    SCALPEL_ISA=$isa cargo test --release --locked --lib runtime::kernels
+    SCALPEL_ISA=$isa cargo test --release --locked --test runtime --test runtime_tiny
+done

@@ -8,7 +8,8 @@
 //! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
 //!   bottom, chosen by architecture in [`Net`];
 //! - [`generate`]: batched generation with a KV cache;
-//! - [`kernels`]: a SIMD matmul for Q4_1 weights, which candle multiplies with a scalar loop.
+//! - [`kernels`]: SIMD matmuls for Q4_1, Q8_0 and Q5_0 weights on every instruction set
+//!   (exact by default; 8-bit inputs with `Precision::Int8Activations`).
 
 pub mod chat;
 pub mod config;
