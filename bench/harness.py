@@ -269,24 +269,42 @@ def rm(path):
 # Sections
 
 
+def scalpel_env(cfg, isa=None, threads=None):
+    env = dict(cfg.env)
+    if threads is not None:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    if isa:
+        env["SCALPEL_ISA"] = isa
+    else:
+        env.pop("SCALPEL_ISA", None)
+    return env
+
+
 def section_collect(cfg, peers, work):
     texts = texts_file(cfg.bin, cfg.texts, work)
-    runs = {"scalpel": [], **{k: [] for k in peers}}
-    loads, tokens, vecs = [], {}, {}
+    # scalpel on every requested instruction set at cfg.threads, and on one thread (the
+    # comparison with the peers' one-thread runs).
+    variants = [(f"scalpel {isa or 'auto'}", isa, None) for isa in cfg.isas]
+    if cfg.threads > 1 and not cfg.no_single_thread:
+        variants.append(("scalpel 1 thread", cfg.isas[0], 1))
+    runs = {**{v[0]: [] for v in variants}, **{k: [] for k in peers}}
+    loads, tokens, vecs, isa_of = [], {}, {}, {}
     for r in range(cfg.runs):
         loads.append(os.getloadavg()[0])
-        save = os.path.join(work, "scalpel.f32") if r == 0 else None
-        cmd = [cfg.bin, "bench", cfg.model, "--collect", texts, "--runs", "1", "--precision", "f32",
-               "--batch-size", "16"] + (["--save-activations", save] if save else [])
-        _, out = run_measured(cmd, env=cfg.env)
-        ans = json.loads(out)
-        runs["scalpel"].append(ans["median_secs"])
-        tokens["scalpel"] = ans["tokens"]
-        d = ans["d"]
-        if save:
-            vecs["scalpel"] = np.fromfile(save, dtype="<f4").reshape(-1, d)
+        for name, isa, threads in variants:
+            save = os.path.join(work, "scalpel.f32") if r == 0 and name == variants[0][0] else None
+            cmd = [cfg.bin, "bench", cfg.model, "--collect", texts, "--runs", "1", "--precision", "f32",
+                   "--batch-size", "16"] + (["--save-activations", save] if save else [])
+            _, out = run_measured(cmd, env=scalpel_env(cfg, isa, threads))
+            ans = json.loads(out)
+            runs[name].append(ans["median_secs"])
+            tokens[name] = ans["tokens"]
+            isa_of[name] = ans.get("isa")
+            d = ans["d"]
+            if save:
+                vecs["scalpel"] = np.fromfile(save, dtype="<f4").reshape(-1, d)
         for name, peer in peers.items():
-            save = os.path.join(work, f"{name}.f32") if r == 0 and name != "llama.cpp 1 thread" else None
+            save = os.path.join(work, f"{name}.f32") if r == 0 and "1 thread" not in name else None
             ans = peer.ask(op="collect", texts=texts, batch=16, max_tokens=128, save=save)
             runs[name].append(ans["secs"])
             tokens[name] = ans["tokens"]
@@ -304,7 +322,7 @@ def section_collect(cfg, peers, work):
                                                    "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max())}
     return {"texts": cfg.texts, "max_tokens": 128, "batch": 16, "tokens": tokens, "load_during": loads,
             "secs": runs, "texts_per_s": {k: cfg.texts / median(v) for k, v in runs.items() if v},
-            "agreement": agree}
+            "isa": isa_of, "agreement": agree}
 
 
 def section_generate(cfg, peers, work):
@@ -312,25 +330,32 @@ def section_generate(cfg, peers, work):
     one = os.path.join(work, "one.txt")
     with open(one, "w") as f:
         f.write("Once upon a time\n")
+    # scalpel: every requested precision (exact `native`, `int8-activations`) on every
+    # requested instruction set; the peers at cfg.threads and on one thread.
+    variants = [(f"scalpel {prec} {isa or 'auto'}", prec, isa) for isa in cfg.isas for prec in cfg.precisions]
+    peers = {k: p for k, p in peers.items() if not k.startswith("transformers 1")}
     res = {}
-    for label, path, n_tok, batch in [(f"{cfg.prompts} prompts × 20 tokens", texts, 20, 16),
+    for label, path, n_tok, batch in [(f"{cfg.prompts} prompts × 20 tokens, b = {cfg.gen_batch}", texts, 20, cfg.gen_batch),
                                       (f"1 prompt × {cfg.long_tokens} tokens", one, cfg.long_tokens, 1)]:
-        rates = {"scalpel": [], **{k: [] for k in peers}}
-        counts, loads = {}, []
+        rates = {**{v[0]: [] for v in variants}, **{k: [] for k in peers}}
+        counts, loads, isa_of = {}, [], {}
         for r in range(cfg.runs):
             loads.append(os.getloadavg()[0])
-            _, out = run_measured([cfg.bin, "bench", cfg.model, "--generate", path, "--gen-tokens", str(n_tok),
-                                   "--batch-size", str(batch), "--runs", "1"], env=cfg.env)
-            ans = json.loads(out)
-            rates["scalpel"].append(ans["tokens_per_s"])
-            counts["scalpel"] = ans["generated_tokens"][0]
+            for name, prec, isa in variants:
+                _, out = run_measured([cfg.bin, "bench", cfg.model, "--generate", path, "--gen-tokens", str(n_tok),
+                                       "--batch-size", str(batch), "--runs", "1", "--precision", prec],
+                                      env=scalpel_env(cfg, isa))
+                ans = json.loads(out)
+                rates[name].append(ans["tokens_per_s"])
+                counts[name] = ans["generated_tokens"][0]
+                isa_of[name] = ans.get("isa")
             for name, peer in peers.items():
                 ans = peer.ask(op="generate", prompts=path, tokens=n_tok, batch=batch)
                 rates[name].append(ans["generated_tokens"] / ans["secs"])
                 counts[name] = ans["generated_tokens"]
             log(f"generate {label} round {r + 1}/{cfg.runs}: " + ", ".join(f"{k} {v[-1]:.1f} tok/s" for k, v in rates.items()))
         res[label] = {"batch": batch, "generated_tokens": counts, "load_during": loads, "tok_s_runs": rates,
-                      "tok_s": {k: median(v) for k, v in rates.items()}}
+                      "isa": isa_of, "tok_s": {k: median(v) for k, v in rates.items()}}
     return res
 
 
@@ -419,20 +444,44 @@ def tables(res):
                f"(median of {res['runs']} interleaved runs after a warm-up; harness wall time {res['wall_s'] / 60:.1f} min"
                f"{', --quick' if res['quick'] else ''}).")
     out.append("")
-    peers = [p for p in ("transformers", "llama.cpp", "llama.cpp 1 thread") if p in res.get("peers", {})]
-    if peers:
-        out.append("| workload | scalpel | " + " | ".join(peers) + " | " + " | ".join(f"scalpel / {p}" for p in peers) + " |")
-        out.append("|---|---|" + "---|" * (2 * len(peers)))
+    out.append(f"CPU instruction sets: {m.get('isa_flags', '?')}. The peers use the best this CPU has "
+               f"(llama.cpp: {res.get('peers', {}).get('llama.cpp', {}).get('system_info', '?')}); scalpel's "
+               "kernels are in the `kernels` column (forced lower with SCALPEL_ISA).")
+    out.append("")
+    all_peers = [p for p in ("transformers", "llama.cpp", "llama.cpp 1 thread") if p in res.get("peers", {})]
 
-    def row(label, s):
-        return (f"| {label} | {fmt(s['scalpel'])} | " + " | ".join(fmt(s.get(p)) for p in peers) + " | "
-                + " | ".join(f"{fmt(ratio(s['scalpel'], s.get(p)), 2)}×" for p in peers) + " |")
+    def table(rows, peers):
+        out.append("| workload | scalpel variant | kernels | scalpel | " + " | ".join(peers) + " | "
+                   + " | ".join(f"scalpel / {p}" for p in peers) + " |")
+        out.append("|---|---|---|---|" + "---|" * (2 * len(peers)))
+        for label, variant, isa, figures in rows:
+            s = figures.get(variant)
+            out.append(f"| {label} | {variant.removeprefix('scalpel ')} | {isa or '?'} | {fmt(s)} | "
+                       + " | ".join(fmt(figures.get(p)) for p in peers) + " | "
+                       + " | ".join(f"{fmt(ratio(s, figures.get(p)), 2)}×" for p in peers) + " |")
 
     c = res.get("collect")
     if c:
-        out.append(row(f"activation collection, {c['texts']} texts, texts/s", c["texts_per_s"]))
-    for label, g in (res.get("generate") or {}).items():
-        out.append(row(f"greedy generation, {label}, tokens/s", g["tok_s"]))
+        rows = [(f"activation collection, {c['texts']} texts, texts/s", v, c["isa"].get(v), c["texts_per_s"])
+                for v in c["texts_per_s"] if v.startswith("scalpel") and "1 thread" not in v]
+        table(rows, all_peers)
+        one = {k.replace(" 1 thread", ""): v for k, v in c["texts_per_s"].items() if k.endswith("1 thread")}
+        if "scalpel" in one:
+            out.append("")
+            out.append("One thread each (scalpel with RAYON_NUM_THREADS=1):")
+            out.append("")
+            one["scalpel 1 thread"] = one.pop("scalpel")
+            table([(f"activation collection, {c['texts']} texts, texts/s", "scalpel 1 thread",
+                    c["isa"].get("scalpel 1 thread"), one)],
+                  [p for p in ("transformers", "llama.cpp") if p in one])
+        out.append("")
+    g = res.get("generate") or {}
+    if g:
+        rows = []
+        for label, gen in g.items():
+            rows += [(f"greedy generation, {label}, tokens/s", v, gen["isa"].get(v), gen["tok_s"])
+                     for v in gen["tok_s"] if v.startswith("scalpel")]
+        table(rows, [p for p in all_peers if p != "transformers 1 thread"])
     e = res.get("edit")
     if e:
         out.append("")
@@ -506,7 +555,16 @@ def machine():
                 break
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) / 2**20
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                       "asimd", "asimddp", "i8mm", "sve") if f in flags]
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem), "kernel": platform.release(),
+            "isa_flags": " ".join(isa) or "none of avx2/avx512/neon",
             "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
@@ -519,8 +577,14 @@ def main():
     ap.add_argument("--sections", default="collect,generate,edit,scaling")
     ap.add_argument("--runs", type=int, help="timed runs per figure (default 3, --quick 2)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-single-thread-llamacpp", action="store_true",
-                    help="skip the extra llama.cpp peer on one thread")
+    ap.add_argument("--no-single-thread", "--no-single-thread-llamacpp", dest="no_single_thread", action="store_true",
+                    help="skip the one-thread runs (llama.cpp and transformers peers, scalpel collection)")
+    ap.add_argument("--isa", default="",
+                    help="scalpel's instruction sets to measure, comma-separated (SCALPEL_ISA values: "
+                         "scalar, avx2, avx512, neon); default: the best this CPU has")
+    ap.add_argument("--precisions", default="native,int8-activations",
+                    help="scalpel's precisions in the generate section (native = exact)")
+    ap.add_argument("--gen-batch", type=int, default=32, help="batch size of the many-prompt generation")
     ap.add_argument("--sizes", help="synthetic model sizes, from " + ",".join(SHAPES)
                     + " (default: all; --quick: 0.1B,0.5B)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -543,6 +607,8 @@ def main():
     if set(cfg.sizes) - set(SHAPES):
         raise BenchError(f"unknown --sizes {sorted(set(cfg.sizes) - set(SHAPES))}; known: {', '.join(SHAPES)}")
     cfg.tf_sizes = {"0.1B", "0.5B", "1B"}
+    cfg.isas = [i.strip() for i in cfg.isa.split(",") if i.strip()] or [None]
+    cfg.precisions = [p.strip() for p in cfg.precisions.split(",") if p.strip()]
     cfg.env = dict(os.environ, RAYON_NUM_THREADS=str(cfg.threads))
     cfg.model = cfg.model or scalpel_fetch(cfg.bin)[0]
     os.makedirs(cfg.out, exist_ok=True)
@@ -556,10 +622,13 @@ def main():
     try:
         if {"collect", "generate"} & set(sections):
             wanted = [("transformers", "transformers", cfg.threads), ("llama.cpp", "llamacpp", cfg.threads)]
-            if cfg.threads > 1 and not cfg.no_single_thread_llamacpp:
+            if cfg.threads > 1 and not cfg.no_single_thread:
                 # llama.cpp's threads wait for each other in spin barriers: on a machine
-                # busier than its cores they collapse, so show it on one thread too.
+                # busier than its cores they collapse, so show it on one thread too; and
+                # the collection comparison on one thread each.
                 wanted.append(("llama.cpp 1 thread", "llamacpp", 1))
+                if "collect" in sections:
+                    wanted.append(("transformers 1 thread", "transformers", 1))
             for name, kind, threads in wanted:
                 log(f"loading {name}")
                 peers[name] = Peer(kind, cfg.model, threads, cfg.python)

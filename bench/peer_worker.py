@@ -107,6 +107,13 @@ class LlamaCpp:
         self.gen = Llama(n_ctx=1024, n_batch=512, **common)
         self.load_secs = time.perf_counter() - t
         self.version = {"llama_cpp_python": llama_cpp.__version__}
+        try:
+            # Which of ggml's CPU paths this build has (AVX2, AVX512, ...), for the table.
+            info = bindings.llama_print_system_info().decode(errors="replace")
+            self.version["system_info"] = " ".join(
+                f.split("=")[0].strip() for f in info.split("|") if f.strip().endswith("= 1"))
+        except Exception:  # an older binding without it: the table says "?"
+            pass
 
     def collect(self, texts, batch, max_tokens):
         """`Llama.embed`: packs as many texts as fit into one 512-token batch."""

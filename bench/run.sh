@@ -11,7 +11,12 @@
 #
 # The peers go into a throw-away virtual environment, bench/.venv (reused when it already
 # has them): torch and transformers (~5.4 GB, ~2 min) and llama-cpp-python, which pip
-# builds from source (~8 min).
+# builds from source (~8 min). SCALPEL_BENCH_VENV=/path/to/venv uses an existing one
+# instead (it must have the packages of bench/requirements.txt; nothing is installed).
+#
+# Instruction sets (docs/cpu-support.md): --isa avx512,avx2 measures scalpel's kernels on
+# each (SCALPEL_ISA), --precisions native,int8-activations its exact and 8-bit-input paths:
+#   bash bench/run.sh --sections collect,generate --isa avx512,avx2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,7 +28,11 @@ target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 bin="$target/release/scalpel"
 venv="$root/bench/.venv"
-if ! "$venv/bin/python" -c 'import torch, transformers, gguf, accelerate, llama_cpp, numpy' 2>/dev/null; then
+if [ -n "${SCALPEL_BENCH_VENV:-}" ]; then
+    venv="$SCALPEL_BENCH_VENV"
+    "$venv/bin/python" -c 'import torch, transformers, llama_cpp, numpy' \
+        || die "SCALPEL_BENCH_VENV=$venv lacks the peers (torch, transformers, llama_cpp, numpy)"
+elif ! "$venv/bin/python" -c 'import torch, transformers, gguf, accelerate, llama_cpp, numpy' 2>/dev/null; then
     echo "bench: installing the peers into bench/.venv (torch ~5.4 GB; llama-cpp-python builds from source, ~8 min)" >&2
     python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
     "$venv/bin/python" -m pip install -q --upgrade pip || die "pip upgrade failed"

@@ -70,3 +70,22 @@ for a in "$@"; do
     if [ "$a" = -- ]; then sep=(); fi
 done
 cargo test --release --locked "$@" "${sep[@]}" --include-ignored "${skips[@]}"
+# The suite above ran the kernels on the best instruction set this CPU has; run the kernel
+# and runtime tests again on every lower one it can execute (SCALPEL_ISA forces a level;
+# docs/cpu-support.md). SCALPEL_TEST_ISAS="avx2 scalar" picks the levels by hand, "" none.
+if [ -z "${SCALPEL_TEST_ISAS+set}" ]; then
+    SCALPEL_TEST_ISAS="scalar"
+    case "$(uname -m)" in
+        x86_64)
+            flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+            has() { for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
+            if has avx512f avx512bw avx512cd avx512dq avx512vl; then SCALPEL_TEST_ISAS="scalar avx2"; fi
+            ;;
+        aarch64 | arm64) ;; # NEON is the best level there: the suite above ran it.
+    esac
+fi
+for isa in $SCALPEL_TEST_ISAS; do
+    echo "== SCALPEL_ISA=$isa: kernel and runtime tests" >&2
+    SCALPEL_ISA=$isa cargo test --release --locked --lib runtime::kernels
+    SCALPEL_ISA=$isa cargo test --release --locked --test runtime --test runtime_tiny -- --include-ignored
+done

@@ -72,7 +72,12 @@ fn quantised_tiny_gguf_loads_in_every_precision() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.gguf");
     write_gguf(&path, &TinySpec::default(), 3, GgmlType::Q4_1).unwrap();
-    for p in [Precision::Native, Precision::Q8_0, Precision::F32] {
+    for p in [
+        Precision::Native,
+        Precision::Int8Activations,
+        Precision::Q8_0,
+        Precision::F32,
+    ] {
         let m = Model::load(&path, &LoadOptions { precision: p }).unwrap();
         let ids = m.tokenizer.encode("abc").unwrap();
         let (out, _) = m.forward_batch(&[ids], &[], Logits::Last).unwrap();

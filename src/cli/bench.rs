@@ -13,6 +13,7 @@ use clap::Args;
 use scalpel::data::Dataset;
 use scalpel::probe::{collect, CollectOptions, Pool};
 use scalpel::runtime::generate::{generate, GenParams};
+use scalpel::runtime::kernels::isa;
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,7 +23,8 @@ use std::time::Instant;
 pub struct BenchArgs {
     /// GGUF file or Hugging Face folder.
     pub model: PathBuf,
-    /// Weight precisions to measure (repeatable); default: all three.
+    /// Weight precisions to measure (repeatable); default: native, q8-0, f32 (the
+    /// not-bit-exact int8-activations only when asked for).
     #[arg(long, value_enum)]
     pub precision: Vec<Precision>,
     /// Timed repetitions per figure (the median is reported).
@@ -133,7 +135,7 @@ fn run_collect(a: &BenchArgs, texts_path: &std::path::Path) -> Result<()> {
     let med = median(secs.clone());
     println!(
         "{}",
-        serde_json::json!({"workload": "collect", "precision": precision,
+        serde_json::json!({"workload": "collect", "precision": precision, "isa": isa::label(),
             "threads": candle_core::utils::get_num_threads(), "texts": stats.texts,
             "tokens": stats.tokens, "truncated": stats.truncated, "d": acts[0].d,
             "batch_size": a.batch_size, "load_secs": load_secs, "secs": secs,
@@ -182,7 +184,7 @@ fn run_generate(a: &BenchArgs, prompts_path: &std::path::Path) -> Result<()> {
         .collect();
     println!(
         "{}",
-        serde_json::json!({"workload": "generate", "precision": precision,
+        serde_json::json!({"workload": "generate", "precision": precision, "isa": isa::label(),
             "threads": candle_core::utils::get_num_threads(), "prompts": prompts.len(),
             "prompt_tokens": prompts.iter().map(Vec::len).sum::<usize>(),
             "generated_tokens": tokens, "batch_size": a.batch_size, "load_secs": load_secs,
@@ -207,12 +209,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     if !a.json {
         println!(
-            "model: {}  threads: {threads}  (median of {} runs)",
+            "model: {}  threads: {threads}  kernels: {}  (median of {} runs)",
             a.model.display(),
+            isa::label(),
             a.runs
         );
         println!(
-            "{:<8} {:>16} {:>24} {:>20} {:>22}",
+            "{:<16} {:>16} {:>24} {:>20} {:>22}",
             "weights",
             "prompt tok/s",
             "fwd+hidden b32x64 tok/s",
@@ -260,12 +263,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if a.json {
             println!(
                 "{}",
-                serde_json::json!({"precision": p, "threads": threads, "prompt_tok_s": prompt,
+                serde_json::json!({"precision": p, "threads": threads, "isa": isa::label(), "prompt_tok_s": prompt,
                     "forward_hidden_b32x64_tok_s": fwd, "greedy_b1_tok_s": gen1, "greedy_b32_tok_s": gen32})
             );
         } else {
             println!(
-                "{:<8} {:>16.0} {:>24.0} {:>20.1} {:>22.1}",
+                "{:<16} {:>16.0} {:>24.0} {:>20.1} {:>22.1}",
                 format!("{p:?}"),
                 prompt,
                 fwd,

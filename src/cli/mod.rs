@@ -57,6 +57,8 @@ pub enum Command {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // A mistyped or unavailable SCALPEL_ISA is an error here, not a silent fallback.
+    scalpel::runtime::kernels::isa::requested()?;
     match cli.command {
         Command::Eval(a) => eval::run(a),
         Command::Fetch(a) => fetch::run(a),

@@ -8,8 +8,8 @@
 //! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
 //!   bottom, chosen by architecture in [`Net`], built from the shared [`layers`];
 //! - [`generate`]: batched generation with a KV cache;
-//! - [`kernels`]: SIMD matmuls for the quantised types candle multiplies with a scalar loop
-//!   or with 8-bit-rounded inputs (Q4_1, Q8_0, Q5_0), weights kept as stored.
+//! - [`kernels`]: SIMD matmuls for Q4_1, Q8_0 and Q5_0 weights on every instruction set
+//!   (exact by default; 8-bit inputs with `Precision::Int8Activations`).
 
 pub mod chat;
 pub mod config;

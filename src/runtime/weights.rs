@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::kernels::{BlockType, QuantMatrix};
+use super::kernels::{BlockType, Inputs, QuantMatrix};
 use crate::formats::ggml::GgmlType;
 use crate::formats::names::{hf_name_in, Layout};
 use crate::formats::quant;
@@ -38,6 +38,11 @@ pub enum Precision {
     /// but not for every type (Q4_1 is a scalar loop), so this trades a small rounding
     /// error for speed in single-stream generation.
     Q8_0,
+    /// Quantised matrices as stored, their inputs rounded to 8 bits per block of 32 and
+    /// multiplied with integer dot products (AVX2, AVX-512 VNNI) as llama.cpp does:
+    /// faster single-stream generation, not bit-exact (see `runtime::kernels::int8`).
+    /// Types without such a kernel behave as `native`.
+    Int8Activations,
 }
 
 /// The matrix of a linear layer: candle's (quantised or dense) matmul, or our exact SIMD
@@ -477,12 +482,17 @@ fn matrix(q: QTensor, precision: Precision) -> Result<Matrix> {
         GgmlDType::Q5_0 => Some(BlockType::Q5_0),
         _ => None,
     };
-    if let (Precision::Native, Some(ty)) = (precision, block) {
+    let inputs = match precision {
+        Precision::Native => Some(Inputs::Exact),
+        Precision::Int8Activations => Some(Inputs::Int8),
+        Precision::F32 | Precision::Q8_0 => None,
+    };
+    if let (Some(inputs), Some(ty)) = (inputs, block) {
         let dims = q.shape().dims().to_vec();
         let data = q.data()?.into_owned();
-        return Ok(Matrix::Quant(Arc::new(QuantMatrix::new(
-            ty, dims[0], dims[1], data,
-        )?)));
+        return Ok(Matrix::Quant(Arc::new(
+            QuantMatrix::new(ty, dims[0], dims[1], data)?.with_inputs(inputs),
+        )));
     }
     Ok(Matrix::Candle(qmatmul(q, precision)?))
 }
@@ -490,7 +500,8 @@ fn matrix(q: QTensor, precision: Precision) -> Result<Matrix> {
 fn qmatmul(q: QTensor, precision: Precision) -> Result<QMatMul> {
     let dense_type = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
     Ok(match precision {
-        Precision::Native => QMatMul::from_arc(Arc::new(q))?,
+        // candle's own quantised matmuls already round their inputs to 8 bits.
+        Precision::Native | Precision::Int8Activations => QMatMul::from_arc(Arc::new(q))?,
         Precision::F32 => QMatMul::Tensor(q.dequantize(&Device::Cpu)?),
         Precision::Q8_0 if dense_type || q.dtype() == GgmlDType::Q8_0 => {
             QMatMul::from_arc(Arc::new(q))?

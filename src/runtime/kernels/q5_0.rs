@@ -1,6 +1,7 @@
 //! Q5_0 rows rewritten as Q8_0 rows of the same values, so that the exact Q8_0 kernel
 //! multiplies them.
 
+use super::isa::Isa;
 use super::{Q5_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
 
 /// For each byte of a Q5_0 block's `qh`, its 8 bits as 8 bytes of 0x10 (bit set) or 0.
@@ -42,13 +43,13 @@ pub(super) fn q5_0_block_as_q8_0(src: &[u8], dst: &mut [u8]) {
     }
 }
 
-/// [`q5_0_block_as_q8_0`] over a whole row (the SIMD check made once per row).
-pub(super) fn q5_0_row_as_q8_0(src: &[u8], dst: &mut [u8]) {
+/// [`q5_0_block_as_q8_0`] over a whole row, with AVX2 on the levels that have it.
+pub(super) fn q5_0_row_as_q8_0(isa: Isa, src: &[u8], dst: &mut [u8]) {
     let blocks = src
         .chunks_exact(Q5_0_BLOCK_BYTES)
         .zip(dst.chunks_exact_mut(Q8_0_BLOCK_BYTES));
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && isa.available() {
         for (s, d) in blocks {
             // SAFETY: AVX2 is available (checked above); `s` is one 22-byte block and `d`
             // one 34-byte block, as the function reads and writes.
@@ -56,6 +57,7 @@ pub(super) fn q5_0_row_as_q8_0(src: &[u8], dst: &mut [u8]) {
         }
         return;
     }
+    let _ = isa;
     for (s, d) in blocks {
         q5_0_block_as_q8_0(s, d);
     }

@@ -1,0 +1,334 @@
+//! SIMD matmuls for Q4_1, Q8_0 and Q5_0 weights (the default model's matrices, and the
+//! q/k/gate/up matrices of the Gemma 3 and Qwen2 Q4_K_M files) — the runtime under every
+//! step of the paper (probe collection, generation for evaluation, perplexity).
+//!
+//! candle 0.11 multiplies Q4_1 with a scalar loop and rounds every matmul input to 8 bits.
+//! The default path here keeps the weights exactly as stored and does not round the inputs
+//! ([`Inputs::Exact`]): the result equals a dequantised f32 matmul up to summation order,
+//! so the native and f32 paths give the same hidden states. Q5_0 rows are rewritten as the
+//! Q8_0 rows of the same values ([`q5_0`]) and multiplied by the Q8_0 kernel.
+//!
+//! - [`isa`]: the instruction set, detected once or forced with `SCALPEL_ISA`;
+//! - [`q4_1`], [`q8_0`]: the exact kernels, one generic source over `pulp` for scalar,
+//!   AVX2, AVX-512 and NEON, two accumulators per row;
+//! - [`int8`]: the opt-in path that rounds inputs to 8 bits per block and multiplies with
+//!   integer dot products (AVX2, AVX-512 VNNI), as llama.cpp does; not bit-exact.
+//!
+//! Rows of the output are split across threads in a few chunks per thread.
+
+use half::f16;
+use rayon::prelude::*;
+
+pub mod int8;
+pub mod isa;
+mod q4_1;
+mod q5_0;
+mod q8_0;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86_exact;
+
+use isa::Isa;
+use q5_0::{q5_0_block_as_q8_0, q5_0_row_as_q8_0};
+
+/// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
+pub const Q4_1_BLOCK_BYTES: usize = 20;
+/// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+/// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of nibbles.
+pub const Q5_0_BLOCK_BYTES: usize = 22;
+const QK: usize = 32;
+
+/// The block encodings these kernels multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockType {
+    /// 4-bit with scale and minimum.
+    Q4_1,
+    /// 8-bit with scale.
+    Q8_0,
+    /// 5-bit with scale (offset 16).
+    Q5_0,
+}
+
+impl BlockType {
+    fn block_bytes(self) -> usize {
+        match self {
+            BlockType::Q4_1 => Q4_1_BLOCK_BYTES,
+            BlockType::Q8_0 => Q8_0_BLOCK_BYTES,
+            BlockType::Q5_0 => Q5_0_BLOCK_BYTES,
+        }
+    }
+}
+
+/// How the inputs of a matrix–vector product are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inputs {
+    /// As f32: the product equals the dequantised f32 one up to summation order.
+    #[default]
+    Exact,
+    /// Rounded to 8 bits per block of 32 and multiplied with integer dot products (see
+    /// [`int8`]); faster, not bit-exact.
+    Int8,
+}
+
+/// A quantised matrix `[n, k]` in its GGUF encoding (row-major blocks).
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    /// Block encoding.
+    pub ty: BlockType,
+    /// Output rows.
+    pub n: usize,
+    /// Input width (a multiple of 32).
+    pub k: usize,
+    /// How inputs are treated in [`QuantMatrix::matmul`].
+    pub inputs: Inputs,
+    data: Vec<u8>,
+}
+
+impl QuantMatrix {
+    /// Wraps raw GGUF bytes of a `[n, k]` tensor.
+    pub fn new(ty: BlockType, n: usize, k: usize, data: Vec<u8>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            k.is_multiple_of(QK),
+            "{ty:?} row width {k} not a multiple of 32"
+        );
+        let need = n * k / QK * ty.block_bytes();
+        anyhow::ensure!(
+            data.len() == need,
+            "{ty:?} tensor of {n}×{k} needs {need} bytes, got {}",
+            data.len()
+        );
+        Ok(QuantMatrix {
+            ty,
+            n,
+            k,
+            inputs: Inputs::Exact,
+            data,
+        })
+    }
+
+    /// The same matrix with inputs treated as `inputs`.
+    pub fn with_inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.k / QK * self.ty.block_bytes()
+    }
+
+    /// Row `r` dequantised into `out` (embedding lookups read rows this way, so a quantised
+    /// embedding table is never held in f32).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        let w = &self.data[r * rb..(r + 1) * rb];
+        for (b, blk) in w.chunks_exact(self.ty.block_bytes()).enumerate() {
+            let o = &mut out[b * QK..(b + 1) * QK];
+            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            match self.ty {
+                BlockType::Q4_1 => {
+                    let m = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
+                    for j in 0..16 {
+                        o[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
+                        o[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
+                    }
+                }
+                BlockType::Q8_0 => {
+                    for j in 0..QK {
+                        o[j] = d * blk[2 + j] as i8 as f32;
+                    }
+                }
+                BlockType::Q5_0 => {
+                    let mut q8 = [0u8; Q8_0_BLOCK_BYTES];
+                    q5_0_block_as_q8_0(blk, &mut q8);
+                    for j in 0..QK {
+                        o[j] = d * q8[2 + j] as i8 as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix dequantised, row-major `[n, k]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.k];
+        out.par_chunks_mut(self.k)
+            .enumerate()
+            .for_each(|(r, row)| self.dequantize_row(r, row));
+        out
+    }
+
+    /// `y = x Wᵀ` for `x` row-major `[m, k]`; returns `[m, n]`, on the active
+    /// instruction set.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_on(isa::active(), x, m)
+    }
+
+    /// [`QuantMatrix::matmul`] on a given instruction set (a level the CPU lacks runs the
+    /// portable code), so that tests can compare every path in one process.
+    pub fn matmul_on(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(isa, x, m, true)
+    }
+
+    /// The product on `isa`; `intrinsics = false` runs the generic exact source even where
+    /// hand-written x86 kernels exist, so that tests exercise its AVX2 and AVX-512
+    /// instantiations (the closest this machine gets to the NEON one).
+    fn matmul_with(&self, isa: Isa, x: &[f32], m: usize, intrinsics: bool) -> Vec<f32> {
+        let k = self.k;
+        let x = &x[..m * k];
+        let row_bytes = self.row_bytes();
+        let q8_row_bytes = k / QK * Q8_0_BLOCK_BYTES;
+        // A few chunks per thread: even shares for the small matrices of one token, and
+        // the thread hand-off negligible against the work of a chunk.
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = self.n.div_ceil(threads * 4).next_multiple_of(4).max(16);
+        let exact = self.inputs == Inputs::Exact;
+        // Exact: Σ x over each block, once per input row (Q4_1's `m·Σ x` term).
+        // Int8: the inputs rounded to 8 bits, once per input row.
+        let block_sums: Vec<f32> = if exact {
+            x.chunks_exact(QK).map(|b| b.iter().sum()).collect()
+        } else {
+            Vec::new()
+        };
+        let quantised: Vec<int8::QuantInput> = if exact {
+            Vec::new()
+        } else {
+            x.chunks_exact(k).map(int8::quantize_input).collect()
+        };
+        let mut cols: Vec<f32> = vec![0f32; self.n * m];
+        cols.par_chunks_mut(chunk * m)
+            .enumerate()
+            .for_each(|(c, dst)| {
+                let r0 = c * chunk;
+                let nrows = dst.len() / m;
+                let mut unpacked = Vec::new();
+                let (w, ty, rb) = if self.ty == BlockType::Q5_0 {
+                    unpacked.resize(nrows * q8_row_bytes, 0u8);
+                    for (j, out) in unpacked.chunks_exact_mut(q8_row_bytes).enumerate() {
+                        let r = r0 + j;
+                        q5_0_row_as_q8_0(isa, &self.data[r * row_bytes..(r + 1) * row_bytes], out);
+                    }
+                    (&unpacked[..], BlockType::Q8_0, q8_row_bytes)
+                } else {
+                    (
+                        &self.data[r0 * row_bytes..(r0 + nrows) * row_bytes],
+                        self.ty,
+                        row_bytes,
+                    )
+                };
+                #[cfg(target_arch = "x86_64")]
+                if exact && intrinsics && isa.available() && matches!(isa, Isa::Avx512 | Isa::Avx2)
+                {
+                    // SAFETY: the level is available (checked), and it includes the
+                    // features each function enables (AVX-512 F and F16C for the
+                    // x86-64-v4 level, which has F16C on every CPU that has it — checked
+                    // again here — and AVX2 + FMA for v3); sizes as in `ExactChunk`.
+                    let v4 = isa == Isa::Avx512 && std::is_x86_feature_detected!("f16c");
+                    unsafe {
+                        if v4 {
+                            x86_exact::chunk_avx512(ty, w, rb, nrows, x, k, &block_sums, dst);
+                        } else {
+                            x86_exact::chunk_avx2(ty, w, rb, nrows, x, k, &block_sums, dst);
+                        }
+                    }
+                    return;
+                }
+                if exact {
+                    isa::dispatch(
+                        isa,
+                        ExactChunk {
+                            ty,
+                            w,
+                            rb,
+                            nrows,
+                            x,
+                            k,
+                            sums: &block_sums,
+                            dst,
+                        },
+                    );
+                } else {
+                    int8::chunk(isa, ty, w, nrows, &quantised, dst);
+                }
+            });
+        let mut out = vec![0f32; m * self.n];
+        for r in 0..self.n {
+            for i in 0..m {
+                out[i * self.n + r] = cols[r * m + i];
+            }
+        }
+        out
+    }
+}
+
+/// f16 bits to f32 without a call per value (the `half` crate converts through a
+/// runtime-checked F16C call, which cost a quarter of the generation time per block in a
+/// profile). Exact for every f16: normals by moving the exponent, subnormals through an
+/// exact integer-to-float product, infinities and NaNs kept.
+#[inline(always)]
+pub(crate) fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let em = (h & 0x7FFF) as u32;
+    let mag = if em >= 0x7C00 {
+        0x7F80_0000 | ((em & 0x03FF) << 13)
+    } else if em >= 0x0400 {
+        (em << 13) + ((127 - 15) << 23)
+    } else {
+        (em as f32 * (1.0 / 16_777_216.0)).to_bits()
+    };
+    f32::from_bits(sign | mag)
+}
+
+/// One chunk of output rows of the exact path, run with the chosen `pulp` level:
+/// `dst[row·m + input]`.
+struct ExactChunk<'a> {
+    ty: BlockType,
+    w: &'a [u8],
+    rb: usize,
+    nrows: usize,
+    x: &'a [f32],
+    k: usize,
+    sums: &'a [f32],
+    dst: &'a mut [f32],
+}
+
+impl pulp::WithSimd for ExactChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let ExactChunk {
+            ty,
+            w,
+            rb,
+            nrows,
+            x,
+            k,
+            sums,
+            dst,
+        } = self;
+        let m = x.len() / k;
+        let nb = k / QK;
+        macro_rules! run {
+            ($rows:expr, $xs:expr, $sums:expr) => {
+                match ty {
+                    BlockType::Q4_1 => q4_1::rows(simd, $rows, $xs, $sums),
+                    _ => q8_0::rows(simd, $rows, $xs),
+                }
+            };
+        }
+        // One row at a time, in memory order: the rows of a matrix are contiguous, so this
+        // is one long sequential stream the hardware prefetcher follows. Four rows per
+        // input load (four short interleaved streams of a few cache lines each) made
+        // generation 2.6× slower per core than the single-row kernels of before; the
+        // independent chains come from two accumulators inside each row instead.
+        for r in 0..nrows {
+            let rows = [&w[r * rb..(r + 1) * rb]];
+            for i in 0..m {
+                dst[r * m + i] = run!(rows, &x[i * k..(i + 1) * k], &sums[i * nb..(i + 1) * nb])[0];
+            }
+        }
+    }
+}
