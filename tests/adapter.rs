@@ -536,10 +536,10 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         .args(["-c", "import llama_cpp.server, fastapi, uvicorn"])
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: the peer Python lacks llama-cpp-python's server extras (fastapi, uvicorn; bench/requirements.txt)");
-        return;
-    }
+    assert!(
+        ok,
+        "the peer Python lacks llama-cpp-python's server extras (fastapi, uvicorn; bench/requirements.txt)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
