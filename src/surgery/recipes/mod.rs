@@ -300,131 +300,217 @@ pub fn plan_recipe(
         "probe_hash": probe_hash(probe),
         "recipe": opts,
     });
-    let no_control = |what: &str| -> Result<(EditPlan, RecipeReport)> {
-        bail!("recipe {} has no {what} control", opts.recipe.name())
-    };
-    let k_of = |count: Count| -> Result<usize> {
-        let total: usize = n_rows.iter().sum();
-        let k = match count {
-            Count::Rows(k) => k,
-            Count::Fraction(f) => (f * total as f64).round() as usize,
-        };
-        if k == 0 || k > total {
-            bail!("K = {k}: choose between 1 and the model's {total} neurons");
-        }
-        Ok(k)
-    };
     let plan = match opts.recipe {
-        Recipe::Paper => {
-            let sopts = SelectOptions {
-                count: opts.count,
-                direction: opts.direction,
-                ranking: match opts.control {
-                    Control::RandomNeurons(_) => Ranking::Random,
-                    _ => Ranking::AntiAligned,
-                },
-                seed: match opts.control {
-                    Control::RandomNeurons(s) => s,
-                    _ => 0,
-                },
-                ..SelectOptions::default()
-            };
-            let sel = select(model, probe, &sopts)?;
-            let mut plan = plan_edit(
-                &sel,
-                probe,
-                &EditOptions {
-                    alpha: opts.strength,
-                    random_direction: match opts.control {
-                        Control::RandomDirection(s) => Some(s),
-                        _ => None,
-                    },
-                    ..EditOptions::default()
-                },
-            )?;
-            plan.info = info;
-            plan
-        }
-        Recipe::ValueDamp | Recipe::ValueGate => {
-            let vecs = probe_vectors(model, probe, opts.direction, blocks)?;
-            let k = k_of(opts.count)?;
-            let rank: BTreeMap<usize, Vec<f32>> = match (opts.recipe, opts.control) {
-                (Recipe::ValueDamp, Control::RandomDirection(s)) => vecs
-                    .iter()
-                    .map(|(&b, v)| (b, random_direction(v.rank.len(), 1.0, s)))
-                    .collect(),
-                _ => vecs.iter().map(|(&b, v)| (b, v.rank.clone())).collect(),
-            };
-            let neurons = match opts.control {
-                Control::RandomNeurons(s) => random_neurons(&n_rows, k, s)?,
-                _ => value::top_aligned(&value::value_cosines(model, &rank)?, k)?,
-            };
-            if opts.recipe == Recipe::ValueDamp {
-                let f = value::damp_factors(&neurons, blocks, opts.strength);
-                scale_rows_plan(model, Matrix::Up, &f, info)?
-            } else {
-                let edit: BTreeMap<usize, Vec<f32>> = match opts.control {
-                    Control::RandomDirection(s) => vecs
-                        .iter()
-                        .map(|(&b, v)| (b, random_direction(v.edit.len(), 1.0, s)))
-                        .collect(),
-                    _ => vecs.into_iter().map(|(b, v)| (b, v.edit)).collect(),
-                };
-                value::gate_plan(model, &neurons, &edit, opts.strength, info)?
-            }
-        }
-        Recipe::Aura => {
-            let Some(acts) = measured.neurons else {
-                bail!("recipe aura needs pooled neuron activations on labelled text");
-            };
-            let aucs = aura::neuron_aucs(acts, &n_rows, measured.labels)?;
-            let f = aura::damp_factors(&aucs, opts.strength);
-            let f = match opts.control {
-                Control::None => f,
-                Control::RandomNeurons(s) => shuffle_within_blocks(&f, &n_rows, s),
-                Control::RandomDirection(_) => return no_control("random-direction"),
-            };
-            scale_rows_plan(model, Matrix::Up, &f, info)?
-        }
-        Recipe::Profs => {
-            let Some(res) = measured.residuals else {
-                bail!("recipe profs needs pooled residual states on labelled text");
-            };
-            let edit_blocks = opts.blocks.clone().unwrap_or_else(|| upper_half(blocks));
-            let d = probe.width();
-            let mut subspaces = Vec::new();
-            for &b in &edit_blocks {
-                let u = match opts.control {
-                    Control::None => {
-                        let Some(Some(x)) = res.get(b) else {
-                            bail!("profs: no residual states measured after block {b}");
-                        };
-                        let (x1, x0) = split_by_label(x, d, measured.labels)?;
-                        profs::subspace(&x1, &x0, d, opts.rank)?
-                    }
-                    Control::RandomDirection(s) => {
-                        profs::random_subspace(d, opts.rank, s.wrapping_add(b as u64))?
-                    }
-                    Control::RandomNeurons(_) => return no_control("random-neuron"),
-                };
-                subspaces.push((b, u));
-            }
-            profs::projection_plan(model, &subspaces, opts.strength, info)?
-        }
-        Recipe::Distributed => {
-            let vecs = probe_vectors(model, probe, opts.direction, blocks)?;
-            let dirs: BTreeMap<usize, Vec<f32>> = match opts.control {
-                Control::None => vecs.into_iter().map(|(b, v)| (b, v.edit)).collect(),
-                Control::RandomDirection(s) => vecs
-                    .iter()
-                    .map(|(&b, v)| (b, random_direction(v.edit.len(), 1.0, s)))
-                    .collect(),
-                Control::RandomNeurons(_) => return no_control("random-neuron"),
-            };
-            distributed::spread_plan(model, &dirs, opts.strength as f64, info)?
-        }
+        Recipe::Paper => plan_paper(model, probe, opts, info)?,
+        Recipe::ValueDamp => plan_value_damp(model, probe, opts, &n_rows, info)?,
+        Recipe::ValueGate => plan_value_gate(model, probe, opts, &n_rows, info)?,
+        Recipe::Aura => plan_aura(model, measured, opts, &n_rows, info)?,
+        Recipe::Profs => plan_profs(model, probe, measured, opts, blocks, info)?,
+        Recipe::Distributed => plan_distributed(model, probe, opts, blocks, info)?,
     };
-    let mut per_block = vec![0usize; blocks];
+    let report = recipe_report(model, &gates, &plan)?;
+    Ok((plan, report))
+}
+
+/// The refusal of a control the recipe does not have.
+fn no_control<T>(recipe: Recipe, what: &str) -> Result<T> {
+    bail!("recipe {} has no {what} control", recipe.name())
+}
+
+/// K of `count` among the model's `n_rows` neurons, refused when 0 or more than there are.
+fn neuron_count(count: Count, n_rows: &[usize]) -> Result<usize> {
+    let total: usize = n_rows.iter().sum();
+    let k = match count {
+        Count::Rows(k) => k,
+        Count::Fraction(f) => (f * total as f64).round() as usize,
+    };
+    if k == 0 || k > total {
+        bail!("K = {k}: choose between 1 and the model's {total} neurons");
+    }
+    Ok(k)
+}
+
+/// `paper`: the paper's selection and gate-row edit (its controls are the selection's random
+/// ranking and the edit's random direction).
+fn plan_paper(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &RecipeOptions,
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let sopts = SelectOptions {
+        count: opts.count,
+        direction: opts.direction,
+        ranking: match opts.control {
+            Control::RandomNeurons(_) => Ranking::Random,
+            _ => Ranking::AntiAligned,
+        },
+        seed: match opts.control {
+            Control::RandomNeurons(s) => s,
+            _ => 0,
+        },
+        ..SelectOptions::default()
+    };
+    let sel = select(model, probe, &sopts)?;
+    let mut plan = plan_edit(
+        &sel,
+        probe,
+        &EditOptions {
+            alpha: opts.strength,
+            random_direction: match opts.control {
+                Control::RandomDirection(s) => Some(s),
+                _ => None,
+            },
+            ..EditOptions::default()
+        },
+    )?;
+    plan.info = info;
+    Ok(plan)
+}
+
+/// The probe's per-block vectors and the K neurons `value-damp` and `value-gate` edit: those
+/// whose value vector is most aligned with the ranking direction (a random direction for
+/// `value-damp`'s random-direction control), or K random ones for the random-neuron control.
+fn value_neurons(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &RecipeOptions,
+    n_rows: &[usize],
+) -> Result<(BTreeMap<usize, BlockVectors>, Vec<Neuron>)> {
+    let vecs = probe_vectors(model, probe, opts.direction, n_rows.len())?;
+    let k = neuron_count(opts.count, n_rows)?;
+    let rank: BTreeMap<usize, Vec<f32>> = match (opts.recipe, opts.control) {
+        (Recipe::ValueDamp, Control::RandomDirection(s)) => vecs
+            .iter()
+            .map(|(&b, v)| (b, random_direction(v.rank.len(), 1.0, s)))
+            .collect(),
+        _ => vecs.iter().map(|(&b, v)| (b, v.rank.clone())).collect(),
+    };
+    let neurons = match opts.control {
+        Control::RandomNeurons(s) => random_neurons(n_rows, k, s)?,
+        _ => value::top_aligned(&value::value_cosines(model, &rank)?, k)?,
+    };
+    Ok((vecs, neurons))
+}
+
+/// `value-damp`: the chosen neurons' up rows scaled by `1 − strength`.
+fn plan_value_damp(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &RecipeOptions,
+    n_rows: &[usize],
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let (_, neurons) = value_neurons(model, probe, opts, n_rows)?;
+    let f = value::damp_factors(&neurons, n_rows.len(), opts.strength);
+    scale_rows_plan(model, Matrix::Up, &f, info)
+}
+
+/// `value-gate`: the chosen neurons' gate rows pushed away from the probe's edit direction
+/// (a random one for the random-direction control).
+fn plan_value_gate(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &RecipeOptions,
+    n_rows: &[usize],
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let (vecs, neurons) = value_neurons(model, probe, opts, n_rows)?;
+    let edit: BTreeMap<usize, Vec<f32>> = match opts.control {
+        Control::RandomDirection(s) => vecs
+            .iter()
+            .map(|(&b, v)| (b, random_direction(v.edit.len(), 1.0, s)))
+            .collect(),
+        _ => vecs.into_iter().map(|(b, v)| (b, v.edit)).collect(),
+    };
+    value::gate_plan(model, &neurons, &edit, opts.strength, info)
+}
+
+/// `aura`: every neuron damped by its activation AUC (shuffled within blocks for the
+/// random-neuron control).
+fn plan_aura(
+    model: &ModelFile,
+    measured: &Measured<'_>,
+    opts: &RecipeOptions,
+    n_rows: &[usize],
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let Some(acts) = measured.neurons else {
+        bail!("recipe aura needs pooled neuron activations on labelled text");
+    };
+    let aucs = aura::neuron_aucs(acts, n_rows, measured.labels)?;
+    let f = aura::damp_factors(&aucs, opts.strength);
+    let f = match opts.control {
+        Control::None => f,
+        Control::RandomNeurons(s) => shuffle_within_blocks(&f, n_rows, s),
+        Control::RandomDirection(_) => return no_control(opts.recipe, "random-direction"),
+    };
+    scale_rows_plan(model, Matrix::Up, &f, info)
+}
+
+/// `profs`: each edited block's rank-k subspace of the residual states (a random one for the
+/// random-direction control) projected out of `ffn_down`.
+fn plan_profs(
+    model: &ModelFile,
+    probe: &Probe,
+    measured: &Measured<'_>,
+    opts: &RecipeOptions,
+    blocks: usize,
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let Some(res) = measured.residuals else {
+        bail!("recipe profs needs pooled residual states on labelled text");
+    };
+    let edit_blocks = opts.blocks.clone().unwrap_or_else(|| upper_half(blocks));
+    let d = probe.width();
+    let mut subspaces = Vec::new();
+    for &b in &edit_blocks {
+        let u = match opts.control {
+            Control::None => {
+                let Some(Some(x)) = res.get(b) else {
+                    bail!("profs: no residual states measured after block {b}");
+                };
+                let (x1, x0) = split_by_label(x, d, measured.labels)?;
+                profs::subspace(&x1, &x0, d, opts.rank)?
+            }
+            Control::RandomDirection(s) => {
+                profs::random_subspace(d, opts.rank, s.wrapping_add(b as u64))?
+            }
+            Control::RandomNeurons(_) => return no_control(opts.recipe, "random-neuron"),
+        };
+        subspaces.push((b, u));
+    }
+    profs::projection_plan(model, &subspaces, opts.strength, info)
+}
+
+/// `distributed`: the probe's edit direction (a random one for the random-direction
+/// control) spread over every gate row.
+fn plan_distributed(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &RecipeOptions,
+    blocks: usize,
+    info: serde_json::Value,
+) -> Result<EditPlan> {
+    let vecs = probe_vectors(model, probe, opts.direction, blocks)?;
+    let dirs: BTreeMap<usize, Vec<f32>> = match opts.control {
+        Control::None => vecs.into_iter().map(|(b, v)| (b, v.edit)).collect(),
+        Control::RandomDirection(s) => vecs
+            .iter()
+            .map(|(&b, v)| (b, random_direction(v.edit.len(), 1.0, s)))
+            .collect(),
+        Control::RandomNeurons(_) => return no_control(opts.recipe, "random-neuron"),
+    };
+    distributed::spread_plan(model, &dirs, opts.strength as f64, info)
+}
+
+/// Rows of neuron matrices (gate, up) that `plan` changes, per block.
+fn recipe_report(
+    model: &ModelFile,
+    gates: &[MatrixTensor],
+    plan: &EditPlan,
+) -> Result<RecipeReport> {
+    let mut per_block = vec![0usize; gates.len()];
     let neuron_tensors: BTreeMap<String, usize> = gates
         .iter()
         .map(|t| (t.name.clone(), t.block))
@@ -440,12 +526,11 @@ pub fn plan_recipe(
             per_block[b] += 1;
         }
     }
-    let report = RecipeReport {
+    Ok(RecipeReport {
         neurons: per_block.iter().sum(),
         per_block,
         delta_norm: plan.delta_norm(),
-    };
-    Ok((plan, report))
+    })
 }
 
 /// Per block, the probe's ranking vector in the residual stream (`g_p ⊙ w`) and its edit
