@@ -285,14 +285,7 @@ pub fn compare(
 ) -> Result<CompareSummary> {
     let t0 = Instant::now();
     quick_suites(&mut cfg);
-    let suite = cfg
-        .suites
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let suite = cfg.first_suite();
     ensure!(
         cfg.behaviour == super::config::Behaviour::Detox,
         "compare measures % toxic: use the detox behaviour"

@@ -250,6 +250,16 @@ pub const QUICK_KL_WINDOWS: usize = 8;
 pub const QUICK_BENIGN_PROMPTS: usize = 16;
 
 impl RunConfig {
+    /// The first suite named by `suites` (the one tables and plots are drawn for), or "" when
+    /// the profile's defaults apply.
+    pub fn first_suite(&self) -> String {
+        self.suites
+            .as_deref()
+            .and_then(|l| l.split(',').next())
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// The recipe's strength: the config's, else the published setting (α for the paper,
     /// full damping for value-damp, half a row norm for value-gate, 1 for AurA and ProFS);
     /// `distributed` has no default of its own (the pipeline matches the paper edit's total

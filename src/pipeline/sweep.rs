@@ -126,14 +126,7 @@ pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<
             }
         }
     }
-    let suite = cfg
-        .suites
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let suite = cfg.first_suite();
     let pts = points(cfg.behaviour, &rows, &suite);
     let lower = cfg.behaviour.spec().lower_is_better;
     let front: Vec<String> = pareto_front(&pts, lower)
