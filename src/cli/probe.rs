@@ -284,16 +284,6 @@ fn check_collect_args(c: &CollectArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_epoch(s: &str) -> Result<EpochChoice> {
-    Ok(match s {
-        "best" => EpochChoice::BestHeldOut,
-        "last" => EpochChoice::Last,
-        n => EpochChoice::Epoch(n.parse().with_context(|| {
-            format!("--epoch {n:?}: expected best, last or a 0-based epoch number")
-        })?),
-    })
-}
-
 /// `probe.safetensors` → `probe.mlp7.safetensors`.
 fn per_point_path(out: &Path, p: Point) -> PathBuf {
     let tag = point_name(p).replace(':', "");
@@ -306,7 +296,7 @@ fn per_point_path(out: &Path, p: Point) -> PathBuf {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let epoch = parse_epoch(&a.epoch)?;
+    let epoch: EpochChoice = a.epoch.parse().context("--epoch")?;
     if let EpochChoice::Epoch(k) = epoch {
         // Checked before the (slow) collection; training checks it again.
         ensure!(
