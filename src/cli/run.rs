@@ -277,9 +277,10 @@ pub struct CompareArgs {
     /// WikiText perplexity-ratio targets.
     #[arg(long, default_value = "1.05,1.1")]
     pub ppl_targets: String,
-    /// Skip the controls.
-    #[arg(long)]
-    pub no_controls: bool,
+    /// Controls evaluated beside each recipe: `all`, `matched` (the one the verdict tests
+    /// against: random neurons, else random direction), `none`.
+    #[arg(long, value_enum, default_value = "all")]
+    pub controls: scalpel::pipeline::compare::ControlSet,
     /// Skip the prompting baseline (the same prompts after a politeness instruction).
     #[arg(long)]
     pub no_prompting: bool,
@@ -292,7 +293,7 @@ pub fn compare(a: &CompareArgs) -> Result<()> {
     let cfg = a.cfg.resolve("runs/compare")?;
     let opts = CompareOptions {
         grids: parse_grids(&a.recipes)?,
-        controls: !a.no_controls,
+        controls: a.controls,
         kl_targets: parse_list(&a.kl_targets, "--kl-targets")?,
         ppl_targets: parse_list(&a.ppl_targets, "--ppl-targets")?,
         prompting: !a.no_prompting,

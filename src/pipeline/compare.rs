@@ -30,12 +30,26 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::time::Instant;
 
+/// Which controls `compare` evaluates beside each recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlSet {
+    /// Both controls a recipe has (random neurons, random direction).
+    All,
+    /// Only the control the matched-damage test compares against: random neurons where the
+    /// recipe has them, else its random direction (ProFS, distributed). A third fewer
+    /// evaluations than `all`.
+    Matched,
+    /// No controls.
+    None,
+}
+
 /// The strengths swept per recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareOptions {
     pub grids: Vec<(Recipe, Vec<f32>)>,
-    /// Evaluate each recipe's controls at every strength.
-    pub controls: bool,
+    /// Which of each recipe's controls are evaluated at every strength.
+    pub controls: ControlSet,
     /// KL targets (nats/token).
     pub kl_targets: Vec<f64>,
     /// WikiText perplexity-ratio targets.
@@ -245,7 +259,7 @@ fn series_variants(
     r: Recipe,
     strength: f32,
     paper_total: f64,
-    controls: bool,
+    controls: ControlSet,
 ) -> Vec<Variant> {
     let mut vs: Vec<Variant> = match r {
         Recipe::Paper => variants(&RunConfig {
@@ -265,8 +279,17 @@ fn series_variants(
             recipe_variants(&c, paper_total)
         }
     };
-    if !controls {
-        vs.truncate(1);
+    match controls {
+        ControlSet::All => {}
+        ControlSet::None => vs.truncate(1),
+        ControlSet::Matched => {
+            // The verdict's control: random neurons where the recipe has them.
+            let rows = vs.iter().any(|v| v.label == super::run::CONTROL_ROWS);
+            vs.retain(|v| match v.label.as_str() {
+                super::run::CONTROL_DIRECTION => !rows,
+                _ => true,
+            });
+        }
     }
     for v in &mut vs {
         v.label = match v.label.as_str() {
