@@ -334,8 +334,15 @@ fn key(r: &SelectedRow) -> (usize, usize) {
     (r.block, r.row)
 }
 
+/// Rows whose sums [`cosines`] runs side by side.
+const LANES: usize = 4;
+
 /// Appends the cosine of every row of `t` with `v.rank` (rows scaled by `v.row_gain` when
 /// norm-aware), accumulated in f64, and each stored row's norm.
+///
+/// Each row's sums are one dependent chain of f64 additions; [`LANES`] rows are summed side
+/// by side (rows transposed, one lane each) so the chains overlap, every row's sums still
+/// added in element order, so the values are those of one row at a time, bit for bit.
 fn cosines(
     model: &ModelFile,
     t: &MatrixTensor,
@@ -344,31 +351,46 @@ fn cosines(
 ) -> Result<()> {
     let w = &v.rank;
     let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    let mut g = vec![0f32; t.row_len];
-    for row in 0..t.n_rows {
-        model.read_row(t, row, &mut g)?;
-        let norm = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
-        if let Some(gain) = &v.row_gain {
-            g.iter_mut().zip(gain).for_each(|(x, k)| *x *= k);
+    let n = t.row_len;
+    let (mut g, mut gt) = (vec![0f32; n], vec![0f32; n * LANES]);
+    for first in (0..t.n_rows).step_by(LANES) {
+        let k = LANES.min(t.n_rows - first);
+        for j in 0..k {
+            model.read_row(t, first + j, &mut g)?;
+            gt.iter_mut()
+                .skip(j)
+                .step_by(LANES)
+                .zip(&g)
+                .for_each(|(d, &x)| *d = x);
         }
-        let (mut dot, mut nn) = (0f64, 0f64);
-        for (&a, &b) in g.iter().zip(w) {
-            dot += a as f64 * b as f64;
-            nn += a as f64 * a as f64;
+        let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+        for (i, (col, &wi)) in gt.chunks_exact(LANES).zip(w).enumerate() {
+            let gain = v.row_gain.as_ref().map(|g| g[i]);
+            for j in 0..LANES {
+                let mut a = col[j];
+                norm2[j] += a as f64 * a as f64;
+                if let Some(k) = gain {
+                    a *= k;
+                }
+                dot[j] += a as f64 * wi as f64;
+                nn[j] += a as f64 * a as f64;
+            }
         }
-        // A zero row (or direction) has no direction: rank it as orthogonal.
-        let cosine = if nn > 0.0 && w_norm > 0.0 {
-            (dot / (nn.sqrt() * w_norm)) as f32
-        } else {
-            0.0
-        };
-        out.push(SelectedRow {
-            block: t.block,
-            row,
-            cosine,
-            score: None,
-            norm,
-        });
+        for j in 0..k {
+            // A zero row (or direction) has no direction: rank it as orthogonal.
+            let cosine = if nn[j] > 0.0 && w_norm > 0.0 {
+                (dot[j] / (nn[j].sqrt() * w_norm)) as f32
+            } else {
+                0.0
+            };
+            out.push(SelectedRow {
+                block: t.block,
+                row: first + j,
+                cosine,
+                score: None,
+                norm: norm2[j].sqrt() as f32,
+            });
+        }
     }
     Ok(())
 }
