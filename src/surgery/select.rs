@@ -353,6 +353,8 @@ fn cosines(
     let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     let n = t.row_len;
     let (mut g, mut gt) = (vec![0f32; n], vec![0f32; n * LANES]);
+    // The rows as compared (scaled by the gain when norm-aware), transposed like `gt`.
+    let mut gs = vec![0f32; if v.row_gain.is_some() { n * LANES } else { 0 }];
     for first in (0..t.n_rows).step_by(LANES) {
         let k = LANES.min(t.n_rows - first);
         for j in 0..k {
@@ -363,17 +365,30 @@ fn cosines(
                 .zip(&g)
                 .for_each(|(d, &x)| *d = x);
         }
-        let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
-        for (i, (col, &wi)) in gt.chunks_exact(LANES).zip(w).enumerate() {
-            let gain = v.row_gain.as_ref().map(|g| g[i]);
-            for j in 0..LANES {
-                let mut a = col[j];
-                norm2[j] += a as f64 * a as f64;
-                if let Some(k) = gain {
-                    a *= k;
+        let scaled = match &v.row_gain {
+            Some(gain) => {
+                for ((s, a), &k) in gs
+                    .chunks_exact_mut(LANES)
+                    .zip(gt.chunks_exact(LANES))
+                    .zip(gain)
+                {
+                    s.iter_mut().zip(a).for_each(|(s, &a)| *s = a * k);
                 }
-                dot[j] += a as f64 * wi as f64;
-                nn[j] += a as f64 * a as f64;
+                &gs
+            }
+            None => &gt,
+        };
+        let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+        for ((a, b), &wi) in gt
+            .chunks_exact(LANES)
+            .zip(scaled.chunks_exact(LANES))
+            .zip(w)
+        {
+            for j in 0..LANES {
+                let (a, b) = (a[j] as f64, b[j] as f64);
+                norm2[j] += a * a;
+                dot[j] += b * wi as f64;
+                nn[j] += b * b;
             }
         }
         for j in 0..k {
