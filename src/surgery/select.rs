@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::directions::{block_vectors, BlockVectors};
 use super::model::{Matrix, MatrixTensor, ModelFile};
+use crate::formats::quant;
 use crate::probe::{Direction, Probe};
 
 /// The paper's K for LLaMA-2-7B as a fraction: 16,384 of 32 × 11,008 gate rows (≈ 4.65 %).
@@ -352,13 +353,24 @@ fn cosines(
     let w = &v.rank;
     let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     let n = t.row_len;
+    // The tensor's bytes once, not one lookup by name per row.
+    let (bytes, rb) = (model.tensor_bytes(&t.name)?, quant::row_bytes(t.ty, n)?);
     let (mut g, mut gt) = (vec![0f32; n], vec![0f32; n * LANES]);
     // The rows as compared (scaled by the gain when norm-aware), transposed like `gt`.
     let mut gs = vec![0f32; if v.row_gain.is_some() { n * LANES } else { 0 }];
     for first in (0..t.n_rows).step_by(LANES) {
         let k = LANES.min(t.n_rows - first);
         for j in 0..k {
-            model.read_row(t, first + j, &mut g)?;
+            let r = first + j;
+            let row = bytes.get(r * rb..(r + 1) * rb).with_context(|| {
+                format!(
+                    "{}: {} is shorter than its shape",
+                    model.path().display(),
+                    t.name
+                )
+            })?;
+            quant::decode_row(t.ty, row, &mut g)
+                .with_context(|| format!("{}: {} row {r}", model.path().display(), t.name))?;
             gt.iter_mut()
                 .skip(j)
                 .step_by(LANES)
