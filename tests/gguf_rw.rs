@@ -373,3 +373,46 @@ fn both_gguf_readers_agree_on_qwen2() {
         "qwen2.5-coder-0.5b-instruct-q4km",
     ));
 }
+
+/// The rewrite copies padding with the data only where the input's is zero: junk in an
+/// input's padding, or a last tensor with its padding cut off, still gives zero padding.
+#[test]
+fn rewrite_pads_with_zeros_whatever_the_input_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.gguf");
+    let specs: Vec<TensorSpec> = ["a", "b"]
+        .iter()
+        .map(|n| TensorSpec {
+            name: n.to_string(),
+            dims: vec![4],
+            ty: GgmlType::F32,
+        })
+        .collect();
+    write_gguf(&clean, 3, &[], &specs, &mut |i, _, w| {
+        Ok(w.write_all(&[i as u8 + 1; 16])?)
+    })
+    .unwrap();
+    let bytes = std::fs::read(&clean).unwrap();
+    let start = GgufFile::open(&clean).unwrap().data_start as usize;
+    assert_eq!(
+        bytes.len(),
+        start + 64,
+        "two 16-byte tensors, each padded to 32"
+    );
+    let mut junk = bytes.clone();
+    junk[start + 16..start + 32].fill(0xff);
+    let mut cut = bytes.clone();
+    cut.truncate(start + 48);
+    for (name, input) in [("junk", junk), ("cut", cut)] {
+        let (src, out) = (
+            dir.path().join(name),
+            dir.path().join(format!("{name}.out")),
+        );
+        std::fs::write(&src, &input).unwrap();
+        let g = GgufFile::open(&src).unwrap();
+        GgufRewrite::new(&g)
+            .write(&out, false, &mut |_, _, _| unreachable!())
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "{name}");
+    }
+}
