@@ -180,7 +180,7 @@ impl TensorDiff {
             bail!("tensor {}: changed type, so every row changed", self.t.name);
         }
         let rb = self.row_bytes.0.max(1);
-        if bytes.len() % rb != 0 || self.next_row + bytes.len() / rb > self.t.n_rows {
+        if !bytes.len().is_multiple_of(rb) || self.next_row + bytes.len() / rb > self.t.n_rows {
             bail!(
                 "tensor {}: {} bytes are not whole rows of it",
                 self.t.name,

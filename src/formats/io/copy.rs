@@ -143,7 +143,7 @@ impl<'f> TensorSlot<'f> {
     pub fn write_rows(&mut self, first: usize, bytes: &[u8]) -> Result<()> {
         let at = first as u64 * self.row_bytes;
         let n = bytes.len() as u64;
-        if n % self.row_bytes != 0 || at + n > self.len {
+        if !n.is_multiple_of(self.row_bytes) || at + n > self.len {
             bail!(
                 "{n} bytes at row {first} do not fit a tensor of {} bytes in rows of {}",
                 self.len,
