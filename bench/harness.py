@@ -27,9 +27,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import random
+import struct
 import time
 
-import numpy as np
+try:  # the collect section needs it; edit and scaling run without (bench/run.sh --edit-only)
+    import numpy as np
+except ImportError:
+    np = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -156,11 +161,11 @@ def write_safetensors(path, tensors):
 
 
 def write_probe(path, d, seed=0):
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((2, d)) / math.sqrt(d)).astype("<f4")
-    b = np.zeros(2, dtype="<f4")
-    write_safetensors(path, [("bias", "F32", [2], lambda f, n: f.write(b.tobytes())),
-                             ("weight", "F32", [2, d], lambda f, n: f.write(w.tobytes()))])
+    rng = random.Random(seed)
+    w = struct.pack(f"<{2 * d}f", *(rng.gauss(0, 1) / math.sqrt(d) for _ in range(2 * d)))
+    b = struct.pack("<2f", 0, 0)
+    write_safetensors(path, [("bias", "F32", [2], lambda f, n: f.write(b)),
+                             ("weight", "F32", [2, d], lambda f, n: f.write(w))])
 
 
 # Synthetic Llama shapes: (name, hidden, intermediate, layers, heads, kv heads, vocab)
@@ -193,19 +198,19 @@ def synth_tensors(hidden, ff, layers, heads, kv, vocab):
 def write_synthetic(folder, shape, seed=0, shard_bytes=2 << 30):
     """A Llama-shaped HF folder with random N(0, 0.02²) f16 weights (norms = 1), sharded
     like save_pretrained (index file) when over shard_bytes. Random values come from a
-    64 MiB pool read at random offsets, so writing costs about what the disk does."""
+    2 MiB pool read at random offsets, so writing costs about what the disk does."""
     hidden, ff, layers, heads, kv, vocab = shape
     os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pool = (rng.standard_normal(32 << 20) * 0.02).astype("<f2").tobytes()
-    ones = np.ones(hidden, dtype="<f2").tobytes()
+    rng = random.Random(seed)
+    pool = struct.pack(f"<{1 << 20}e", *(rng.gauss(0, 0.02) for _ in range(1 << 20)))
+    ones = struct.pack(f"<{hidden}e", *([1.0] * hidden))
 
     def fill(f, n, norm):
         if norm:
             f.write(ones)
             return
         while n > 0:
-            start = int(rng.integers(0, len(pool) // 2)) & ~1
+            start = rng.randrange(len(pool) // 2) & ~1
             piece = min(n, len(pool) - start)
             f.write(memoryview(pool)[start:start + piece])
             n -= piece
@@ -359,20 +364,31 @@ def section_generate(cfg, peers, work):
     return res
 
 
-def edit_commands(cfg, model, probe, out_scalpel, out_tf, out_cp):
-    return {
+def edit_commands(cfg, model, probe, outs):
+    cmds = {
         "cp": ["sh", "-c", 'cp -r "$0" "$1" && sync "$1"' if os.path.isfile(model) else
-               'cp -r "$0" "$1" && sync "$1"/*', model, out_cp],
-        "scalpel": [cfg.bin, "edit", model, probe, "--out", out_scalpel, "--fraction", str(PAPER_FRACTION)],
-        "transformers": [cfg.python, os.path.join(HERE, "edit_transformers.py"), model, probe, out_tf,
+               'cp -r "$0" "$1" && sync "$1"/*', model, outs["cp"]],
+        "scalpel": [cfg.bin, "edit", model, probe, "--out", outs["scalpel"], "--fraction", str(PAPER_FRACTION)],
+        "transformers": [cfg.python, os.path.join(HERE, "edit_transformers.py"), model, probe, outs["transformers"],
                          "--fraction", str(PAPER_FRACTION), "--threads", str(cfg.threads)],
     }
+    if cfg.baseline_bin:
+        cmds["scalpel baseline"] = [cfg.baseline_bin, *cmds["scalpel"][1:5], outs["scalpel baseline"],
+                                    *cmds["scalpel"][6:]]
+    return cmds
+
+
+def edit_tools(cfg, transformers=True):
+    """cp, scalpel, the --baseline-bin scalpel if given, transformers unless --no-transformers."""
+    return (["cp", "scalpel"] + (["scalpel baseline"] if cfg.baseline_bin else [])
+            + (["transformers"] if transformers and not cfg.no_transformers else []))
 
 
 def measure_edit(cfg, model, probe, work, tools, runs):
-    outs = {t: os.path.join(work, f"edited-{t}" + (".gguf" if t != "transformers" and os.path.isfile(model) else ""))
-            for t in ("scalpel", "transformers", "cp")}
-    cmds = edit_commands(cfg, model, probe, outs["scalpel"], outs["transformers"], outs["cp"])
+    gguf = os.path.isfile(model)
+    outs = {t: os.path.join(work, "edited-" + t.replace(" ", "-") + (".gguf" if t != "transformers" and gguf else ""))
+            for t in ("scalpel", "scalpel baseline", "transformers", "cp")}
+    cmds = edit_commands(cfg, model, probe, outs)
     warm_cache(model)
     wall = {t: [] for t in tools}
     rss = {t: [] for t in tools}
@@ -398,7 +414,7 @@ def section_edit(cfg, work):
     probe = os.path.join(work, "probe576.safetensors")
     d = json.loads(run_measured([cfg.bin, "inspect", cfg.model, "--json"])[1])["dims"]["d"]
     write_probe(probe, d)
-    res = measure_edit(cfg, cfg.model, probe, work, ["cp", "scalpel", "transformers"], cfg.edit_runs)
+    res = measure_edit(cfg, cfg.model, probe, work, edit_tools(cfg), cfg.edit_runs)
     res["model_bytes"] = os.path.getsize(cfg.model)
     return res
 
@@ -413,7 +429,7 @@ def section_scaling(cfg, work):
         log(f"wrote synthetic {name}: {params / 1e9:.2f} B parameters, {nbytes / 2**30:.2f} GiB in {time.perf_counter() - t:.0f} s")
         probe = os.path.join(work, f"probe{shape[0]}.safetensors")
         write_probe(probe, shape[0])
-        tools = ["cp", "scalpel"] + (["transformers"] if name in cfg.tf_sizes else [])
+        tools = edit_tools(cfg, transformers=name in cfg.tf_sizes)
         try:
             r = measure_edit(cfg, folder, probe, work, tools, cfg.scaling_runs)
         finally:
@@ -484,14 +500,23 @@ def tables(res):
         table(rows, [p for p in all_peers if p != "transformers 1 thread"])
     e = res.get("edit")
     if e:
-        out.append("")
-        out.append("| surgery on the default model (select + edit + write) | scalpel | transformers recipe | `cp` + sync | scalpel / transformers | scalpel / cp |")
-        out.append("|---|---|---|---|---|---|")
         w, r = e["wall_s"], e["peak_rss_mib"]
-        out.append(f"| wall time, s | {fmt(w['scalpel'], 2)} | {fmt(w.get('transformers'), 2)} | {fmt(w['cp'], 2)} | "
-                   f"{fmt(ratio(w['scalpel'], w.get('transformers')), 3)}× | {fmt(ratio(w['scalpel'], w['cp']), 2)}× |")
-        out.append(f"| peak RSS, MiB | {fmt(r['scalpel'])} | {fmt(r.get('transformers'))} | {fmt(r['cp'])} | "
-                   f"{fmt(ratio(r['scalpel'], r.get('transformers')), 3)}× | |")
+        base = "scalpel baseline" in w
+        out.append("")
+        out.append("| surgery on the default model (select + edit + write) | scalpel | "
+                   + ("scalpel baseline | " if base else "")
+                   + "transformers recipe | `cp` + sync | scalpel / transformers | scalpel / cp |"
+                   + (" baseline / cp |" if base else ""))
+        out.append("|---|---|---|---|---|---|" + ("---|---|" if base else ""))
+        out.append(f"| wall time, s | {fmt(w['scalpel'], 2)} | "
+                   + (f"{fmt(w['scalpel baseline'], 2)} | " if base else "")
+                   + f"{fmt(w.get('transformers'), 2)} | {fmt(w['cp'], 2)} | "
+                   f"{fmt(ratio(w['scalpel'], w.get('transformers')), 3)}× | {fmt(ratio(w['scalpel'], w['cp']), 2)}× |"
+                   + (f" {fmt(ratio(w['scalpel baseline'], w['cp']), 2)}× |" if base else ""))
+        out.append(f"| peak RSS, MiB | {fmt(r['scalpel'])} | "
+                   + (f"{fmt(r['scalpel baseline'])} | " if base else "")
+                   + f"{fmt(r.get('transformers'))} | {fmt(r['cp'])} | "
+                   f"{fmt(ratio(r['scalpel'], r.get('transformers')), 3)}× | |" + (" |" if base else ""))
     if c:
         out.append("")
         out.append("Agreement of the pooled vectors, text by text: " + "; ".join(
@@ -499,15 +524,21 @@ def tables(res):
             for k, v in c["agreement"].items()) + f". Tokens per run: {c['tokens']}.")
     sc = res.get("scaling")
     if sc:
+        base = any("scalpel baseline" in r["wall_s"] for r in sc)
         out.append("")
-        out.append("| synthetic Llama, f16 safetensors | size | `cp -r` + sync, s | scalpel edit, s | scalpel / cp | scalpel peak RSS, MiB | transformers recipe, s | transformers peak RSS, MiB |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append("| synthetic Llama, f16 safetensors | size | `cp -r` + sync, s | scalpel edit, s | scalpel / cp | "
+                   "scalpel peak RSS, MiB | "
+                   + ("scalpel baseline, s | baseline / cp | baseline peak RSS, MiB | " if base else "")
+                   + "transformers recipe, s | transformers peak RSS, MiB |")
+        out.append("|---|---|---|---|---|---|---|---|" + ("---|---|---|" if base else ""))
         for r in sc:
             w, m = r["wall_s"], r["peak_rss_mib"]
             out.append(f"| {r['params'] / 1e9:.2f} B parameters ({r['shape']['layers']} × d {r['shape']['hidden']}) | "
                        f"{r['bytes'] / 2**30:.2f} GiB | {fmt(w['cp'], 2)} | {fmt(w['scalpel'], 2)} | "
-                       f"{fmt(ratio(w['scalpel'], w['cp']), 2)}× | {fmt(m['scalpel'])} | {fmt(w.get('transformers'), 1)} | "
-                       f"{fmt(m.get('transformers'))} |")
+                       f"{fmt(ratio(w['scalpel'], w['cp']), 2)}× | {fmt(m['scalpel'])} | "
+                       + (f"{fmt(w.get('scalpel baseline'), 2)} | {fmt(ratio(w.get('scalpel baseline'), w['cp']), 2)}× | "
+                          f"{fmt(m.get('scalpel baseline'))} | " if base else "")
+                       + f"{fmt(w.get('transformers'), 1)} | {fmt(m.get('transformers'))} |")
     return "\n".join(out) + "\n"
 
 
@@ -587,16 +618,24 @@ def main():
     ap.add_argument("--gen-batch", type=int, default=32, help="batch size of the many-prompt generation")
     ap.add_argument("--sizes", help="synthetic model sizes, from " + ",".join(SHAPES)
                     + " (default: all; --quick: 0.1B,0.5B)")
+    ap.add_argument("--no-transformers", action="store_true",
+                    help="edit and scaling: leave out the transformers recipe (then only cp and scalpel run)")
+    ap.add_argument("--baseline-bin", help="edit and scaling: also time this scalpel binary (an older build), "
+                    "interleaved with the others, as 'scalpel baseline'")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--work", help="scratch folder, kept afterwards (default: a fresh temporary folder, removed; "
                     "the 3B synthetic model needs ~12 GB free there)")
     cfg = ap.parse_args()
     if not os.access(cfg.bin, os.X_OK):
         raise BenchError(f"no scalpel binary at {cfg.bin} (bench/run.sh builds it)")
+    if cfg.baseline_bin and not os.access(cfg.baseline_bin, os.X_OK):
+        raise BenchError(f"no scalpel binary at --baseline-bin {cfg.baseline_bin}")
     sections = [s.strip() for s in cfg.sections.split(",") if s.strip()]
     bad = set(sections) - {"collect", "generate", "edit", "scaling"}
     if bad:
         raise BenchError(f"unknown section(s) {sorted(bad)}")
+    if np is None and {"collect", "generate"} & set(sections):
+        raise BenchError("the collect and generate sections need numpy (bench/requirements.txt)")
     cfg.runs = cfg.runs or (2 if cfg.quick else 3)
     cfg.texts = 128 if cfg.quick else 512
     cfg.prompts = 16 if cfg.quick else 64

@@ -8,6 +8,9 @@
 #   bash bench/run.sh --quick --runs 3 --sizes 0.1B,0.5B,1B,3B   # the README's table:
 #                                # 34 min at load 5-11 on 2 cores; the full run is longer
 #   bash bench/run.sh --sections collect,generate --runs 5
+#   bash bench/run.sh --edit-only --runs 5 --sizes 0.1B,0.5B   # edit vs cp only, no peers,
+#                                # no venv (system python3): GGUF default model + HF folders
+#   bash bench/run.sh --edit-only --baseline-bin OLD/scalpel    # and an older build beside it
 #
 # The peers go into a throw-away virtual environment, bench/.venv (reused when it already
 # has them): torch and transformers (~5.4 GB, ~2 min) and llama-cpp-python, which pip
@@ -28,6 +31,12 @@ target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 bin="$target/release/scalpel"
 venv="$root/bench/.venv"
+if [ "${1:-}" = --edit-only ]; then
+    # `scalpel edit` next to `cp` (and --baseline-bin) on the default GGUF and synthetic HF
+    # folders: the standard library is enough, so no peers are installed.
+    shift
+    exec python3 bench/harness.py --bin "$bin" --sections edit,scaling --no-transformers "$@"
+fi
 if [ -n "${SCALPEL_BENCH_VENV:-}" ]; then
     venv="$SCALPEL_BENCH_VENV"
     "$venv/bin/python" -c 'import torch, transformers, llama_cpp, numpy' \

@@ -4,11 +4,14 @@
 use std::io::Write;
 use std::path::Path;
 
+use candle_core::quantized::gguf_file;
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::gguf::{write_gguf, GgufFile, GgufRewrite, MetaValue, TensorSpec};
 use scalpel::formats::quant;
-use scalpel::formats::tiny::{self, TinySpec};
+use scalpel::formats::tiny::{self, TinyFamily, TinySpec};
 use sha2::{Digest, Sha256};
+
+mod common;
 
 fn sha(p: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(p).unwrap()).to_vec()
@@ -199,4 +202,217 @@ fn metadata_errors_name_the_key() {
 
     let md = vec![("general.alignment".to_string(), MetaValue::U32(48))];
     assert!(write_gguf(&p, 3, &md, &[], &mut |_, _, _| Ok(())).is_err());
+}
+
+/// A metadata value as a typed string, from our reader (floats as bits: exact comparison).
+fn ours(v: &MetaValue) -> String {
+    match v {
+        MetaValue::U8(x) => format!("u8 {x}"),
+        MetaValue::I8(x) => format!("i8 {x}"),
+        MetaValue::U16(x) => format!("u16 {x}"),
+        MetaValue::I16(x) => format!("i16 {x}"),
+        MetaValue::U32(x) => format!("u32 {x}"),
+        MetaValue::I32(x) => format!("i32 {x}"),
+        MetaValue::U64(x) => format!("u64 {x}"),
+        MetaValue::I64(x) => format!("i64 {x}"),
+        MetaValue::F32(x) => format!("f32 {:#x}", x.to_bits()),
+        MetaValue::F64(x) => format!("f64 {:#x}", x.to_bits()),
+        MetaValue::Bool(x) => format!("bool {x}"),
+        MetaValue::String(s) => format!("str {:?}", String::from_utf8_lossy(s)),
+        MetaValue::Array(_, items) => {
+            let v: Vec<String> = items.iter().map(ours).collect();
+            format!("[{}]", v.join(", "))
+        }
+    }
+}
+
+/// The same string from candle's reader (the runtime's).
+fn candle(v: &gguf_file::Value) -> String {
+    use gguf_file::Value as V;
+    match v {
+        V::U8(x) => format!("u8 {x}"),
+        V::I8(x) => format!("i8 {x}"),
+        V::U16(x) => format!("u16 {x}"),
+        V::I16(x) => format!("i16 {x}"),
+        V::U32(x) => format!("u32 {x}"),
+        V::I32(x) => format!("i32 {x}"),
+        V::U64(x) => format!("u64 {x}"),
+        V::I64(x) => format!("i64 {x}"),
+        V::F32(x) => format!("f32 {:#x}", x.to_bits()),
+        V::F64(x) => format!("f64 {:#x}", x.to_bits()),
+        V::Bool(x) => format!("bool {x}"),
+        V::String(s) => format!("str {s:?}"),
+        V::Array(items) => {
+            let v: Vec<String> = items.iter().map(candle).collect();
+            format!("[{}]", v.join(", "))
+        }
+    }
+}
+
+/// The runtime reads GGUF with candle's reader, `inspect` and surgery with ours: both must
+/// see the same file — every metadata key and value, and every tensor's name, type, shape
+/// and offset.
+fn readers_agree(path: &Path) {
+    let g = GgufFile::open(path).unwrap();
+    let mut f = std::fs::File::open(path).unwrap();
+    let c = gguf_file::Content::read(&mut f).unwrap();
+    let what = path.display();
+    assert_eq!(g.metadata.len(), c.metadata.len(), "{what}: metadata count");
+    for (k, v) in &g.metadata {
+        let cv = c
+            .metadata
+            .get(k)
+            .unwrap_or_else(|| panic!("{what}: candle lacks {k}"));
+        assert_eq!(ours(v), candle(cv), "{what}: metadata {k}");
+    }
+    assert_eq!(g.data_start, c.tensor_data_offset, "{what}: data section");
+    assert_eq!(
+        g.tensors.len(),
+        c.tensor_infos.len(),
+        "{what}: tensor count"
+    );
+    for t in &g.tensors {
+        let ct = c
+            .tensor_infos
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{what}: candle lacks {}", t.name));
+        let norm = |s: &str| s.replace('_', "").to_ascii_uppercase();
+        assert_eq!(
+            norm(t.ty.name()),
+            norm(&format!("{:?}", ct.ggml_dtype)),
+            "{what}: {} type",
+            t.name
+        );
+        let shape: Vec<u64> = ct.shape.dims().iter().map(|&d| d as u64).collect();
+        assert_eq!(t.torch_shape(), shape, "{what}: {} shape", t.name);
+        assert_eq!(t.offset, ct.offset, "{what}: {} offset", t.name);
+    }
+}
+
+#[test]
+fn both_gguf_readers_agree_on_the_tiny_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, ty) in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_1]
+        .into_iter()
+        .enumerate()
+    {
+        for family in [TinyFamily::Llama, TinyFamily::Qwen2, TinyFamily::Gemma3] {
+            let spec = TinySpec {
+                family,
+                tie_embeddings: family == TinyFamily::Gemma3,
+                ..TinySpec::default()
+            };
+            let p = dir.path().join(format!("t{i}-{family:?}.gguf"));
+            tiny::write_gguf(&p, &spec, 3, ty).unwrap();
+            readers_agree(&p);
+        }
+    }
+    // Every metadata type, arrays of them, and a custom alignment.
+    let p = dir.path().join("meta.gguf");
+    let meta = vec![
+        ("general.alignment".to_string(), MetaValue::U32(64)),
+        ("k.u8".to_string(), MetaValue::U8(7)),
+        ("k.i8".to_string(), MetaValue::I8(-7)),
+        ("k.u16".to_string(), MetaValue::U16(700)),
+        ("k.i16".to_string(), MetaValue::I16(-700)),
+        ("k.i32".to_string(), MetaValue::I32(-70000)),
+        ("k.u64".to_string(), MetaValue::U64(1 << 40)),
+        ("k.i64".to_string(), MetaValue::I64(-(1 << 40))),
+        ("k.f32".to_string(), MetaValue::F32(-0.1)),
+        ("k.f64".to_string(), MetaValue::F64(1e-300)),
+        ("k.bool".to_string(), MetaValue::Bool(true)),
+        ("k.str".to_string(), MetaValue::string("héllo")),
+        (
+            "k.arr".to_string(),
+            MetaValue::Array(
+                scalpel::formats::gguf::MetaType::F32,
+                vec![MetaValue::F32(1.5), MetaValue::F32(-2.0)],
+            ),
+        ),
+    ];
+    let specs = [
+        TensorSpec {
+            name: "a".into(),
+            dims: vec![32, 3],
+            ty: GgmlType::Q8_0,
+        },
+        TensorSpec {
+            name: "b".into(),
+            dims: vec![5],
+            ty: GgmlType::F32,
+        },
+    ];
+    write_gguf(&p, 3, &meta, &specs, &mut |i, s, w| {
+        let n = s.ty.bytes_for(s.dims.iter().product()).unwrap() as usize;
+        Ok(w.write_all(&vec![i as u8; n])?)
+    })
+    .unwrap();
+    readers_agree(&p);
+}
+
+#[test]
+#[ignore = "needs SCALPEL_MODEL"]
+fn both_gguf_readers_agree_on_the_default_model() {
+    readers_agree(&common::default_model());
+}
+
+#[test]
+#[ignore = "needs SCALPEL_GEMMA3_MODEL"]
+fn both_gguf_readers_agree_on_gemma3() {
+    readers_agree(&common::model_from_env(
+        "SCALPEL_GEMMA3_MODEL",
+        "gemma3-270m-q4km",
+    ));
+}
+
+#[test]
+#[ignore = "needs SCALPEL_QWEN2_MODEL"]
+fn both_gguf_readers_agree_on_qwen2() {
+    readers_agree(&common::model_from_env(
+        "SCALPEL_QWEN2_MODEL",
+        "qwen2.5-coder-0.5b-instruct-q4km",
+    ));
+}
+
+/// The rewrite copies padding with the data only where the input's is zero: junk in an
+/// input's padding, or a last tensor with its padding cut off, still gives zero padding.
+#[test]
+fn rewrite_pads_with_zeros_whatever_the_input_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.gguf");
+    let specs: Vec<TensorSpec> = ["a", "b"]
+        .iter()
+        .map(|n| TensorSpec {
+            name: n.to_string(),
+            dims: vec![4],
+            ty: GgmlType::F32,
+        })
+        .collect();
+    write_gguf(&clean, 3, &[], &specs, &mut |i, _, w| {
+        Ok(w.write_all(&[i as u8 + 1; 16])?)
+    })
+    .unwrap();
+    let bytes = std::fs::read(&clean).unwrap();
+    let start = GgufFile::open(&clean).unwrap().data_start as usize;
+    assert_eq!(
+        bytes.len(),
+        start + 64,
+        "two 16-byte tensors, each padded to 32"
+    );
+    let mut junk = bytes.clone();
+    junk[start + 16..start + 32].fill(0xff);
+    let mut cut = bytes.clone();
+    cut.truncate(start + 48);
+    for (name, input) in [("junk", junk), ("cut", cut)] {
+        let (src, out) = (
+            dir.path().join(name),
+            dir.path().join(format!("{name}.out")),
+        );
+        std::fs::write(&src, &input).unwrap();
+        let g = GgufFile::open(&src).unwrap();
+        GgufRewrite::new(&g)
+            .write(&out, false, &mut |_, _, _| unreachable!())
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "{name}");
+    }
 }

@@ -426,3 +426,59 @@ fn variants_and_determinism() {
     };
     assert_eq!(run("a"), run("b"));
 }
+
+/// A write that fails halfway (after the copy, between two tensors' rows: a delta beyond
+/// f16's range) leaves neither the model nor its patch, nor any temporary, in either format.
+#[test]
+fn a_failed_write_leaves_no_model_and_no_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("m.gguf");
+    tiny::write_gguf(&gguf, &TinySpec::default(), 3, GgmlType::F16).unwrap();
+    let hf = dir.path().join("m");
+    tiny::write_hf_folder(&hf, &TinySpec::default(), 3, HfDtype::F16).unwrap();
+    for (model, prefix, out) in [
+        (&gguf, "blk.{}.ffn_gate.weight", dir.path().join("o.gguf")),
+        (
+            &hf,
+            "model.layers.{}.mlp.gate_proj.weight",
+            dir.path().join("o"),
+        ),
+    ] {
+        let model = ModelFile::open(model).unwrap();
+        let d = TinySpec::default().d;
+        let row = |block: usize, row: usize, x: f32| scalpel::surgery::edit::RowEdit {
+            tensor: prefix.replace("{}", &block.to_string()),
+            row,
+            delta: vec![x; d].into(),
+        };
+        let plan = scalpel::surgery::EditPlan {
+            rows: vec![row(0, 1, 0.25), row(1, 2, 1e6)],
+            info: serde_json::Value::Null,
+        };
+        let patch = dir.path().join("o.patch");
+        let before: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let e = write_edited(
+            &model,
+            &plan,
+            &out,
+            &WriteOptions {
+                patch: Some(patch.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("beyond the type's range"),
+            "{e:#}"
+        );
+        assert!(!out.exists() && !patch.exists(), "{}", out.display());
+        let after: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after, "a temporary was left behind");
+    }
+}

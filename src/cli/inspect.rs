@@ -36,7 +36,7 @@ fn opt<T: std::fmt::Display>(x: &Option<T>) -> String {
 
 fn print_text(s: &ModelSummary, tensors: bool) {
     let d = &s.dims;
-    println!("{} ({})", s.path, s.format);
+    println!("{} ({})", s.path, s.format.long_name());
     println!("architecture  {}", opt(&s.architecture));
     println!(
         "dims          blocks {}  d {}  d_ff {}  heads {}  kv_heads {}  context {}  vocab {}",

@@ -18,7 +18,7 @@ mod write;
 
 pub use read::GgufFile;
 pub use value::{MetaType, MetaValue};
-pub use write::{write_gguf, GgufRewrite, TensorProducer, TensorSpec};
+pub use write::{write_gguf, GgufRewrite, SlotProducer, TensorProducer, TensorSpec};
 
 use crate::formats::ggml::GgmlType;
 

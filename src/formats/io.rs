@@ -26,9 +26,11 @@
 //! scalpel reads it.
 
 mod commit;
+mod copy;
 mod temp;
 
 pub use commit::commit;
+pub use copy::{copy_range, TensorSlot};
 pub use temp::{remove_live_temps, TempOut};
 
 use std::fs;

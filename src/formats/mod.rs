@@ -27,3 +27,57 @@ pub mod quant;
 pub mod safetensors;
 pub mod summary;
 pub mod tiny;
+
+use std::path::Path;
+
+/// The model formats scalpel reads and writes. Spelled `gguf` and `hf` in patches, JSON and
+/// messages (serde and `Display`); `scalpel inspect` calls a folder `hf-safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// One GGUF file (llama.cpp, ollama).
+    Gguf,
+    /// A Hugging Face folder of safetensors shards and config files.
+    Hf,
+}
+
+impl ModelFormat {
+    /// The format of a model path: a folder is a Hugging Face model, anything else GGUF.
+    pub fn of_path(path: &Path) -> ModelFormat {
+        if path.is_dir() {
+            ModelFormat::Hf
+        } else {
+            ModelFormat::Gguf
+        }
+    }
+
+    /// `gguf` or `hf`, as patches store it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::Gguf => "gguf",
+            ModelFormat::Hf => "hf",
+        }
+    }
+
+    /// `gguf` or `hf-safetensors`, as `scalpel inspect` shows it.
+    pub fn long_name(self) -> &'static str {
+        match self {
+            ModelFormat::Gguf => "gguf",
+            ModelFormat::Hf => "hf-safetensors",
+        }
+    }
+
+    /// What an output of this format is: one file, or a folder.
+    pub fn out_kind(self) -> io::OutKind {
+        match self {
+            ModelFormat::Gguf => io::OutKind::File,
+            ModelFormat::Hf => io::OutKind::Folder,
+        }
+    }
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

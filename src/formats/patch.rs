@@ -27,6 +27,7 @@ use crate::formats::gguf::GgufFile;
 use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
 use crate::formats::quant;
 use crate::formats::safetensors::{HfFolder, HfRewrite};
+use crate::formats::ModelFormat;
 
 /// The metadata key holding the patch description.
 pub const META_KEY: &str = "scalpel.patch";
@@ -65,8 +66,8 @@ pub struct PatchTensor {
 pub struct Patch {
     /// File format version of the patch.
     pub version: u32,
-    /// `gguf` or `hf`: the kind of model it applies to.
-    pub format: String,
+    /// The kind of model it applies to (`gguf` or `hf` in the file).
+    pub format: ModelFormat,
     /// What produced the edit (probe hash, α, K, options).
     pub info: serde_json::Value,
     /// Touched tensors, in the model's file order.
@@ -75,10 +76,11 @@ pub struct Patch {
 
 /// sha256 (hex) of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ggml(name: &str) -> Result<GgmlType> {
@@ -98,6 +100,115 @@ fn convert(bytes: &[u8], from: GgmlType, to: GgmlType, row_len: usize) -> Result
     Ok(Some(quant::encode_row(to, &x)?))
 }
 
+/// A [`PatchTensor`] built row range by row range, for writers that never hold a whole
+/// tensor: both sha256 are computed as the rows go by.
+pub struct TensorDiff {
+    t: PatchTensor,
+    row_bytes: (usize, usize),
+    types: (GgmlType, GgmlType),
+    hashes: (Sha256, Sha256),
+    next_row: usize,
+}
+
+impl TensorDiff {
+    /// The diff of a tensor of `n_rows` rows of `row_len` values, stored as `before_type`
+    /// before and `after_type` after.
+    pub fn new(
+        name: &str,
+        n_rows: usize,
+        row_len: usize,
+        before_type: GgmlType,
+        after_type: GgmlType,
+    ) -> Result<TensorDiff> {
+        Ok(TensorDiff {
+            t: PatchTensor {
+                name: name.to_string(),
+                n_rows,
+                row_len,
+                before_type: before_type.name().to_string(),
+                after_type: after_type.name().to_string(),
+                sha256_before: String::new(),
+                sha256_after: String::new(),
+                rows: Vec::new(),
+                before: Vec::new(),
+                after: Vec::new(),
+            },
+            row_bytes: (
+                quant::row_bytes(before_type, row_len)?,
+                quant::row_bytes(after_type, row_len)?,
+            ),
+            types: (before_type, after_type),
+            hashes: (Sha256::new(), Sha256::new()),
+            next_row: 0,
+        })
+    }
+
+    /// The next rows, before and after; keeps those that conversion cannot rebuild.
+    pub fn rows(&mut self, before: &[u8], after: &[u8]) -> Result<()> {
+        let (rb0, rb1) = self.row_bytes;
+        let n = before.len() / rb0.max(1);
+        if before.len() != n * rb0 || after.len() != n * rb1 || self.next_row + n > self.t.n_rows {
+            bail!(
+                "tensor {}: before and after sizes do not match {} rows",
+                self.t.name,
+                self.t.n_rows
+            );
+        }
+        let (from, to) = self.types;
+        for i in 0..n {
+            let (b, a) = (
+                &before[i * rb0..(i + 1) * rb0],
+                &after[i * rb1..(i + 1) * rb1],
+            );
+            let fwd = convert(b, from, to, self.t.row_len)?;
+            let back = convert(a, to, from, self.t.row_len)?;
+            if fwd.as_deref() != Some(a) || back.as_deref() != Some(b) {
+                self.t.rows.push((self.next_row + i) as u64);
+                self.t.before.extend_from_slice(b);
+                self.t.after.extend_from_slice(a);
+            }
+        }
+        self.hashes.0.update(before);
+        self.hashes.1.update(after);
+        self.next_row += n;
+        Ok(())
+    }
+
+    /// The next rows, unchanged (same bytes before and after, so the types must agree).
+    pub fn unchanged(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.types.0 != self.types.1 {
+            bail!("tensor {}: changed type, so every row changed", self.t.name);
+        }
+        let rb = self.row_bytes.0.max(1);
+        if !bytes.len().is_multiple_of(rb) || self.next_row + bytes.len() / rb > self.t.n_rows {
+            bail!(
+                "tensor {}: {} bytes are not whole rows of it",
+                self.t.name,
+                bytes.len()
+            );
+        }
+        self.hashes.0.update(bytes);
+        self.hashes.1.update(bytes);
+        self.next_row += bytes.len() / rb;
+        Ok(())
+    }
+
+    /// The patch entry, once every row went by.
+    pub fn finish(mut self) -> Result<PatchTensor> {
+        if self.next_row != self.t.n_rows {
+            bail!(
+                "tensor {}: diff of {} rows, the tensor has {}",
+                self.t.name,
+                self.next_row,
+                self.t.n_rows
+            );
+        }
+        self.t.sha256_before = hex(&self.hashes.0.finalize());
+        self.t.sha256_after = hex(&self.hashes.1.finalize());
+        Ok(self.t)
+    }
+}
+
 impl PatchTensor {
     /// Compares a tensor before and after and keeps the rows that conversion cannot rebuild.
     pub fn diff(
@@ -108,40 +219,11 @@ impl PatchTensor {
         after_type: GgmlType,
         after: &[u8],
     ) -> Result<PatchTensor> {
-        let (rb0, rb1) = (
-            quant::row_bytes(before_type, row_len)?,
-            quant::row_bytes(after_type, row_len)?,
-        );
+        let rb0 = quant::row_bytes(before_type, row_len)?;
         let n_rows = before.len() / rb0.max(1);
-        if before.len() != n_rows * rb0 || after.len() != n_rows * rb1 {
-            bail!("tensor {name}: before and after sizes do not match {n_rows} rows");
-        }
-        let mut t = PatchTensor {
-            name: name.to_string(),
-            n_rows,
-            row_len,
-            before_type: before_type.name().to_string(),
-            after_type: after_type.name().to_string(),
-            sha256_before: sha256_hex(before),
-            sha256_after: sha256_hex(after),
-            rows: Vec::new(),
-            before: Vec::new(),
-            after: Vec::new(),
-        };
-        for r in 0..n_rows {
-            let (b, a) = (
-                &before[r * rb0..(r + 1) * rb0],
-                &after[r * rb1..(r + 1) * rb1],
-            );
-            let fwd = convert(b, before_type, after_type, row_len)?;
-            let back = convert(a, after_type, before_type, row_len)?;
-            if fwd.as_deref() != Some(a) || back.as_deref() != Some(b) {
-                t.rows.push(r as u64);
-                t.before.extend_from_slice(b);
-                t.after.extend_from_slice(a);
-            }
-        }
-        Ok(t)
+        let mut d = TensorDiff::new(name, n_rows, row_len, before_type, after_type)?;
+        d.rows(before, after)?;
+        d.finish()
     }
 
     /// The tensor on the other side: `forward` = before → after (apply), else after → before
@@ -345,19 +427,16 @@ impl Patch {
                 if forward { "already edited?" } else { "not edited with this patch?" }
             )
         };
-        let is_dir = model.is_dir();
-        if self.format != "hf" && self.format != "gguf" {
-            bail!("patch format {:?} is neither gguf nor hf", self.format);
-        }
-        check_outputs(&[model], &[(out, OutKind::of_model(model))], force)?;
-        if is_dir != (self.format == "hf") {
+        let format = ModelFormat::of_path(model);
+        check_outputs(&[model], &[(out, format.out_kind())], force)?;
+        if format != self.format {
             bail!(
                 "patch is for a {} model, {} is not one",
                 self.format,
                 model.display()
             );
         }
-        if is_dir {
+        if format == ModelFormat::Hf {
             let src = HfFolder::open(model)?;
             let mut rw = HfRewrite::new(&src);
             for t in &self.tensors {

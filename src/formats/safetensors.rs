@@ -18,7 +18,7 @@ use memmap2::Mmap;
 use safetensors::SafeTensors;
 
 pub use safetensors::Dtype;
-pub use write::{HfProducer, HfRewrite};
+pub use write::{HfProducer, HfRewrite, HfSlotProducer};
 
 /// File name of the single-file layout.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -45,6 +45,8 @@ pub struct HfTensor {
 struct Shard {
     file: String,
     mmap: Mmap,
+    /// The mapped file, for file-to-file copies.
+    handle: File,
 }
 
 /// An opened Hugging Face model folder.
@@ -126,6 +128,11 @@ impl HfFolder {
 
     fn shard_bytes(&self, shard: usize) -> &[u8] {
         &self.shards[shard].mmap
+    }
+
+    /// The open file of shard `shard` (index into [`HfFolder::shard_files`]).
+    fn shard_handle(&self, shard: usize) -> &File {
+        &self.shards[shard].handle
     }
 }
 
@@ -240,6 +247,7 @@ fn open_inner(dir: &Path) -> Result<HfFolder> {
         shards.push(Shard {
             file: f.clone(),
             mmap,
+            handle: file,
         });
     }
     let mut by_name = HashMap::new();

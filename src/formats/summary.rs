@@ -8,12 +8,18 @@ use serde_json::Value;
 
 use super::gguf::{GgufFile, MetaValue};
 use super::safetensors::HfFolder;
+use super::ModelFormat;
+
+fn long_name<S: serde::Serializer>(f: &ModelFormat, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(f.long_name())
+}
 
 /// What `scalpel inspect` shows.
 #[derive(Debug, Serialize)]
 pub struct ModelSummary {
-    /// `"gguf"` or `"hf-safetensors"`.
-    pub format: String,
+    /// Shown and serialised as `gguf` or `hf-safetensors`.
+    #[serde(serialize_with = "long_name")]
+    pub format: ModelFormat,
     /// The file or folder.
     pub path: String,
     /// GGUF `general.architecture` or HF `architectures[0]`.
@@ -107,7 +113,7 @@ fn summarize_gguf(g: &GgufFile) -> ModelSummary {
         .and_then(MetaValue::as_array)
         .map(|a| a.len() as u64);
     ModelSummary {
-        format: "gguf".into(),
+        format: ModelFormat::Gguf,
         path: g.path.display().to_string(),
         architecture: arch,
         dims: Dims {
@@ -238,7 +244,7 @@ fn summarize_hf(h: &HfFolder) -> Result<ModelSummary> {
         }
     };
     Ok(ModelSummary {
-        format: "hf-safetensors".into(),
+        format: ModelFormat::Hf,
         path: h.dir.display().to_string(),
         architecture: h.architecture().map(str::to_string),
         dims: Dims {

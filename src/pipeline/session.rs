@@ -520,9 +520,10 @@ impl<'a> Session<'a> {
 
     /// `name.gguf` for a GGUF input, `name/` for a Hugging Face folder.
     pub fn edited_name(&self, name: &str) -> String {
+        use crate::formats::ModelFormat;
         match self.file.format() {
-            "gguf" => format!("{name}.gguf"),
-            _ => name.to_string(),
+            ModelFormat::Gguf => format!("{name}.gguf"),
+            ModelFormat::Hf => name.to_string(),
         }
     }
 

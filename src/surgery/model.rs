@@ -12,6 +12,7 @@ use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::GgufFile;
 use crate::formats::quant;
 use crate::formats::safetensors::{Dtype, HfFolder};
+use crate::formats::ModelFormat;
 
 /// Which projection of the MLP is edited: both have one row per MLP neuron, in hidden space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -87,11 +88,11 @@ impl ModelFile {
         }
     }
 
-    /// `"gguf"` or `"hf"`.
-    pub fn format(&self) -> &'static str {
+    /// Which of the two formats it is.
+    pub fn format(&self) -> ModelFormat {
         match self {
-            ModelFile::Gguf(_) => "gguf",
-            ModelFile::Hf(_) => "hf",
+            ModelFile::Gguf(_) => ModelFormat::Gguf,
+            ModelFile::Hf(_) => ModelFormat::Hf,
         }
     }
 

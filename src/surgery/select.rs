@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::directions::{block_vectors, BlockVectors};
 use super::model::{Matrix, MatrixTensor, ModelFile};
+use crate::formats::quant;
 use crate::probe::{Direction, Probe};
 
 /// The paper's K for LLaMA-2-7B as a fraction: 16,384 of 32 × 11,008 gate rows (≈ 4.65 %).
@@ -334,8 +335,15 @@ fn key(r: &SelectedRow) -> (usize, usize) {
     (r.block, r.row)
 }
 
+/// Rows whose sums [`cosines`] runs side by side.
+const LANES: usize = 4;
+
 /// Appends the cosine of every row of `t` with `v.rank` (rows scaled by `v.row_gain` when
 /// norm-aware), accumulated in f64, and each stored row's norm.
+///
+/// Each row's sums are one dependent chain of f64 additions; [`LANES`] rows are summed side
+/// by side (rows transposed, one lane each) so the chains overlap, every row's sums still
+/// added in element order, so the values are those of one row at a time, bit for bit.
 fn cosines(
     model: &ModelFile,
     t: &MatrixTensor,
@@ -344,31 +352,72 @@ fn cosines(
 ) -> Result<()> {
     let w = &v.rank;
     let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    let mut g = vec![0f32; t.row_len];
-    for row in 0..t.n_rows {
-        model.read_row(t, row, &mut g)?;
-        let norm = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
-        if let Some(gain) = &v.row_gain {
-            g.iter_mut().zip(gain).for_each(|(x, k)| *x *= k);
+    let n = t.row_len;
+    // The tensor's bytes once, not one lookup by name per row.
+    let (bytes, rb) = (model.tensor_bytes(&t.name)?, quant::row_bytes(t.ty, n)?);
+    let (mut g, mut gt) = (vec![0f32; n], vec![0f32; n * LANES]);
+    // The rows as compared (scaled by the gain when norm-aware), transposed like `gt`.
+    let mut gs = vec![0f32; if v.row_gain.is_some() { n * LANES } else { 0 }];
+    for first in (0..t.n_rows).step_by(LANES) {
+        let k = LANES.min(t.n_rows - first);
+        for j in 0..k {
+            let r = first + j;
+            let row = bytes.get(r * rb..(r + 1) * rb).with_context(|| {
+                format!(
+                    "{}: {} is shorter than its shape",
+                    model.path().display(),
+                    t.name
+                )
+            })?;
+            quant::decode_row(t.ty, row, &mut g)
+                .with_context(|| format!("{}: {} row {r}", model.path().display(), t.name))?;
+            gt.iter_mut()
+                .skip(j)
+                .step_by(LANES)
+                .zip(&g)
+                .for_each(|(d, &x)| *d = x);
         }
-        let (mut dot, mut nn) = (0f64, 0f64);
-        for (&a, &b) in g.iter().zip(w) {
-            dot += a as f64 * b as f64;
-            nn += a as f64 * a as f64;
-        }
-        // A zero row (or direction) has no direction: rank it as orthogonal.
-        let cosine = if nn > 0.0 && w_norm > 0.0 {
-            (dot / (nn.sqrt() * w_norm)) as f32
-        } else {
-            0.0
+        let scaled = match &v.row_gain {
+            Some(gain) => {
+                for ((s, a), &k) in gs
+                    .chunks_exact_mut(LANES)
+                    .zip(gt.chunks_exact(LANES))
+                    .zip(gain)
+                {
+                    s.iter_mut().zip(a).for_each(|(s, &a)| *s = a * k);
+                }
+                &gs
+            }
+            None => &gt,
         };
-        out.push(SelectedRow {
-            block: t.block,
-            row,
-            cosine,
-            score: None,
-            norm,
-        });
+        let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+        for ((a, b), &wi) in gt
+            .chunks_exact(LANES)
+            .zip(scaled.chunks_exact(LANES))
+            .zip(w)
+        {
+            for j in 0..LANES {
+                let (a, b) = (a[j] as f64, b[j] as f64);
+                norm2[j] += a * a;
+                dot[j] += b * wi as f64;
+                nn[j] += b * b;
+            }
+        }
+        for j in 0..k {
+            // A zero row (or direction) has no direction: rank it as orthogonal.
+            let cosine = if nn[j] > 0.0 && w_norm > 0.0 {
+                (dot[j] / (nn[j].sqrt() * w_norm)) as f32
+            } else {
+                0.0
+            };
+            out.push(SelectedRow {
+                block: t.block,
+                row: first + j,
+                cosine,
+                score: None,
+                norm: norm2[j].sqrt() as f32,
+            });
+        }
     }
     Ok(())
 }

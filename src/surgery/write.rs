@@ -1,5 +1,6 @@
-//! Writes an edited model: streams the input tensor by tensor, copies untouched tensors byte
-//! for byte, rebuilds the touched ones from an [`EditPlan`], and records a [`Patch`].
+//! Writes an edited model: copies the input file to file (untouched bytes never pass through
+//! this process), writes the rows an [`EditPlan`] changes over the copy (or converts the
+//! touched tensors with `--keep-precision`), and records a [`Patch`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,11 @@ use anyhow::{bail, Context, Result};
 use super::edit::EditPlan;
 use super::model::ModelFile;
 use crate::formats::ggml::GgmlType;
-use crate::formats::gguf::GgufRewrite;
-use crate::formats::io::{check_outputs, commit, OutKind};
-use crate::formats::patch::{Patch, PatchTensor};
+use crate::formats::gguf::{GgufFile, GgufRewrite};
+use crate::formats::io::{check_outputs, commit, OutKind, TempOut, TensorSlot};
+use crate::formats::patch::{Patch, PatchTensor, TensorDiff};
 use crate::formats::quant;
-use crate::formats::safetensors::HfRewrite;
+use crate::formats::safetensors::{HfFolder, HfRewrite};
 
 /// Options of [`write_edited`].
 #[derive(Debug, Clone, Default)]
@@ -50,48 +51,102 @@ pub struct WriteReport {
     pub patch_rows: usize,
 }
 
-/// Rebuilds one touched tensor: returns its new bytes, accumulating the stored change.
-fn edit_tensor(
-    name: &str,
+/// The edit of one tensor, as [`EditPlan::by_tensor`] groups it: rows ascending, with deltas.
+type Rows<'p> = [(usize, &'p [f32])];
+
+/// One touched tensor's geometry and encodings.
+struct Touched<'a> {
+    name: &'a str,
+    n_rows: usize,
     row_len: usize,
     ty_in: GgmlType,
     ty_out: GgmlType,
+}
+
+/// Re-encodes the edited rows (old + delta, in `ty_out`), accumulating the stored change
+/// and the re-quantisation error in row order.
+fn encode_rows(
+    t: &Touched,
     bytes: &[u8],
-    rows: &[(usize, &[f32])],
+    rows: &Rows,
     report: &mut WriteReport,
-) -> Result<Vec<u8>> {
-    let (rb_in, rb_out) = (
-        quant::row_bytes(ty_in, row_len)?,
-        quant::row_bytes(ty_out, row_len)?,
-    );
-    let n_rows = bytes.len() / rb_in;
-    // Same type: copy the tensor, replace only the edited rows. New type: convert every row
-    // (decoding is exact in f32, so untouched rows keep their values).
-    let mut out = if ty_in == ty_out {
-        bytes.to_vec()
-    } else {
-        let mut out = Vec::with_capacity(n_rows * rb_out);
-        let mut x = vec![0f32; row_len];
-        for r in 0..n_rows {
-            quant::decode_row(ty_in, &bytes[r * rb_in..(r + 1) * rb_in], &mut x)?;
-            out.extend_from_slice(&quant::encode_row(ty_out, &x)?);
-        }
-        out
-    };
-    let (mut old, mut new) = (vec![0f32; row_len], vec![0f32; row_len]);
+) -> Result<Vec<Vec<u8>>> {
+    let rb_in = quant::row_bytes(t.ty_in, t.row_len)?;
+    let (mut old, mut new) = (vec![0f32; t.row_len], vec![0f32; t.row_len]);
+    let mut out = Vec::with_capacity(rows.len());
     for &(r, delta) in rows {
-        quant::decode_row(ty_in, &bytes[r * rb_in..(r + 1) * rb_in], &mut old)?;
+        quant::decode_row(t.ty_in, &bytes[r * rb_in..(r + 1) * rb_in], &mut old)?;
         let want: Vec<f32> = old.iter().zip(delta).map(|(a, d)| a + d).collect();
-        let enc = quant::encode_row(ty_out, &want).with_context(|| format!("{name} row {r}"))?;
-        quant::decode_row(ty_out, &enc, &mut new)?;
+        let enc =
+            quant::encode_row(t.ty_out, &want).with_context(|| format!("{} row {r}", t.name))?;
+        quant::decode_row(t.ty_out, &enc, &mut new)?;
         for ((n, o), w) in new.iter().zip(&old).zip(&want) {
             report.stored_change_norm += ((n - o) as f64).powi(2);
             report.max_abs_error = report.max_abs_error.max((n - w).abs() as f64);
             report.error_norm += ((n - w) as f64).powi(2);
         }
-        out[r * rb_out..(r + 1) * rb_out].copy_from_slice(&enc);
+        out.push(enc);
     }
     Ok(out)
+}
+
+/// Writes one touched tensor into its slot: only the edited rows when the slot already holds
+/// the old bytes (same type), else every row converted, in chunks of about 1 MiB, so memory
+/// stays O(edited rows) either way. Returns its patch entry when `diff` is asked for.
+fn write_tensor(
+    t: &Touched,
+    bytes: &[u8],
+    rows: &Rows,
+    slot: &mut TensorSlot<'_>,
+    report: &mut WriteReport,
+    diff: bool,
+) -> Result<Option<PatchTensor>> {
+    let enc = encode_rows(t, bytes, rows, report)?;
+    let rb_in = quant::row_bytes(t.ty_in, t.row_len)?;
+    let mut d = match diff {
+        true => Some(TensorDiff::new(
+            t.name, t.n_rows, t.row_len, t.ty_in, t.ty_out,
+        )?),
+        false => None,
+    };
+    if slot.prefilled() {
+        let mut next = 0;
+        for (&(r, _), e) in rows.iter().zip(&enc) {
+            slot.write_rows(r, e)?;
+            if let Some(d) = &mut d {
+                d.unchanged(&bytes[next * rb_in..r * rb_in])?;
+                d.rows(&bytes[r * rb_in..(r + 1) * rb_in], e)?;
+            }
+            next = r + 1;
+        }
+        if let Some(d) = &mut d {
+            d.unchanged(&bytes[next * rb_in..])?;
+        }
+    } else {
+        let rb_out = quant::row_bytes(t.ty_out, t.row_len)?;
+        let chunk = ((1 << 20) / rb_out).max(1);
+        let (mut x, mut buf) = (vec![0f32; t.row_len], Vec::with_capacity(chunk * rb_out));
+        let mut edited = rows.iter().map(|r| r.0).zip(&enc).peekable();
+        for first in (0..t.n_rows).step_by(chunk) {
+            let end = (first + chunk).min(t.n_rows);
+            buf.clear();
+            for r in first..end {
+                match edited.next_if(|&(e, _)| e == r) {
+                    Some((_, e)) => buf.extend_from_slice(e),
+                    None => {
+                        // Decoding is exact in f32, so untouched rows keep their values.
+                        quant::decode_row(t.ty_in, &bytes[r * rb_in..(r + 1) * rb_in], &mut x)?;
+                        buf.extend_from_slice(&quant::encode_row(t.ty_out, &x)?);
+                    }
+                }
+            }
+            slot.write_rows(first, &buf)?;
+            if let Some(d) = &mut d {
+                d.rows(&bytes[first * rb_in..end * rb_in], &buf)?;
+            }
+        }
+    }
+    d.map(TensorDiff::finish).transpose()
 }
 
 /// Writes `model` with `plan` applied to `out` (and the patch to `opts.patch`).
@@ -99,9 +154,12 @@ fn edit_tensor(
 /// Everything is checked before the first byte is written: tensors exist and are matrices,
 /// rows are in range and edited once, deltas have the row length and are finite, the type
 /// can be re-encoded, outputs are not the input, not each other, replaceable (a regular file
-/// or a model folder) and exist only with `force`, and their folders are writable. Model and
+/// or a model folder) and exist only with `force`, and their folders are writable. Every
+/// byte the edit keeps is copied file to file (`copy_file_range`, as `cp` does) and only the
+/// edited rows are written, so time is about a copy's and memory O(edited rows). Model and
 /// patch are written as temporaries and moved into place as one unit
-/// ([`crate::formats::io::commit`]): at no instant is the model at `out` without its own patch.
+/// ([`crate::formats::io::commit`]): at no instant is the model at `out` without its own
+/// patch, and when anything fails before the move (the patch included) neither appears.
 pub fn write_edited(
     model: &ModelFile,
     plan: &EditPlan,
@@ -109,9 +167,65 @@ pub fn write_edited(
     opts: &WriteOptions,
 ) -> Result<WriteReport> {
     let groups = plan.by_tensor()?;
-    let mut shapes: BTreeMap<&str, (usize, usize, GgmlType)> = BTreeMap::new();
-    for (&name, rows) in &groups {
-        let (n_rows, row_len, ty) = tensor_shape(model, name)?;
+    let shapes = check_plan(model, &groups, opts)?;
+    let mut outputs = vec![(out, model.format().out_kind())];
+    if let Some(p) = &opts.patch {
+        if crate::formats::io::same_path(p, out) {
+            bail!("--patch and --out are the same path {}", p.display());
+        }
+        outputs.push((p.as_path(), OutKind::File));
+    }
+    check_outputs(&[model.path()], &outputs, opts.force)?;
+    let mut report = WriteReport {
+        tensors: groups.len(),
+        rows: plan.rows.len(),
+        ..Default::default()
+    };
+    let mut patch = Patch {
+        version: 1,
+        format: model.format(),
+        info: plan.info.clone(),
+        tensors: Vec::new(),
+    };
+    let diff = opts.patch.is_some();
+    let mut edit = |t: &Touched, bytes: &[u8], slot: &mut TensorSlot<'_>| -> Result<()> {
+        let rows = &groups[t.name];
+        if let Some(p) = write_tensor(t, bytes, rows, slot, &mut report, diff)? {
+            patch.tensors.push(p);
+        }
+        Ok(())
+    };
+    let staged = match model {
+        ModelFile::Gguf(src) => stage_gguf(src, &shapes, opts.keep_precision, out, &mut edit)?,
+        ModelFile::Hf(src) => stage_hf(src, &shapes, opts.keep_precision, out, &mut edit)?,
+    };
+    report.bytes_written = staged.size()?;
+    report.stored_change_norm = report.stored_change_norm.sqrt();
+    report.error_norm = report.error_norm.sqrt();
+    report.patch_rows = patch.tensors.iter().map(|t| t.rows.len()).sum();
+    let mut unit = Vec::with_capacity(2);
+    if let Some(p) = &opts.patch {
+        let (tmp, n) = patch.stage(p)?;
+        report.patch_bytes = Some(n);
+        unit.push(tmp);
+    }
+    // The model last: it is the output the patch belongs to (see `commit`).
+    unit.push(staged);
+    commit(unit, opts.force)?;
+    Ok(report)
+}
+
+/// (rows, row length, encoding) of each touched tensor, after checking the plan against the
+/// model: rows in range, deltas of the row length and finite, the encoding re-encodable.
+fn check_plan<'p>(
+    model: &ModelFile,
+    groups: &BTreeMap<&'p str, Vec<(usize, &'p [f32])>>,
+    opts: &WriteOptions,
+) -> Result<BTreeMap<&'p str, (usize, usize, GgmlType)>> {
+    let mut shapes = BTreeMap::new();
+    for (&name, rows) in groups {
+        let t = model.matrix(name)?;
+        let (n_rows, row_len, ty) = (t.n_rows, t.row_len, t.ty);
         for &(r, d) in rows {
             if r >= n_rows {
                 bail!("edit plan: row {r} out of range for {name} ({n_rows} rows)");
@@ -131,112 +245,65 @@ pub fn write_edited(
         }
         shapes.insert(name, (n_rows, row_len, ty));
     }
-    let kind = match model {
-        ModelFile::Gguf(_) => OutKind::File,
-        ModelFile::Hf(_) => OutKind::Folder,
-    };
-    let mut outputs = vec![(out, kind)];
-    if let Some(p) = &opts.patch {
-        if crate::formats::io::same_path(p, out) {
-            bail!("--patch and --out are the same path {}", p.display());
-        }
-        outputs.push((p.as_path(), OutKind::File));
-    }
-    check_outputs(&[model.path()], &outputs, opts.force)?;
-    let mut report = WriteReport {
-        tensors: groups.len(),
-        rows: plan.rows.len(),
-        ..Default::default()
-    };
-    let mut patch = Patch {
-        version: 1,
-        format: model.format().to_string(),
-        info: plan.info.clone(),
-        tensors: Vec::new(),
-    };
-    let staged = match model {
-        ModelFile::Gguf(src) => {
-            let mut rw = GgufRewrite::new(src);
-            for (&name, &(_, _, ty)) in &shapes {
-                rw.replace(
-                    name,
-                    if opts.keep_precision {
-                        GgmlType::F32
-                    } else {
-                        ty
-                    },
-                )?;
-            }
-            rw.stage(out, &mut |info, bytes, w| {
-                let ty_out = if opts.keep_precision {
-                    GgmlType::F32
-                } else {
-                    info.ty
-                };
-                let row_len = info.row_len() as usize;
-                let new = edit_tensor(
-                    &info.name,
-                    row_len,
-                    info.ty,
-                    ty_out,
-                    bytes,
-                    &groups[info.name.as_str()],
-                    &mut report,
-                )?;
-                if opts.patch.is_some() {
-                    patch.tensors.push(PatchTensor::diff(
-                        &info.name, row_len, info.ty, bytes, ty_out, &new,
-                    )?);
-                }
-                Ok(w.write_all(&new)?)
-            })?
-        }
-        ModelFile::Hf(src) => {
-            if opts.keep_precision {
-                bail!("--keep-precision is for GGUF; HF tensors are rewritten in their own dtype");
-            }
-            let mut rw = HfRewrite::new(src);
-            for &name in shapes.keys() {
-                rw.replace(name)?;
-            }
-            rw.stage(out, &mut |t, bytes| {
-                let (_, row_len, ty) = shapes[t.name.as_str()];
-                let new = edit_tensor(
-                    &t.name,
-                    row_len,
-                    ty,
-                    ty,
-                    bytes,
-                    &groups[t.name.as_str()],
-                    &mut report,
-                )?;
-                if opts.patch.is_some() {
-                    patch
-                        .tensors
-                        .push(PatchTensor::diff(&t.name, row_len, ty, bytes, ty, &new)?);
-                }
-                Ok(new)
-            })?
-        }
-    };
-    report.bytes_written = staged.size()?;
-    report.stored_change_norm = report.stored_change_norm.sqrt();
-    report.error_norm = report.error_norm.sqrt();
-    report.patch_rows = patch.tensors.iter().map(|t| t.rows.len()).sum();
-    let mut unit = Vec::with_capacity(2);
-    if let Some(p) = &opts.patch {
-        let (tmp, n) = patch.stage(p)?;
-        report.patch_bytes = Some(n);
-        unit.push(tmp);
-    }
-    // The model last: it is the output the patch belongs to (see `commit`).
-    unit.push(staged);
-    commit(unit, opts.force)?;
-    Ok(report)
+    Ok(shapes)
 }
 
-/// (rows, row length, encoding) of a 2-D tensor of either format.
-fn tensor_shape(model: &ModelFile, name: &str) -> Result<(usize, usize, GgmlType)> {
-    let t = model.matrix(name)?;
-    Ok((t.n_rows, t.row_len, t.ty))
+/// What the touched tensors become, per format.
+type Shapes<'p> = BTreeMap<&'p str, (usize, usize, GgmlType)>;
+/// Writes one touched tensor into its slot.
+type Edit<'e> = dyn FnMut(&Touched, &[u8], &mut TensorSlot<'_>) -> Result<()> + 'e;
+
+/// The edited GGUF as a temporary: touched tensors keep their type, or become F32 with
+/// `keep_precision` (then the tensors after them move, and are copied to their new place).
+fn stage_gguf(
+    src: &GgufFile,
+    shapes: &Shapes,
+    keep_precision: bool,
+    out: &Path,
+    edit: &mut Edit<'_>,
+) -> Result<TempOut> {
+    let ty_out = |ty: GgmlType| if keep_precision { GgmlType::F32 } else { ty };
+    let mut rw = GgufRewrite::new(src);
+    for (&name, &(_, _, ty)) in shapes {
+        rw.replace(name, ty_out(ty))?;
+    }
+    rw.stage_rows(out, &mut |info, bytes, slot| {
+        let (n_rows, row_len, ty) = shapes[info.name.as_str()];
+        let t = Touched {
+            name: &info.name,
+            n_rows,
+            row_len,
+            ty_in: ty,
+            ty_out: ty_out(ty),
+        };
+        edit(&t, bytes, slot)
+    })
+}
+
+/// The edited Hugging Face folder as a temporary: tensors keep their dtype.
+fn stage_hf(
+    src: &HfFolder,
+    shapes: &Shapes,
+    keep_precision: bool,
+    out: &Path,
+    edit: &mut Edit<'_>,
+) -> Result<TempOut> {
+    if keep_precision {
+        bail!("--keep-precision is for GGUF; HF tensors are rewritten in their own dtype");
+    }
+    let mut rw = HfRewrite::new(src);
+    for &name in shapes.keys() {
+        rw.replace(name)?;
+    }
+    rw.stage_rows(out, &mut |st, bytes, slot| {
+        let (n_rows, row_len, ty) = shapes[st.name.as_str()];
+        let t = Touched {
+            name: &st.name,
+            n_rows,
+            row_len,
+            ty_in: ty,
+            ty_out: ty,
+        };
+        edit(&t, bytes, slot)
+    })
 }

@@ -29,6 +29,8 @@ pub struct GgufFile {
     /// Absolute file offset of the data section.
     pub data_start: u64,
     mmap: Mmap,
+    /// The mapped file, for copies that bypass the map ([`GgufFile::file`]).
+    file: File,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -52,7 +54,13 @@ impl GgufFile {
         // would fault, which is the same contract every GGUF loader (llama.cpp too) accepts.
         let mmap =
             unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        parse(path, mmap).with_context(|| format!("reading GGUF {}", path.display()))
+        parse(path, mmap, file).with_context(|| format!("reading GGUF {}", path.display()))
+    }
+
+    /// The open file behind the map: writers copy from it file to file
+    /// ([`crate::formats::io::copy_range`]), so untouched bytes never enter this process.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Size of the file in bytes.
@@ -256,7 +264,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse(path: &Path, mmap: Mmap) -> Result<GgufFile> {
+fn parse(path: &Path, mmap: Mmap, file: File) -> Result<GgufFile> {
     let mut c = Cursor { buf: &mmap, pos: 0 };
     let magic = c.u32("magic")?;
     if magic != MAGIC {
@@ -375,5 +383,6 @@ fn parse(path: &Path, mmap: Mmap) -> Result<GgufFile> {
         alignment,
         data_start,
         mmap,
+        file,
     })
 }

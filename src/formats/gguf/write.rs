@@ -1,15 +1,18 @@
 //! GGUF writer: header first (offsets computed from the declared types), then tensor data
 //! streamed one tensor at a time into a temp file that is renamed over the output at the end.
+//! A rewrite of an existing file copies what it keeps file to file and writes only the rest.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::{align_up, GgufFile, MetaValue, TensorInfo, DEFAULT_ALIGNMENT, MAGIC};
 use crate::formats::ggml::GgmlType;
-use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
+use crate::formats::io::{check_outputs, commit, copy_range, OutKind, TempOut, TensorSlot};
 
 /// A tensor to write: its data's size follows from `dims` and `ty`.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,13 +54,29 @@ pub fn stage_gguf(
         .with_context(|| format!("writing GGUF {}", path.display()))
 }
 
-fn write_inner(
-    path: &Path,
+/// A GGUF file's header, padded to the alignment, and where each tensor's data goes.
+struct Layout {
+    head: Vec<u8>,
+    alignment: u64,
+    /// Bytes of each tensor's data.
+    sizes: Vec<u64>,
+    /// Offset of each tensor's data, relative to the end of `head`.
+    offsets: Vec<u64>,
+}
+
+impl Layout {
+    /// Zero bytes after tensor `i` (to the next aligned offset).
+    fn pad(&self, i: usize) -> u64 {
+        align_up(self.sizes[i], self.alignment) - self.sizes[i]
+    }
+}
+
+/// Checks the tensors and builds the header (the vocabulary included, a few MB at most).
+fn layout(
     version: u32,
     metadata: &[(String, MetaValue)],
     tensors: &[TensorSpec],
-    data: &mut dyn FnMut(usize, &TensorSpec, &mut dyn Write) -> Result<()>,
-) -> Result<TempOut> {
+) -> Result<Layout> {
     if !(2..=3).contains(&version) {
         bail!("cannot write GGUF version {version}");
     }
@@ -84,10 +103,6 @@ fn write_inner(
             ),
         }
     }
-
-    let tmp = TempOut::file(path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.open()?);
-    // The header (vocabulary included) is a few MB at most: build it whole, then stream data.
     let mut head = Vec::with_capacity(1 << 16);
     head.extend_from_slice(&MAGIC.to_le_bytes());
     head.extend_from_slice(&version.to_le_bytes());
@@ -98,6 +113,7 @@ fn write_inner(
         head.extend_from_slice(&(v.meta_type() as u32).to_le_bytes());
         put_value(&mut head, v).with_context(|| format!("metadata key {k}"))?;
     }
+    let mut offsets = Vec::with_capacity(tensors.len());
     let mut offset = 0u64;
     for (t, &size) in tensors.iter().zip(&sizes) {
         put_str(&mut head, t.name.as_bytes());
@@ -107,12 +123,30 @@ fn write_inner(
         }
         head.extend_from_slice(&t.ty.id().to_le_bytes());
         head.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
         offset = align_up(offset + size, alignment);
     }
     head.resize(align_up(head.len() as u64, alignment) as usize, 0);
-    w.write_all(&head)?;
+    Ok(Layout {
+        head,
+        alignment,
+        sizes,
+        offsets,
+    })
+}
 
-    for (i, (t, &size)) in tensors.iter().zip(&sizes).enumerate() {
+fn write_inner(
+    path: &Path,
+    version: u32,
+    metadata: &[(String, MetaValue)],
+    tensors: &[TensorSpec],
+    data: &mut dyn FnMut(usize, &TensorSpec, &mut dyn Write) -> Result<()>,
+) -> Result<TempOut> {
+    let lay = layout(version, metadata, tensors)?;
+    let tmp = TempOut::file(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.open()?);
+    w.write_all(&lay.head)?;
+    for (i, (t, &size)) in tensors.iter().zip(&lay.sizes).enumerate() {
         let mut cw = Counting {
             inner: &mut w,
             n: 0,
@@ -125,8 +159,7 @@ fn write_inner(
                 cw.n
             );
         }
-        let pad = align_up(size, alignment) - size;
-        w.write_all(&vec![0u8; pad as usize])?;
+        w.write_all(&vec![0u8; lay.pad(i) as usize])?;
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     drop(file);
@@ -186,11 +219,16 @@ impl<W: Write> Write for Counting<'_, W> {
 /// Writes the new bytes of a replaced tensor: `(input info, input bytes, output)`.
 pub type TensorProducer<'p> = dyn FnMut(&TensorInfo, &[u8], &mut dyn Write) -> Result<()> + 'p;
 
+/// Writes the rows of a replaced tensor into its place in the output: `(input info, input
+/// bytes, slot)`. The slot is prefilled with the old bytes when the type did not change.
+pub type SlotProducer<'p> = dyn FnMut(&TensorInfo, &[u8], &mut TensorSlot<'_>) -> Result<()> + 'p;
+
 /// A copy of a GGUF file with some tensors replaced and some metadata changed.
 ///
 /// Metadata and tensor infos keep the input's order and version; tensors not replaced are
-/// copied byte for byte, so a rewrite with no changes reproduces the input exactly (for
-/// inputs written, like llama.cpp's, with every tensor in order and zero padding).
+/// copied byte for byte, file to file, so a rewrite with no changes reproduces the input
+/// exactly (for inputs written, like llama.cpp's, with every tensor in order and zero
+/// padding).
 pub struct GgufRewrite<'a> {
     src: &'a GgufFile,
     new_types: HashMap<String, GgmlType>,
@@ -244,8 +282,31 @@ impl<'a> GgufRewrite<'a> {
     /// [`GgufRewrite::write`] into a temporary beside `out`, not yet moved into place and
     /// with no check of `out` (the caller checked every output first).
     pub fn stage(&self, out: &Path, produce: &mut TensorProducer<'_>) -> Result<TempOut> {
-        let specs: Vec<TensorSpec> = self
-            .src
+        self.stage_slots(out, true, &mut |info, bytes, slot| {
+            produce(info, bytes, slot)
+        })
+        .with_context(|| format!("writing GGUF {}", out.display()))
+    }
+
+    /// Like [`GgufRewrite::stage`], writing only rows: a replaced tensor whose type did not
+    /// change is copied with the rest, and `produce` writes just the rows that change (its
+    /// offset does not move); one stored in a new type gets every row, in order.
+    pub fn stage_rows(&self, out: &Path, produce: &mut SlotProducer<'_>) -> Result<TempOut> {
+        self.stage_slots(out, false, produce)
+            .with_context(|| format!("writing GGUF {}", out.display()))
+    }
+
+    /// The output, file to file: header, then every byte not replaced in as few
+    /// `copy_file_range` calls as the layout allows (one for the whole data section when no
+    /// size changes), then the replaced tensors' rows. `whole`: producers write every byte.
+    fn stage_slots(
+        &self,
+        out: &Path,
+        whole: bool,
+        produce: &mut SlotProducer<'_>,
+    ) -> Result<TempOut> {
+        let src = self.src;
+        let specs: Vec<TensorSpec> = src
             .tensors
             .iter()
             .map(|t| TensorSpec {
@@ -254,23 +315,106 @@ impl<'a> GgufRewrite<'a> {
                 ty: self.new_types.get(&t.name).copied().unwrap_or(t.ty),
             })
             .collect();
-        let src = self.src;
-        stage_gguf(
-            out,
-            src.version,
-            &self.metadata,
-            &specs,
-            &mut |i, _spec, w| {
-                let info = &src.tensors[i];
-                let bytes = src.tensor_bytes(info);
-                let r = if self.new_types.contains_key(&info.name) {
-                    produce(info, bytes, w)
-                } else {
-                    Ok(w.write_all(bytes)?)
-                };
-                src.release(info);
-                r
-            },
-        )
+        let lay = layout(src.version, &self.metadata, &specs)?;
+        let tmp = TempOut::file(out)?;
+        let file = tmp.open()?;
+        let head = lay.head.len() as u64;
+        let mut copies = Copies::default();
+        // An unchanged header is copied with the data: one copy from offset 0, page-aligned
+        // like `cp`'s (the kernel copies misaligned ranges noticeably slower).
+        if src.data_start == head && same_bytes(src.file(), 0, &lay.head)? {
+            copies.push(0, 0, head);
+        } else {
+            file.write_all_at(&lay.head, 0)?;
+        }
+        let mut slots = Vec::new();
+        for (i, info) in src.tensors.iter().enumerate() {
+            let (s, d, size) = (
+                src.data_start + info.offset,
+                head + lay.offsets[i],
+                lay.sizes[i],
+            );
+            let prefill = match self.new_types.get(&info.name) {
+                None => true,
+                Some(&ty) => ty == info.ty && !whole,
+            };
+            if prefill {
+                copies.push(s, d, size);
+            }
+            if self.new_types.contains_key(&info.name) {
+                slots.push((i, d, prefill));
+            }
+            let pad = lay.pad(i);
+            if !(prefill && copies.extend_if_zero(src.file(), s + size, d + size, pad)?) {
+                file.write_all_at(&vec![0u8; pad as usize], d + size)?;
+            }
+        }
+        copies.run(src.file(), &file)?;
+        for (i, d, prefill) in slots {
+            let (info, size) = (&src.tensors[i], lay.sizes[i]);
+            let row_bytes = specs[i].ty.bytes_for(info.row_len()).unwrap_or(size);
+            let mut slot = TensorSlot::new(&file, d, size, row_bytes, prefill);
+            let r =
+                produce(info, src.tensor_bytes(info), &mut slot).and_then(|_| slot.finish(whole));
+            src.release(info);
+            r.with_context(|| format!("tensor {}", info.name))?;
+        }
+        drop(file);
+        Ok(tmp)
+    }
+}
+
+/// Whether `file` holds `bytes` at `at`.
+fn same_bytes(file: &File, at: u64, bytes: &[u8]) -> Result<bool> {
+    let mut buf = vec![0u8; bytes.len()];
+    match file.read_exact_at(&mut buf, at) {
+        Ok(()) => Ok(buf == bytes),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Byte ranges to copy from the input to the output, merged where both sides are contiguous.
+#[derive(Default)]
+struct Copies {
+    /// (input offset, output offset, length)
+    runs: Vec<(u64, u64, u64)>,
+}
+
+impl Copies {
+    fn push(&mut self, src: u64, dst: u64, len: u64) {
+        match self.runs.last_mut() {
+            Some((s, d, n)) if *s + *n == src && *d + *n == dst => *n += len,
+            _ => self.runs.push((src, dst, len)),
+        }
+    }
+
+    /// Extends the last run over `len` padding bytes when the input holds zeros there too
+    /// (llama.cpp's files do): then the padding is copied with the data, not written.
+    fn extend_if_zero(&mut self, input: &File, src: u64, dst: u64, len: u64) -> Result<bool> {
+        if len == 0 {
+            return Ok(true);
+        }
+        if !matches!(self.runs.last(), Some(&(s, d, n)) if s + n == src && d + n == dst) {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; len as usize];
+        match input.read_exact_at(&mut buf, src) {
+            Ok(()) if buf.iter().all(|&b| b == 0) => {
+                self.push(src, dst, len);
+                Ok(true)
+            }
+            Ok(()) => Ok(false),
+            // The input ends before its last tensor's padding: write the zeros instead.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn run(&self, input: &File, out: &File) -> Result<()> {
+        for &(s, d, n) in &self.runs {
+            copy_range(input, s, out, d, n)?;
+        }
+        Ok(())
     }
 }

@@ -2,16 +2,19 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::{HfFolder, HfTensor};
-use crate::formats::io::{check_outputs, commit, OutKind, TempOut};
+use crate::formats::io::{check_outputs, commit, copy_range, OutKind, TempOut, TensorSlot};
 
 /// Returns the new bytes of a replaced tensor from `(tensor, old bytes)`.
 pub type HfProducer<'p> = dyn FnMut(&HfTensor, &[u8]) -> Result<Vec<u8>> + 'p;
+
+/// Writes the changed rows of a replaced tensor into its slot, prefilled with the old bytes:
+/// `(tensor, old bytes, slot)`.
+pub type HfSlotProducer<'p> = dyn FnMut(&HfTensor, &[u8], &mut TensorSlot<'_>) -> Result<()> + 'p;
 
 /// A copy of a Hugging Face folder with some tensors replaced.
 ///
@@ -56,11 +59,30 @@ impl<'a> HfRewrite<'a> {
     /// [`HfRewrite::write`] into a temporary folder beside `out`, not yet moved into place
     /// and with no check of `out` (the caller checked every output first).
     pub fn stage(&self, out: &Path, produce: &mut HfProducer<'_>) -> Result<TempOut> {
+        self.stage_rows(out, &mut |t, bytes, slot| {
+            let new = produce(t, bytes)?;
+            if new.len() != t.end - t.start {
+                bail!(
+                    "got {} bytes, expected {} ({:?} {:?})",
+                    new.len(),
+                    t.end - t.start,
+                    t.dtype,
+                    t.shape
+                );
+            }
+            slot.write_rows(0, &new)
+        })
+    }
+
+    /// Like [`HfRewrite::stage`], writing only rows: every shard is copied whole, file to
+    /// file, and `produce(tensor, old_bytes, slot)` writes the rows that change into the
+    /// copy (a replaced tensor keeps its dtype, shape and offset).
+    pub fn stage_rows(&self, out: &Path, produce: &mut HfSlotProducer<'_>) -> Result<TempOut> {
         self.stage_inner(out, produce)
             .with_context(|| format!("writing HF model folder {}", out.display()))
     }
 
-    fn stage_inner(&self, out: &Path, produce: &mut HfProducer<'_>) -> Result<TempOut> {
+    fn stage_inner(&self, out: &Path, produce: &mut HfSlotProducer<'_>) -> Result<TempOut> {
         let src = self.src;
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -87,52 +109,24 @@ impl<'a> HfRewrite<'a> {
         }
 
         for (si, file) in src.shard_files().into_iter().enumerate() {
-            let mut w = File::create(tmp.path().join(file))?;
-            let path = src.dir.join(file);
-            let mut input =
-                File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let bytes = src.shard_bytes(si);
-            // Everything but the replaced tensors (header, untouched tensors, gaps) is copied
-            // verbatim, file to file: `io::copy` between two files uses copy_file_range on
-            // Linux, so those bytes never pass through (or stay resident in) this process.
-            let mut pos = 0usize;
+            let w = File::create(tmp.path().join(file))?;
+            // The whole shard (header, every tensor, gaps) goes file to file, as `cp` copies
+            // it; the changed rows are written over the copy.
+            let len = src.shard_bytes(si).len() as u64;
+            copy_range(src.shard_handle(si), 0, &w, 0, len)
+                .with_context(|| format!("copying {file}"))?;
             for t in src.tensors.iter().filter(|t| t.shard == si) {
                 if !self.replaced.contains(&t.name) {
                     continue;
                 }
-                copy_range(&mut input, &mut w, pos, t.start)?;
-                let new = produce(t, &bytes[t.start..t.end])
-                    .with_context(|| format!("tensor {}", t.name))?;
-                if new.len() != t.end - t.start {
-                    bail!(
-                        "tensor {}: got {} bytes, expected {} ({:?} {:?})",
-                        t.name,
-                        new.len(),
-                        t.end - t.start,
-                        t.dtype,
-                        t.shape
-                    );
-                }
-                w.write_all(&new)?;
-                pos = t.end;
+                let size = (t.end - t.start) as u64;
+                let rows = t.shape.first().copied().filter(|&r| r > 0).unwrap_or(1) as u64;
+                let mut slot = TensorSlot::new(&w, t.start as u64, size, size / rows, true);
+                let r = produce(t, src.tensor_bytes(t), &mut slot);
                 src.release(t);
+                r.with_context(|| format!("tensor {}", t.name))?;
             }
-            copy_range(&mut input, &mut w, pos, bytes.len())?;
         }
         Ok(tmp)
     }
-}
-
-/// Appends bytes `start..end` of `input` to `out` (at its current position).
-fn copy_range(input: &mut File, out: &mut File, start: usize, end: usize) -> Result<()> {
-    if end <= start {
-        return Ok(());
-    }
-    input.seek(SeekFrom::Start(start as u64))?;
-    let want = (end - start) as u64;
-    let got = std::io::copy(&mut Read::take(&*input, want), out)?;
-    if got != want {
-        bail!("input ended after {got} of {want} bytes (file changed while writing?)");
-    }
-    Ok(())
 }
