@@ -22,7 +22,10 @@ outputs() {
     rm -rf "$O"
     mkdir -p "$O"
     export SCALPEL_CACHE="$O/cache"
-    printf '0\tThe weather is lovely today and I feel great.\n0\tThank you so much for helping me.\n0\tWhat a wonderful kind person you are.\n0\tI enjoyed the concert last night.\n1\tYou are a stupid worthless idiot.\n1\tShut up, nobody cares about you, loser.\n1\tI hate you and everyone like you.\n1\tGo away you disgusting moron.\n' >"$O/d.tsv"
+    # 8 texts in 3 numbered copies: the held-out split needs more than 4 of each class.
+    for n in 1 2 3; do
+        printf '0\tThe weather is lovely today and I feel great.\n0\tThank you so much for helping me.\n0\tWhat a wonderful kind person you are.\n0\tI enjoyed the concert last night.\n1\tYou are a stupid worthless idiot.\n1\tShut up, nobody cares about you, loser.\n1\tI hate you and everyone like you.\n1\tGo away you disgusting moron.\n' | sed "s/\\.\\?\$/ ($n)./" >>"$O/d.tsv"
+    done
     local P=(-p "The capital of France is" -p "Once upon a time, in a small village at the edge of a great forest, there lived" -p "def f(n):")
     for m in sm ge qw; do
         case $m in
@@ -75,7 +78,7 @@ if path.endswith((".json", ".md", ".toml")):
             return o
         s = json.dumps(strip(json.loads(s)), sort_keys=True)
     if path.endswith(".md"):
-        s = "\n".join(l for l in s.split("\n") if not re.search(r" s of generation|wall \d+ s|wall time", l))
+        s = "\n".join(l for l in s.split("\n") if not re.search(r" s of generation|wall \d+ s|wall time|Where the time went", l))
     data = s.encode()
 sys.stdout.buffer.write(data)
 PY
