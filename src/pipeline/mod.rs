@@ -6,6 +6,7 @@
 pub mod ablate;
 pub mod compare;
 pub mod config;
+pub mod legacy;
 pub mod plots;
 pub mod rows;
 pub mod run;
