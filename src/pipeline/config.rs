@@ -219,10 +219,13 @@ impl RunConfig {
     pub fn from_toml_file(path: &Path) -> Result<(RunConfig, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        RunConfig::from_toml_str(&text).with_context(|| format!("config {}", path.display()))
+        let (cfg, warnings) = RunConfig::from_toml_str(&text)
+            .with_context(|| format!("config {}", path.display()))?;
+        let at = |w: String| format!("config {}: {w}", path.display());
+        Ok((cfg, warnings.into_iter().map(at).collect()))
     }
 
-    /// [`RunConfig::from_toml_file`] on text.
+    /// [`RunConfig::from_toml_file`] on text (warnings without the file's name).
     pub fn from_toml_str(text: &str) -> Result<(RunConfig, Vec<String>)> {
         let one_line =
             |e: &dyn std::fmt::Display| e.to_string().replace('\n', " ").trim().to_string();

@@ -47,7 +47,7 @@ pub fn translate(mut t: Table) -> Result<(Table, Vec<String>)> {
         if let Some(v) = t.remove(key) {
             put(&mut t, table, key, v.clone())?;
             warnings.push(format!(
-                "config: `{key} = {v}` at the top level is the old flat layout: read as {key} in the [{table}] table; move it there (OUT/config.toml shows the new layout)"
+                "`{key} = {v}` at the top level is the old flat layout: read as {key} in the [{table}] table; move it there (OUT/config.toml shows the new layout)"
             ));
         }
     }
@@ -63,7 +63,7 @@ pub fn translate(mut t: Table) -> Result<(Table, Vec<String>)> {
         c.insert(kind.into(), v.clone());
         put(&mut t, "select", "count", Value::Table(c))?;
         warnings.push(format!(
-            "config: `{} = {v}` at the top level is the old flat layout: read as count = {{ {kind} = {v} }} in the [select] table; write it there{}",
+            "`{} = {v}` at the top level is the old flat layout: read as count = {{ {kind} = {v} }} in the [select] table; write it there{}",
             if kind == "rows" { "top_k" } else { "fraction" },
             if top_k.is_some() && fraction.is_some() {
                 " (the old `fraction` is ignored: top_k won, as it did)"

@@ -14,6 +14,9 @@
 //! - [`distributed`]: the paper's direction added to *every* gate row with the same total
 //!   change as the paper's edit (Yang et al., EMNLP 2025: the behaviour is spread out).
 //!
+//! Which recipe, its strength and its controls: [`Recipe`], [`RecipeSettings`] (the
+//! `--recipe` / `--strength` / `--rank` flags and config keys), [`Control`].
+//!
 //! Every recipe produces an [`EditPlan`] of per-row deltas, so the writers, the patch and
 //! the checks are the paper's. A neuron's output in a gated MLP is
 //! `down[:, i] · act(gate_i·x) · (up_i·x)`, so scaling the neuron by f is exactly the row
