@@ -25,6 +25,8 @@
 //! - [`pipeline`]: all steps in one call with controls, an α / K sweep and ablations.
 //! - [`progress`]: progress bars (one log line a minute when stderr is not a terminal) and
 //!   the per-stage wall times a run reports.
+//! - [`settings`]: how every setting is declared once (flag, default, config key) in the
+//!   option struct of its step.
 //! - [`surgery`]: steps 2 and 3 — select the gate rows most anti-aligned with the probe,
 //!   add `α · w` to them, and write the edited model (GGUF or HF) with a reversible patch
 //!   ([`formats::patch`]).
@@ -37,4 +39,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod progress;
 pub mod runtime;
+pub mod settings;
 pub mod surgery;

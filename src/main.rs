@@ -5,13 +5,16 @@ mod cli;
 
 use std::io::Write;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use scalpel::formats::io::remove_live_temps;
 
 fn main() {
     handle_signals();
-    let args = cli::Cli::parse();
-    if let Err(err) = cli::run(args) {
+    let matches = cli::Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_error(e));
+    let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
+    if let Err(err) = cli::run(args, &matches) {
         // One line, with the whole context chain ("what: where: why"), and a non-zero exit.
         // Some library errors (candle's) append a backtrace after a newline: keep line one.
         let chain: Vec<String> = err
@@ -28,6 +31,18 @@ fn main() {
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
     }
+}
+
+/// Exits on a command line clap refused. A value one of scalpel's parsers refused (a suite
+/// list, a layer, an epoch: the message says what is wrong) is one line like every other
+/// error; other usage errors keep clap's hints (possible values, similar flags).
+fn usage_error(e: clap::Error) -> ! {
+    if e.kind() == clap::error::ErrorKind::ValueValidation {
+        let text = e.render().to_string();
+        eprintln!("{}", text.lines().next().unwrap_or("error: invalid value"));
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
 }
 
 /// Exit status of a process the shell saw killed by SIGPIPE.

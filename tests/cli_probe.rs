@@ -220,7 +220,7 @@ fn default_model_probe_on_a_toxicity_sample() {
     let model_path = common::default_model();
     use scalpel::assets::FetchOptions;
     use scalpel::data::{builtin, BuiltinOptions, Dataset};
-    use scalpel::probe::{collect, train, CollectOptions, Method, TrainOptions};
+    use scalpel::probe::{collect, train, CollectOptions, FitOptions, Method, TrainOptions};
     use scalpel::runtime::{LoadOptions, Model, Point, Precision};
     let fetch = FetchOptions::from_env().unwrap();
     let full = builtin(
@@ -282,10 +282,13 @@ fn default_model_probe_on_a_toxicity_sample() {
             &act.data,
             &labels,
             act.d,
-            &TrainOptions {
-                method: Method::Logistic,
-                ..Default::default()
-            },
+            &TrainOptions::new(
+                FitOptions {
+                    method: Method::Logistic,
+                    ..Default::default()
+                },
+                0,
+            ),
         )
         .unwrap();
         eprintln!(
@@ -299,4 +302,113 @@ fn default_model_probe_on_a_toxicity_sample() {
             t.report.test
         );
     }
+}
+
+/// Probe files written by main's binary before the settings refactor (commit 44b6b2a):
+/// `scalpel probe train tiny.gguf --data-file d.tsv --no-cache` with the extra flags below, in
+/// a folder holding `tiny.gguf` (TinySpec::default(), seed 3, F32) and `d.tsv`
+/// (`write_tsv(60)`). Today's binary must read them (metadata typed and written back
+/// unchanged, scoring works) and write the same bytes from the same command.
+#[test]
+fn probe_files_of_the_previous_layout_read_and_are_reproduced_byte_for_byte() {
+    use scalpel::probe::{Method, Pool, ProbeMeta};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probes_main");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny::write_gguf(&d.join("tiny.gguf"), &TinySpec::default(), 3, GgmlType::F32).unwrap();
+    write_tsv(&d.join("d.tsv"), 60, false);
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("main.final.safetensors", &[], &["main.final.safetensors"]),
+        (
+            "main.joint.safetensors",
+            &[
+                "--layer",
+                "mlp:all",
+                "--joint",
+                "--method",
+                "logistic",
+                "--standardize",
+            ],
+            &["main.joint.safetensors"],
+        ),
+        (
+            "main.multi.safetensors",
+            &[
+                "--layer",
+                "final,mlp:1",
+                "--method",
+                "mean-diff",
+                "--max-tokens",
+                "16",
+            ],
+            &[
+                "main.multi.final.safetensors",
+                "main.multi.mlp1.safetensors",
+            ],
+        ),
+    ];
+    for (out, flags, files) in cases {
+        let mut args = vec!["probe", "train", "tiny.gguf", "--data-file", "d.tsv"];
+        args.extend_from_slice(flags);
+        args.extend(["--no-cache", "--out", out]);
+        let run = common::scalpel_cmd(&d.join("cache"))
+            .args(&args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for f in *files {
+            let (old, new) = (fixtures.join(f), d.join(f));
+            assert_eq!(
+                std::fs::read(&old).unwrap(),
+                std::fs::read(&new).unwrap(),
+                "{f}"
+            );
+            let p = Probe::load(&old).unwrap();
+            let meta = ProbeMeta::from_map(&p.meta).unwrap();
+            assert_eq!(
+                meta.to_map().unwrap(),
+                p.meta,
+                "{f}: metadata not written back as read"
+            );
+            assert_eq!(meta.pool, Some(Pool::Mean));
+            assert!(meta.other.is_empty(), "{f}: {:?}", meta.other);
+            let (ok, out, err) = scalpel(
+                &d.join("cache"),
+                &[
+                    "probe",
+                    "score",
+                    d.join("tiny.gguf").to_str().unwrap(),
+                    old.to_str().unwrap(),
+                    "--text",
+                    "a kind sample",
+                ],
+            );
+            assert!(ok && out.contains("a kind sample"), "{f}: {err}");
+        }
+    }
+    let joint = ProbeMeta::from_map(
+        &Probe::load(&fixtures.join("main.joint.safetensors"))
+            .unwrap()
+            .meta,
+    )
+    .unwrap();
+    assert_eq!(joint.blocks.as_deref(), Some("0,1"));
+    assert_eq!(joint.point.as_deref(), Some("mlp:0,mlp:1"));
+    assert_eq!(joint.method, Some(Method::Logistic));
+    let multi = ProbeMeta::from_map(
+        &Probe::load(&fixtures.join("main.multi.mlp1.safetensors"))
+            .unwrap()
+            .meta,
+    )
+    .unwrap();
+    assert_eq!(
+        (multi.max_tokens, multi.point.as_deref()),
+        (Some(16), Some("mlp:1"))
+    );
+    assert_eq!(multi.chosen_epoch.as_deref(), Some("none"));
 }

@@ -535,9 +535,14 @@ fn bad_flags_are_refused_before_any_work_or_output() {
         ("batch_size = 0", "batch_size"),
         ("threshold = 2.0", "threshold"),
     ] {
+        // The old flat layout: read with a warning naming the key's table, then refused.
         std::fs::write(&cfg, format!("out = \"o\"\n{text}\n")).unwrap();
         let (ok, err) = scalpel(&["run", "nope.gguf", "--config", cfg.to_str().unwrap()], d);
         assert!(!ok && err.contains(want), "{text}: {err}");
+        assert!(
+            err.contains("WARNING config ") && err.contains("old flat layout"),
+            "{text}: {err}"
+        );
         assert!(!d.join("o").exists(), "{text}: the run wrote its output");
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use scalpel::assets::FetchOptions;
 use scalpel::data::Dataset;
+use scalpel::eval::EvalOptions;
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::pipeline::sweep::{self, SweepOptions};
@@ -46,26 +47,30 @@ fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
     tiny::write_gguf(&model, &spec, 3, GgmlType::F32).unwrap();
     let prompts = dir.join("prompts.txt");
     std::fs::write(&prompts, "Those people are\nI think that\nThe weather is\n").unwrap();
-    RunConfig {
+    let mut c = RunConfig {
         model: Some(model),
         balance: false,
-        epochs: 3,
-        epoch: EpochChoice::Last,
-        lr: 1e-2,
-        alpha: 4.0,
-        suites: Some("file,ppl,kl".into()),
-        prompts: Some(prompts),
-        max_new: Some(4),
-        ppl_windows: Some(2),
-        ppl_window: Some(64),
-        kl_windows: Some(2),
-        kl_window: Some(64),
-        benign_prompts: Some(3),
-        bootstrap: 50,
         cache: false,
         out: dir.join("run"),
         ..RunConfig::default()
-    }
+    };
+    c.probe.epochs = 3;
+    c.probe.epoch = EpochChoice::Last;
+    c.probe.lr = 1e-2;
+    c.edit.alpha = 4.0;
+    c.eval = EvalOptions {
+        suites: Some("file,ppl,kl".parse().unwrap()),
+        prompts: Some(prompts),
+        max_new: Some(4),
+        ppl_windows: Some(2),
+        ppl_window: 64,
+        kl_windows: 2,
+        kl_window: 64,
+        benign_prompts: Some(3),
+        bootstrap: 50,
+        ..c.eval
+    };
+    c
 }
 
 #[test]
@@ -180,9 +185,17 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     assert!(md.contains("Where the time went: collection"), "{md}");
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("## Verdict") && md.contains("control-random-rows"));
+    // The resolved config is in the table layout and reads back as it was run, warning-free.
     let toml_text = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    let resolved: RunConfig = toml::from_str(&toml_text).unwrap();
-    assert_eq!(resolved.alpha, 4.0);
+    assert!(
+        toml_text.contains("[probe]") && toml_text.contains("[eval]"),
+        "{toml_text}"
+    );
+    let (resolved, warnings) = RunConfig::from_toml_str(&toml_text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(resolved.edit.alpha, 4.0);
+    assert_eq!(resolved.probe.epoch, EpochChoice::Last);
+    assert_eq!(back.config.eval.bootstrap, 50);
 }
 
 #[test]
@@ -241,7 +254,7 @@ fn run_with_a_recipe_reports_it_with_its_controls() {
     let scorers = common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 2);
-    cfg.recipe = scalpel::surgery::recipes::Recipe::Aura;
+    cfg.recipe.recipe = scalpel::surgery::recipes::Recipe::Aura;
     let out = cfg.out.clone();
     let fetch = FetchOptions::from_env().unwrap();
     let s = pipeline::run(

@@ -7,14 +7,13 @@ use anyhow::Result;
 use clap::Args;
 use scalpel::formats::io::{check_not_input, check_outputs, OutKind};
 use scalpel::surgery::adapter::{Adapter, AdapterFormat, DEFAULT_MAX_RANK};
-use scalpel::surgery::edit::PAPER_ALPHA;
-use scalpel::surgery::{plan_edit, write_edited, EditOptions, Operation, Scale, WriteOptions};
+use scalpel::surgery::{plan_edit, write_edited, EditOptions, SelectOptions, WriteOptions};
 
 use scalpel::probe::Probe;
-use scalpel::surgery::recipes::Recipe;
+use scalpel::surgery::recipes::{Recipe, RecipeSettings};
 use scalpel::surgery::{EditPlan, ModelFile};
 
-use super::select::{peak_rss_kib, per_block_line, run_selection, SelectionArgs};
+use super::select::{peak_rss_kib, per_block_line, run_selection};
 
 /// Arguments of `scalpel edit`.
 #[derive(Args, Debug)]
@@ -23,22 +22,10 @@ pub struct EditArgs {
     pub model: PathBuf,
     /// The probe file (safetensors, weight [2, d]).
     pub probe: PathBuf,
-    /// α: each selected row gets α · w (negative: the opposite behaviour).
-    #[arg(long, default_value_t = PAPER_ALPHA, allow_negative_numbers = true)]
-    pub alpha: f32,
     #[command(flatten)]
-    pub sel: SelectionArgs,
-    /// Add or subtract α · w.
-    #[arg(long, value_enum, default_value_t)]
-    pub operation: Operation,
-    /// Control: edit with a random direction of the probe's norm drawn with this seed (rows
-    /// are still selected with the real probe).
-    #[arg(long, value_name = "SEED")]
-    pub random_direction: Option<u64>,
-    /// What α is measured in: absolute (α·w, the paper), unit (α is each row's change
-    /// norm), row-norm (α × the row's norm), median-row-norm (α × the block's median row norm).
-    #[arg(long, value_enum, default_value_t)]
-    pub scale: Scale,
+    pub edit: EditOptions,
+    #[command(flatten)]
+    pub sel: SelectOptions,
     /// GGUF: store edited tensors as F32 instead of re-quantising the edited rows.
     #[arg(long)]
     pub keep_precision: bool,
@@ -58,14 +45,8 @@ pub struct EditArgs {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
-    /// The localisation + edit: paper (default), value-damp, value-gate, aura, profs,
-    /// distributed (docs/recipes.md).
-    #[arg(long, value_enum, default_value_t)]
-    pub recipe: Recipe,
-    /// The recipe's strength (default: its published setting; `distributed`: required, the
-    /// total Frobenius change).
-    #[arg(long, allow_negative_numbers = true)]
-    pub strength: Option<f32>,
+    #[command(flatten)]
+    pub recipe: RecipeSettings,
     /// Control of a recipe: the same number of neurons with the same changes, at random.
     #[arg(long, value_name = "SEED")]
     pub random_neurons: Option<u64>,
@@ -75,30 +56,21 @@ pub struct EditArgs {
     /// Tokens per text of `--data`.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
-    /// Rank of the ProFS subspace.
-    #[arg(long, default_value_t = 2)]
-    pub rank: usize,
 }
 
 /// Runs `scalpel edit`.
 pub fn run(a: &EditArgs) -> Result<()> {
-    if a.recipe != Recipe::Paper {
+    if a.recipe.recipe != Recipe::Paper {
         return run_recipe(a);
     }
-    if a.random_neurons.is_some() || a.data.is_some() || a.strength.is_some() {
+    if a.random_neurons.is_some() || a.data.is_some() || a.recipe.strength.is_some() {
         anyhow::bail!("--random-neurons, --data and --strength belong to --recipe; the paper's edit takes --selection random, --alpha");
     }
     let t0 = Instant::now();
     check_edit_outputs(a)?;
     let (model, probe, sel) = run_selection(&a.model, &a.probe, &a.sel)?;
     let t_sel = t0.elapsed().as_secs_f64();
-    let opts = EditOptions {
-        alpha: a.alpha,
-        operation: a.operation,
-        random_direction: a.random_direction,
-        scale: a.scale,
-    };
-    let plan = plan_edit(&sel, &probe, &opts)?;
+    let plan = plan_edit(&sel, &probe, &a.edit)?;
     let what = format!("K = {} of {} rows", sel.k, sel.total_rows);
     write_outputs(a, &model, &plan, &what)?;
     println!("per block    {}", per_block_line(&sel));

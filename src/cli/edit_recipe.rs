@@ -17,8 +17,8 @@ use super::edit::EditArgs;
 
 /// The plan of `a.recipe` for `model`, and a one-line description of what it chose.
 pub fn recipe_plan(a: &EditArgs, model: &ModelFile, probe: &Probe) -> Result<(EditPlan, String)> {
-    let recipe = a.recipe;
-    let control = match (a.random_direction, a.random_neurons) {
+    let recipe = a.recipe.recipe;
+    let control = match (a.edit.random_direction, a.random_neurons) {
         (Some(_), Some(_)) => bail!("--random-direction and --random-neurons are exclusive"),
         (Some(s), None) => Control::RandomDirection(s),
         (None, Some(s)) => Control::RandomNeurons(s),
@@ -27,27 +27,16 @@ pub fn recipe_plan(a: &EditArgs, model: &ModelFile, probe: &Probe) -> Result<(Ed
     if !recipe.has_control(control) {
         bail!("recipe {} has no such control", recipe.name());
     }
-    let strength = match (a.strength, recipe) {
-        (Some(s), _) => s,
-        (None, Recipe::ValueDamp | Recipe::Aura | Recipe::Profs) => 1.0,
-        (None, Recipe::ValueGate) => 0.5,
-        (None, Recipe::Paper) => a.alpha,
-        (None, Recipe::Distributed) => {
-            bail!("--recipe distributed needs --strength (the total Frobenius change)")
-        }
+    let Some(strength) = a.recipe.strength_or_default(a.edit.alpha) else {
+        bail!("--recipe distributed needs --strength (the total Frobenius change)")
     };
     let opts = RecipeOptions {
         recipe,
         strength,
-        count: a.sel.options()?.count,
+        count: a.sel.count,
         direction: a.sel.direction,
-        rank: a.rank,
-        blocks: a
-            .sel
-            .blocks
-            .as_deref()
-            .map(scalpel::surgery::select::parse_blocks)
-            .transpose()?,
+        rank: a.recipe.profs_rank,
+        blocks: a.sel.blocks.clone(),
         control,
     };
     let (labels, neurons, residuals) = if recipe.needs_activations() {

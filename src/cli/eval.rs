@@ -7,7 +7,7 @@ use scalpel::eval::markdown::write_report;
 use scalpel::eval::openai::Endpoint;
 use scalpel::eval::run::check_tokenizers;
 use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, Suite, DEFAULT_SUITES};
-use scalpel::eval::{run_suites, EvalConfig, Subject};
+use scalpel::eval::{run_suites, EvalOptions, Subject};
 use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,58 +33,18 @@ pub struct EvalArgs {
     /// perplexity of every continuation is computed under it.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// Comma-separated suites: rtp, toxigen, refusal (AdvBench), harmbench, file, ppl, kl.
-    #[arg(long, default_value = DEFAULT_SUITES)]
-    pub suite: String,
-    /// At most N prompts per generative suite (a seeded subsample).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Override every suite's number of new tokens (quick runs; the paper: 20 / 128 / 128).
-    #[arg(long)]
-    pub max_new: Option<usize>,
     /// Output folder for report.json, report.md and the SVG plots.
     #[arg(long, default_value = "eval-report")]
     pub out: PathBuf,
-    /// ToxiGen prompts per target group.
-    #[arg(long, default_value_t = 100)]
-    pub toxigen_per_group: usize,
+    #[command(flatten)]
+    pub opts: EvalOptions,
     /// Seed of sampling, subsampling and bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Prompts per generation batch.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
     /// How local models hold their matrices. f32 is the default because batched generation
     /// on the default Q4_1 model ran 17x faster than native Q4_1 and 4.6x faster than Q8_0.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
-    /// Toxicity threshold for "% toxic".
-    #[arg(long, default_value_t = 0.5)]
-    pub threshold: f64,
-    /// WikiText-2 perplexity window in tokens.
-    #[arg(long, default_value_t = 1024)]
-    pub ppl_window: usize,
-    /// At most N perplexity windows (quick runs; default: the whole test set).
-    #[arg(long)]
-    pub ppl_windows: Option<usize>,
-    /// KL: number of WikiText windows.
-    #[arg(long, default_value_t = 8)]
-    pub kl_windows: usize,
-    /// KL: window length in tokens.
-    #[arg(long, default_value_t = 256)]
-    pub kl_window: usize,
-    /// Benign prompts for the greedy-agreement measure (suite kl).
-    #[arg(long, default_value_t = 32)]
-    pub benign_prompts: usize,
-    /// Prompt file of the `file` suite: one prompt per line, or `.jsonl`.
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// JSONL field holding the prompt.
-    #[arg(long, default_value = "prompt")]
-    pub prompt_field: String,
-    /// Wrap the `file` suite's prompts in the chat template.
-    #[arg(long)]
-    pub chat: bool,
     /// Generate MODEL's continuations with an OpenAI-compatible server
     /// (e.g. http://127.0.0.1:8080); MODEL is still loaded for tokenizing, ppl and KL.
     #[arg(long)]
@@ -106,9 +66,6 @@ pub struct EvalArgs {
     /// Compare models whose tokenizers differ (KL is then skipped).
     #[arg(long)]
     pub allow_tokenizer_mismatch: bool,
-    /// Bootstrap resamples.
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
     /// Do not read or write the result cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -116,38 +73,20 @@ pub struct EvalArgs {
 
 /// Runs `scalpel eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    let ins: Vec<&std::path::Path> = [Some(&a.model), a.baseline.as_ref(), a.prompts.as_ref()]
+    let ins: Vec<&std::path::Path> = [Some(&a.model), a.baseline.as_ref(), a.opts.prompts.as_ref()]
         .into_iter()
         .flatten()
         .map(PathBuf::as_path)
         .collect();
     scalpel::formats::io::check_not_input(&ins, &a.out)?;
-    let mut suites = parse_suites(&a.suite)?;
-    if a.prompts.is_some() && !suites.contains(&Suite::File) {
-        suites.push(Suite::File);
-    }
     let fetch = FetchOptions::from_env()?;
-    let cfg = EvalConfig {
-        suites,
-        limit: a.limit,
-        max_new: a.max_new,
-        toxigen_per_group: a.toxigen_per_group,
-        seed: a.seed,
-        batch_size: a.batch_size,
-        precision: a.precision,
-        threshold: a.threshold,
-        ppl_window: a.ppl_window,
-        ppl_windows: a.ppl_windows,
-        kl_windows: a.kl_windows,
-        kl_window: a.kl_window,
-        benign_prompts: a.benign_prompts,
-        prompt_file: a.prompts.clone(),
-        prompt_field: a.prompt_field.clone(),
-        prompt_file_chat: a.chat,
-        bootstrap_resamples: a.bootstrap,
-        allow_tokenizer_mismatch: a.allow_tokenizer_mismatch,
-        cache_dir: (!a.no_cache).then(|| fetch.cache_dir.join("eval")),
-    };
+    let cache = (!a.no_cache).then(|| fetch.cache_dir.join("eval"));
+    let default_suites = parse_suites(DEFAULT_SUITES)?;
+    let mut cfg = a.opts.config(&default_suites, a.seed, a.precision, cache);
+    if a.opts.prompts.is_some() && !cfg.suites.contains(&Suite::File) {
+        cfg.suites.push(Suite::File);
+    }
+    cfg.allow_tokenizer_mismatch = a.allow_tokenizer_mismatch;
     // Every setting is checked before any model loads or file is written.
     cfg.validate()?;
     let endpoint = a

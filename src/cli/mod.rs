@@ -12,7 +12,7 @@ mod probe;
 mod run;
 mod select;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Parser, Subcommand};
 
 /// Model Surgery: edit a few gate-projection rows of an LLM to change a behaviour, and
 /// measure that the behaviour changed and the model did not get worse.
@@ -55,10 +55,12 @@ pub enum Command {
     Compare(run::CompareArgs),
 }
 
-/// Runs one parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one parsed command line; `matches` tells the run commands which flags were given
+/// (those override the config file).
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     // A mistyped or unavailable SCALPEL_ISA is an error here, not a silent fallback.
     scalpel::runtime::kernels::isa::requested()?;
+    let sub = matches.subcommand().map_or(matches, |(_, m)| m);
     match cli.command {
         Command::Eval(a) => eval::run(a),
         Command::Fetch(a) => fetch::run(a),
@@ -69,9 +71,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(a) => select::run(&a),
         Command::Edit(a) => edit::run(&a),
         Command::Patch(a) => patch::run(&a),
-        Command::Run(a) => run::run(&a),
-        Command::Sweep(a) => run::sweep(&a),
-        Command::Ablate(a) => run::ablate(&a),
-        Command::Compare(a) => run::compare(&a),
+        Command::Run(a) => run::run(&a, sub),
+        Command::Sweep(a) => run::sweep(&a, sub),
+        Command::Ablate(a) => run::ablate(&a, sub),
+        Command::Compare(a) => run::compare(&a, sub),
     }
 }

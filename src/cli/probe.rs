@@ -6,12 +6,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use scalpel::assets::{default_cache_dir, FetchOptions};
 use scalpel::data::{self, BuiltinOptions, Dataset, JsonlFormat};
 use scalpel::formats::io::{check_outputs, write_file, OutKind};
+use scalpel::probe::meta::DIRECTION_NOTE;
 use scalpel::probe::{
-    self, collect, concat_row, metrics, parse_points, point_name, Activations, CollectOptions,
-    CollectStats, EpochChoice, Method, Pool, Probe, TrainOptions,
+    self, collect, concat_row, metrics, mlp_blocks, point_name, Activations, CollectOptions,
+    CollectStats, FitOptions, Layer, Pool, Probe, ProbeMeta, TrainOptions,
 };
 use scalpel::runtime::{LoadOptions, Model, Point, Precision};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `scalpel probe`.
@@ -63,9 +63,6 @@ pub struct DataArgs {
 /// How hidden states are collected.
 #[derive(Args, Debug)]
 pub struct CollectArgs {
-    /// Texts longer than this many tokens (BOS included) are truncated.
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 16)]
     pub forward_batch: usize,
@@ -86,42 +83,11 @@ pub struct TrainArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub collect: CollectArgs,
-    /// Hidden state: `final` (final-norm output, the paper), `N` (residual after block N,
-    /// 0-based), `mlp:N` (MLP input of block N), `mlp:all` (every block), or a comma-separated
-    /// list — several points come from one pass and give one probe each, written to OUT with
-    /// the point (`.mlp7`, `.final`, `.residual3`) before the extension.
-    #[arg(long, default_value = "final")]
-    pub layer: String,
+    #[command(flatten)]
+    pub fit: FitOptions,
     /// Pooling over tokens.
     #[arg(long, value_enum, default_value_t = Pool::Mean)]
     pub pool: Pool,
-    /// Fitting method.
-    #[arg(long, value_enum, default_value_t = Method::Paper)]
-    pub method: Method,
-    /// Epoch to keep (paper method): `best` (lowest held-out loss), `last`, or a 0-based
-    /// number (`9` = after 10 passes, the paper's "epoch 9").
-    #[arg(long, default_value = "best")]
-    pub epoch: String,
-    /// Adam learning rate (paper method).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
-    /// Epochs (paper method).
-    #[arg(long, default_value_t = 20)]
-    pub epochs: usize,
-    /// Mini-batch size (paper method).
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// L2 penalty on the summed cross-entropy (logistic method).
-    #[arg(long, default_value_t = 1.0)]
-    pub l2: f64,
-    /// Fit on per-dimension standardised features (training-split mean and deviation) and
-    /// map the weights back; makes --l2 meaningful on RMSNorm outputs.
-    #[arg(long)]
-    pub standardize: bool,
-    /// Average N probes: seeds of initialisation and batch order (paper method) or bootstrap
-    /// resamples of the training split (closed-form methods).
-    #[arg(long, default_value_t = 1)]
-    pub ensemble: usize,
     /// Seed of balancing, the 90/10 split, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -154,7 +120,10 @@ pub struct EvalArgs {
     pub collect: CollectArgs,
     /// Override the probe's hidden-state point (default: the one in its metadata).
     #[arg(long)]
-    pub layer: Option<String>,
+    pub layer: Option<Layer>,
+    /// Override the probe's token limit (default: the one in its metadata, else 128).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// Override the probe's pooling.
     #[arg(long, value_enum)]
     pub pool: Option<Pool>,
@@ -277,13 +246,6 @@ fn collect_all(
     Ok((acts, stats))
 }
 
-/// `--max-tokens 0` would collect nothing and `--forward-batch 0` never runs a batch.
-fn check_collect_args(c: &CollectArgs) -> Result<()> {
-    ensure!(c.max_tokens != Some(0), "--max-tokens must be at least 1");
-    ensure!(c.forward_batch >= 1, "--forward-batch must be at least 1");
-    Ok(())
-}
-
 /// `probe.safetensors` → `probe.mlp7.safetensors`.
 fn per_point_path(out: &Path, p: Point) -> PathBuf {
     let tag = point_name(p).replace(':', "");
@@ -296,139 +258,54 @@ fn per_point_path(out: &Path, p: Point) -> PathBuf {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let epoch: EpochChoice = a.epoch.parse().context("--epoch")?;
-    if let EpochChoice::Epoch(k) = epoch {
-        // Checked before the (slow) collection; training checks it again.
-        ensure!(
-            k < a.epochs,
-            "--epoch {k} does not exist: epochs are 0-based and there are {} (0..={})",
-            a.epochs,
-            a.epochs.saturating_sub(1)
-        );
-    }
-    let opts = TrainOptions {
-        method: a.method,
-        seed: a.seed,
-        lr: a.lr,
-        batch_size: a.batch_size,
-        epochs: a.epochs,
-        epoch,
-        l2: a.l2,
-        standardize: a.standardize,
-        ensemble: a.ensemble,
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions::new(a.fit.clone(), a.seed);
     // Everything checkable without the model is checked before the (slow) collection.
     opts.validate()?;
-    check_collect_args(&a.collect)?;
+    ensure!(
+        a.collect.forward_batch >= 1,
+        "--forward-batch must be at least 1"
+    );
     let ds = load_dataset(&a.data, a.seed)?;
     probe::check_split(ds.counts(), opts.test_fraction)
         .with_context(|| format!("dataset {}", ds.name))?;
     let model = load_model(&a.model, a.collect.precision)?;
-    let points = parse_points(&a.layer, model.config().num_layers)?;
-    // Every output checked before the (slow) collection: one probe per point unless joint.
-    let outs: Vec<PathBuf> = if points.len() > 1 && !a.joint {
-        points.iter().map(|&p| per_point_path(&a.out, p)).collect()
-    } else {
-        vec![a.out.clone()]
-    };
-    let mut out_kinds: Vec<(&Path, OutKind)> =
-        outs.iter().map(|p| (p.as_path(), OutKind::File)).collect();
-    out_kinds.extend(a.report.as_deref().map(|p| (p, OutKind::File)));
-    check_outputs(&inputs(&a.model, &a.data, None), &out_kinds, a.force)?;
-    let max_tokens = a.collect.max_tokens.unwrap_or(128);
+    let points = a.fit.layer.points(model.config().num_layers)?;
+    if a.joint && mlp_blocks(&points).is_none() {
+        bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…");
+    }
+    let outs = train_outputs(&a, &points)?;
+    let max_tokens = a.fit.max_tokens;
     let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
     let model_sha = match stats.model_sha256.as_str() {
         "" => probe::model_fingerprint(&a.model, None)?,
         s => s.to_string(),
     };
-    let joint = joint_blocks(a.joint, &acts)?;
-    let many = acts.len() > 1 && joint.is_none();
-    let mut entries = Vec::new();
-    let groups: Vec<&[Activations]> = match joint {
-        Some(_) => vec![&acts[..]],
-        None => acts.chunks(1).collect(),
+    let meta = ProbeMeta {
+        model: Some(a.model.display().to_string()),
+        model_sha256: Some(model_sha.clone()),
+        precision: Some(format!("{:?}", model.precision).to_lowercase()),
+        pool: Some(a.pool),
+        max_tokens: Some(max_tokens),
+        dataset: Some(ds.name.clone()),
+        dataset_sha256: Some(ds.content_hash()),
+        balanced: Some(a.data.balance),
+        seed: Some(a.seed),
+        direction: Some(DIRECTION_NOTE.into()),
+        ..ProbeMeta::default()
     };
-    for group in groups {
-        let act = &group[0];
-        let (name, t) = match &joint {
-            Some(_) => {
-                let xs: Vec<&[f32]> = group.iter().map(|a| &a.data[..]).collect();
-                let name = group
-                    .iter()
-                    .map(|a| point_name(a.point))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let t = probe::train_joint(&xs, &labels, act.d, &opts)
-                    .context("training the joint probe")?;
-                (name, t)
-            }
-            None => {
-                let name = point_name(act.point);
-                let t = probe::train(&act.data, &labels, act.d, &opts)
-                    .with_context(|| format!("training the probe at {name}"))?;
-                (name, t)
-            }
-        };
-        let r = &t.report;
-        let metrics_json = serde_json::json!({"train": r.train, "test": r.test});
-        let meta = BTreeMap::from([
-            ("model".to_string(), a.model.display().to_string()),
-            ("model_sha256".into(), model_sha.clone()),
-            (
-                "precision".into(),
-                format!("{:?}", model.precision).to_lowercase(),
-            ),
-            ("point".into(), name.clone()),
-            ("pool".into(), a.pool.name().into()),
-            ("max_tokens".into(), max_tokens.to_string()),
-            ("dataset".into(), ds.name.clone()),
-            ("dataset_sha256".into(), ds.content_hash()),
-            ("balanced".into(), a.data.balance.to_string()),
-            ("seed".into(), a.seed.to_string()),
-            (
-                "method".into(),
-                serde_json::to_value(a.method)?
-                    .as_str()
-                    .unwrap_or("")
-                    .into(),
-            ),
-            ("train_options".into(), serde_json::to_string(&r.options)?),
-            (
-                "chosen_epoch".into(),
-                r.chosen_epoch.map_or("none".into(), |e| e.to_string()),
-            ),
-            ("metrics".into(), metrics_json.to_string()),
-            (
-                "direction".into(),
-                "row 1 of weight = class 1 = undesirable; the edit uses W[1]".into(),
-            ),
-        ]);
-        let mut meta = meta;
-        if let Some(blocks) = &joint {
-            meta.insert("blocks".into(), blocks.clone());
-        }
-        let probe = Probe::new(t.weight.clone(), t.bias, meta)?;
-        let out = if many {
-            per_point_path(&a.out, act.point)
-        } else {
-            a.out.clone()
-        };
-        write_file(&out, &probe.to_bytes()?, a.force)?;
-        if many {
-            println!(
-                "{name:>8}: test accuracy {:.2} %, ROC AUC {:.4}, train accuracy {:.2} % -> {}",
-                100.0 * r.test.accuracy,
-                r.test.roc_auc,
-                100.0 * r.train.accuracy,
-                out.display()
-            );
-        } else {
-            print_single(&name, &t.report);
-            println!("wrote {}", out.display());
-        }
-        entries.push(serde_json::json!({"point": name, "file": out, "report": t.report}));
+    let groups: Vec<&[Activations]> = match a.joint {
+        true => vec![&acts[..]],
+        false => acts.chunks(1).collect(),
+    };
+    let mut entries = Vec::new();
+    for (group, out) in groups.into_iter().zip(&outs) {
+        let mut f = probe::fit(group, &labels, &opts, meta.clone(), a.joint)?;
+        f.meta.record_results(&f.report);
+        write_file(out, &f.probe()?.to_bytes()?, a.force)?;
+        let name = f.meta.point.clone().unwrap_or_default();
+        print_fitted(&name, &f.report, out, outs.len() > 1);
+        entries.push(serde_json::json!({"point": name, "file": out, "report": f.report}));
     }
     if let Some(path) = &a.report {
         let report = serde_json::json!({
@@ -446,20 +323,39 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The block list of a joint probe (`--joint`): every point must be an MLP input.
-fn joint_blocks(joint: bool, acts: &[Activations]) -> Result<Option<String>> {
-    if !joint {
-        return Ok(None);
-    }
-    let points: Vec<Point> = acts.iter().map(|a| a.point).collect();
-    match probe::mlp_blocks(&points) {
-        Some(b) => Ok(Some(Probe::blocks_meta(&b))),
-        None => bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…"),
+/// The probe files `probe train` writes (one per point unless joint), checked with the
+/// report before the (slow) collection.
+fn train_outputs(a: &TrainArgs, points: &[Point]) -> Result<Vec<PathBuf>> {
+    let outs: Vec<PathBuf> = if points.len() > 1 && !a.joint {
+        points.iter().map(|&p| per_point_path(&a.out, p)).collect()
+    } else {
+        vec![a.out.clone()]
+    };
+    let mut out_kinds: Vec<(&Path, OutKind)> =
+        outs.iter().map(|p| (p.as_path(), OutKind::File)).collect();
+    out_kinds.extend(a.report.as_deref().map(|p| (p, OutKind::File)));
+    check_outputs(&inputs(&a.model, &a.data, None), &out_kinds, a.force)?;
+    Ok(outs)
+}
+
+/// One line per probe when there are several, else the loss curve and the metrics.
+fn print_fitted(name: &str, r: &probe::TrainReport, out: &Path, many: bool) {
+    if many {
+        println!(
+            "{name:>8}: test accuracy {:.2} %, ROC AUC {:.4}, train accuracy {:.2} % -> {}",
+            100.0 * r.test.accuracy,
+            r.test.roc_auc,
+            100.0 * r.train.accuracy,
+            out.display()
+        );
+    } else {
+        print_single(name, r);
+        println!("wrote {}", out.display());
     }
 }
 
 /// Checks that a probe reads `points`: one point, or a joint probe's blocks.
-fn check_points(probe: &Probe, points: &[Point], layer: &str) -> Result<()> {
+fn check_points(probe: &Probe, points: &[Point], layer: &Layer) -> Result<()> {
     match probe.blocks() {
         None => ensure!(
             points.len() == 1,
@@ -475,7 +371,7 @@ fn check_points(probe: &Probe, points: &[Point], layer: &str) -> Result<()> {
 }
 
 fn print_single(name: &str, r: &probe::TrainReport) {
-    println!("probe at {name}, method {:?}", r.options.method);
+    println!("probe at {name}, method {:?}", r.options.fit.method);
     if !r.epochs.is_empty() {
         println!(
             "{:>5} {:>10} {:>9} {:>10} {:>9}",
@@ -501,6 +397,27 @@ fn print_single(name: &str, r: &probe::TrainReport) {
     println!("{}", r.test.table("test (held out)"));
 }
 
+/// Where and how a probe reads: the point, pooling and token limit its metadata records
+/// (else the paper's `final`, mean, and the default limit), each overridable.
+fn reading(
+    probe: &Probe,
+    layer: Option<&Layer>,
+    pool: Option<Pool>,
+    max_tokens: Option<usize>,
+) -> Result<(Layer, Pool, usize)> {
+    let meta = ProbeMeta::from_map(&probe.meta)?;
+    let layer = match (layer, &meta.point) {
+        (Some(l), _) => l.clone(),
+        (None, Some(p)) => p.parse().context("probe metadata point")?,
+        (None, None) => Layer::default(),
+    };
+    let pool = pool.or(meta.pool).unwrap_or_default();
+    let max_tokens = max_tokens
+        .or(meta.max_tokens)
+        .unwrap_or_else(|| FitOptions::default().max_tokens);
+    Ok((layer, pool, max_tokens))
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     if let Some(r) = &a.report {
         let ins = inputs(&a.model, &a.data, Some(&a.probe));
@@ -516,23 +433,10 @@ fn eval(a: EvalArgs) -> Result<()> {
     if let Some(w) = probe.other_model_warning(&a.model, default_cache_dir().ok().as_deref())? {
         eprintln!("WARNING {w}");
     }
-    let layer = a
-        .layer
-        .clone()
-        .or_else(|| probe.meta.get("point").cloned())
-        .unwrap_or_else(|| "final".into());
-    let points = parse_points(&layer, model.config().num_layers)?;
+    let (layer, pool, max_tokens) = reading(&probe, a.layer.as_ref(), a.pool, a.max_tokens)
+        .with_context(|| format!("{}", a.probe.display()))?;
+    let points = layer.points(model.config().num_layers)?;
     check_points(&probe, &points, &layer)?;
-    let pool = match (a.pool, probe.meta.get("pool").map(String::as_str)) {
-        (Some(p), _) => p,
-        (None, Some("last")) => Pool::Last,
-        _ => Pool::Mean,
-    };
-    let max_tokens = a
-        .collect
-        .max_tokens
-        .or_else(|| probe.meta.get("max_tokens").and_then(|s| s.parse().ok()))
-        .unwrap_or(128);
     let (acts, _) = collect_all(&model, &ds, points, pool, max_tokens, &a.collect)?;
     let p1: Vec<f64> = (0..ds.items.len())
         .map(|i| f64::from(probe.prob_undesirable(&concat_row(&acts, i))))
@@ -568,22 +472,10 @@ fn score(a: ScoreArgs) -> Result<()> {
     probe
         .check_width(model.config().hidden_size)
         .with_context(|| format!("{}", a.probe.display()))?;
-    let layer = probe
-        .meta
-        .get("point")
-        .cloned()
-        .unwrap_or_else(|| "final".into());
-    let points = parse_points(&layer, model.config().num_layers)?;
+    let (layer, pool, max_tokens) =
+        reading(&probe, None, None, None).with_context(|| format!("{}", a.probe.display()))?;
+    let points = layer.points(model.config().num_layers)?;
     check_points(&probe, &points, &layer)?;
-    let pool = match probe.meta.get("pool").map(String::as_str) {
-        Some("last") => Pool::Last,
-        _ => Pool::Mean,
-    };
-    let max_tokens = probe
-        .meta
-        .get("max_tokens")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(128);
     // Unlabelled: the label is a placeholder and no cache is used.
     let ds = Dataset {
         name: "--text".into(),

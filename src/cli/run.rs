@@ -1,146 +1,58 @@
 //! `scalpel run [MODEL] [--config run.toml]`: the whole method with controls, one report
 //! folder. Settings come from the defaults (the paper's recipe, quick evaluation), then the
-//! TOML file, then these flags.
+//! TOML file, then the flags given (each a `RunConfig` setting, declared there).
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{ArgMatches, Args};
 use scalpel::assets::FetchOptions;
 use scalpel::eval::suites::Scorers;
-use scalpel::pipeline::{self, Behaviour, Inputs, Profile, RunConfig};
-use scalpel::surgery::recipes::Recipe;
+use scalpel::pipeline::{self, Inputs, Profile, RunConfig};
 use std::path::{Path, PathBuf};
 
-/// Flags shared by `run`, `sweep` and `ablate`: each overrides the config file.
-#[derive(Args, Debug, Default)]
+/// Flags shared by `run`, `sweep`, `ablate` and `compare`: every setting of a run config
+/// (see run.example.toml), each overriding the file.
+#[derive(Args, Debug)]
 pub struct ConfigArgs {
-    /// Model (GGUF file or HF folder); default: the default model (fetched, verified).
-    pub model: Option<PathBuf>,
-    /// TOML file with any `RunConfig` field (see README); flags override it.
+    /// TOML file with any `RunConfig` setting (see run.example.toml); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Behaviour to remove.
-    #[arg(long, value_enum)]
-    pub behaviour: Option<Behaviour>,
-    /// Output folder.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// α of the edit.
-    #[arg(long, allow_negative_numbers = true)]
-    pub alpha: Option<f32>,
-    /// Edit exactly K gate rows.
-    #[arg(long, value_name = "K", conflicts_with = "fraction")]
-    pub top_k: Option<usize>,
-    /// Edit this fraction of all gate rows (default: the paper's 4.65 %).
-    #[arg(long)]
-    pub fraction: Option<f64>,
-    /// Probe point: final (the paper), N (residual after block N) or mlp:N.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// Quick evaluation (the default): subsets sized for minutes on two cores.
-    #[arg(long, conflicts_with = "full")]
+    /// Shorthand for `--profile quick` (the default): subsets sized for minutes on two cores.
+    #[arg(long, conflicts_with_all = ["full", "profile"])]
     pub quick: bool,
-    /// The paper's full evaluation protocol.
-    #[arg(long)]
+    /// Shorthand for `--profile full`: the paper's full evaluation protocol.
+    #[arg(long, conflicts_with = "profile")]
     pub full: bool,
-    /// At most N prompts per generative suite.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// ToxiGen prompts per target group.
-    #[arg(long)]
-    pub toxigen_per_group: Option<usize>,
-    /// WikiText-2 perplexity windows.
-    #[arg(long)]
-    pub ppl_windows: Option<usize>,
-    /// KL windows.
-    #[arg(long)]
-    pub kl_windows: Option<usize>,
-    /// Replace the suite list (e.g. `rtp,ppl,kl`).
-    #[arg(long)]
-    pub suites: Option<String>,
-    /// Labelled TSV replacing the behaviour's dataset.
-    #[arg(long)]
-    pub data_file: Option<PathBuf>,
-    /// Seed of the probe, sampling and bootstrap.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Seed of the controls.
-    #[arg(long)]
-    pub control_seed: Option<u64>,
-    /// Do not read or write the activation and evaluation caches.
-    #[arg(long)]
-    pub no_cache: bool,
-    /// The localisation + edit: paper (default), value-damp, value-gate, aura, profs,
-    /// distributed (see docs/recipes.md).
-    #[arg(long, value_enum)]
-    pub recipe: Option<Recipe>,
-    /// The recipe's strength (default: its published setting; see docs/recipes.md).
-    #[arg(long, allow_negative_numbers = true)]
-    pub strength: Option<f32>,
-    /// Then remove this behaviour too, on the edited model with a probe trained on it
-    /// (repeatable; `run` only).
-    #[arg(long, value_enum)]
-    pub then: Vec<Behaviour>,
+    #[command(flatten)]
+    pub settings: RunConfig,
 }
 
 impl ConfigArgs {
-    /// Defaults, then the file, then the flags.
-    pub fn resolve(&self, default_out: &str) -> Result<RunConfig> {
+    /// Defaults, then the file, then the flags given on the command line (`matches`).
+    pub fn resolve(&self, matches: &ArgMatches, default_out: &str) -> Result<RunConfig> {
         let mut c = match &self.config {
-            Some(p) => RunConfig::from_toml_file(p)?,
+            Some(p) => {
+                let (c, warnings) = RunConfig::from_toml_file(p)?;
+                for w in warnings {
+                    eprintln!("WARNING {w}");
+                }
+                c
+            }
             None => RunConfig {
                 out: PathBuf::from(default_out),
                 ..RunConfig::default()
             },
         };
-        macro_rules! set {
-            ($($f:ident),*) => {$(if let Some(v) = &self.$f { c.$f = v.clone().into(); })*};
-        }
-        set!(model, data_file, suites, limit, top_k);
-        set!(toxigen_per_group, ppl_windows, kl_windows);
-        if let Some(v) = self.behaviour {
-            c.behaviour = v;
-        }
-        if let Some(v) = &self.out {
-            c.out = v.clone();
-        }
-        if let Some(v) = self.alpha {
-            c.alpha = v;
-        }
-        if let Some(v) = self.recipe {
-            c.recipe = v;
-        }
-        if let Some(v) = self.strength {
-            c.strength = Some(v);
-        }
-        if let Some(v) = self.fraction {
-            c.fraction = v;
-            c.top_k = None;
-        }
-        if let Some(v) = &self.layer {
-            c.layer = v.clone();
-        }
-        if let Some(v) = self.seed {
-            c.seed = v;
-        }
-        if let Some(v) = self.control_seed {
-            c.control_seed = v;
-        }
+        scalpel::settings::overlay(&mut c, matches)?;
         if self.full {
-            c.profile = Profile::Full;
+            c.eval.profile = Profile::Full;
         } else if self.quick {
-            c.profile = Profile::Quick;
-        }
-        if self.no_cache {
-            c.cache = false;
-        }
-        if !self.then.is_empty() {
-            c.then = self.then.clone();
+            c.eval.profile = Profile::Quick;
         }
         c.validate()?;
         let ins: Vec<&Path> = [
             c.model.as_deref(),
             c.data_file.as_deref(),
-            c.prompts.as_deref(),
+            c.eval.prompts.as_deref(),
             c.then_data_file.as_deref(),
             self.config.as_deref(),
         ]
@@ -160,8 +72,8 @@ pub struct RunArgs {
 }
 
 /// Runs `scalpel run`.
-pub fn run(a: &RunArgs) -> Result<()> {
-    let cfg = a.cfg.resolve("runs/detox")?;
+pub fn run(a: &RunArgs, m: &ArgMatches) -> Result<()> {
+    let cfg = a.cfg.resolve(m, "runs/detox")?;
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let out = cfg.out.clone();
@@ -204,9 +116,9 @@ pub struct SweepArgs {
 }
 
 /// Runs `scalpel sweep`.
-pub fn sweep(a: &SweepArgs) -> Result<()> {
+pub fn sweep(a: &SweepArgs, m: &ArgMatches) -> Result<()> {
     use scalpel::pipeline::sweep::{parse_list, sweep, SweepOptions};
-    let cfg = a.cfg.resolve("runs/sweep")?;
+    let cfg = a.cfg.resolve(m, "runs/sweep")?;
     let grid = SweepOptions {
         alphas: parse_list(&a.alphas, "--alphas")?,
         fractions: parse_list(&a.fractions, "--fractions")?,
@@ -240,8 +152,8 @@ pub struct AblateArgs {
 }
 
 /// Runs `scalpel ablate`.
-pub fn ablate(a: &AblateArgs) -> Result<()> {
-    let cfg = a.cfg.resolve("runs/ablate")?;
+pub fn ablate(a: &AblateArgs, m: &ArgMatches) -> Result<()> {
+    let cfg = a.cfg.resolve(m, "runs/ablate")?;
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let out = cfg.out.clone();
@@ -287,10 +199,10 @@ pub struct CompareArgs {
 }
 
 /// Runs `scalpel compare`.
-pub fn compare(a: &CompareArgs) -> Result<()> {
+pub fn compare(a: &CompareArgs, m: &ArgMatches) -> Result<()> {
     use scalpel::pipeline::compare::{compare, parse_grids, CompareOptions};
     use scalpel::pipeline::sweep::parse_list;
-    let cfg = a.cfg.resolve("runs/compare")?;
+    let cfg = a.cfg.resolve(m, "runs/compare")?;
     let opts = CompareOptions {
         grids: parse_grids(&a.recipes)?,
         controls: a.controls,
@@ -314,4 +226,88 @@ pub fn compare(a: &CompareArgs) -> Result<()> {
         out.join("compare.md").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use clap::{CommandFactory, FromArgMatches};
+    use scalpel::probe::EpochChoice;
+    use scalpel::surgery::Count;
+
+    /// `scalpel ARGS` resolved as `run` / `sweep` resolve it.
+    fn resolve(args: &[&str]) -> anyhow::Result<scalpel::pipeline::RunConfig> {
+        let m = Cli::command().try_get_matches_from(args)?;
+        let sub = m.subcommand().unwrap().1;
+        match Cli::from_arg_matches(&m)?.command {
+            Command::Run(a) => a.cfg.resolve(sub, "runs/detox"),
+            Command::Sweep(a) => a.cfg.resolve(sub, "runs/sweep"),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_given_override_the_file_and_the_rest_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.toml");
+        std::fs::write(
+            &file,
+            "out = \"o\"\nseed = 4\n[probe]\nlr = 0.001\n[select]\ncount = { rows = 9 }\n[edit]\nalpha = 4.0\n[eval]\nlimit = 5\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = resolve(&["scalpel", "run", "--config", f]).unwrap();
+        assert_eq!((c.edit.alpha, c.probe.lr, c.seed), (4.0, 1e-3, 4));
+        assert_eq!(c.select.count, Count::Rows(9));
+        assert_eq!(c.probe.epoch, EpochChoice::Epoch(9));
+        assert!(c.cache);
+        let c = resolve(&[
+            "scalpel",
+            "run",
+            "--config",
+            f,
+            "--alpha",
+            "1.08",
+            "--fraction",
+            "0.1",
+            "--epoch",
+            "last",
+            "--no-cache",
+            "--full",
+            "--probe-batch-size",
+            "8",
+            "--select-seed",
+            "3",
+            "--suites",
+            "rtp,kl",
+        ])
+        .unwrap();
+        // A flag at its default value still overrides the file.
+        assert_eq!((c.edit.alpha, c.probe.lr, c.seed), (1.08, 1e-3, 4));
+        assert_eq!(c.select.count, Count::Fraction(0.1));
+        assert_eq!((c.probe.epoch, c.probe.batch_size), (EpochChoice::Last, 8));
+        assert_eq!((c.select.seed, c.eval.limit), (3, Some(5)));
+        assert_eq!(c.eval.profile, scalpel::pipeline::Profile::Full);
+        assert_eq!(c.eval.suites.unwrap().to_string(), "rtp,kl");
+        assert!(!c.cache);
+        let c = resolve(&["scalpel", "sweep", "m.gguf"]).unwrap();
+        assert_eq!(c.out, std::path::PathBuf::from("runs/sweep"));
+        assert_eq!(c.model.as_deref(), Some(std::path::Path::new("m.gguf")));
+    }
+
+    #[test]
+    fn a_typo_in_a_value_fails_before_anything_loads() {
+        let err = resolve(&["scalpel", "run", "nope.gguf", "--layer", "mlp:x"]).unwrap_err();
+        assert!(
+            err.to_string().contains("\"x\" is not a block number"),
+            "{err}"
+        );
+        let err = resolve(&["scalpel", "run", "--top-k", "3", "--fraction", "0.1"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+    }
 }

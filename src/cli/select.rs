@@ -7,62 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 use scalpel::formats::io::{check_outputs, write_file, OutKind};
-use scalpel::probe::{Direction, Probe};
-use scalpel::surgery::select::{parse_blocks, PAPER_FRACTION};
-use scalpel::surgery::{select, Count, Matrix, ModelFile, Ranking, SelectOptions, Selection};
-
-/// Selection options shared by `select` and `edit`.
-#[derive(Args, Debug)]
-pub struct SelectionArgs {
-    /// Select exactly K rows.
-    #[arg(long, value_name = "K", conflicts_with = "fraction")]
-    pub top_k: Option<usize>,
-    /// Select this fraction of all rows (default: the paper's 16384/352256 ≈ 0.0465).
-    #[arg(long, value_name = "F")]
-    pub fraction: Option<f64>,
-    /// Probe vector: W[1] (undesirable, the paper) or W[1] − W[0].
-    #[arg(long, value_enum, default_value_t)]
-    pub direction: Direction,
-    /// Matrix whose rows are ranked and edited.
-    #[arg(long, value_enum, default_value_t)]
-    pub matrix: Matrix,
-    /// Which rows: most anti-aligned (the paper), most aligned, or random.
-    #[arg(long, value_enum, default_value_t)]
-    pub selection: Ranking,
-    /// Seed of `--selection random`.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Only these blocks may hold selected rows, e.g. `0-6,15-29`.
-    #[arg(long, value_name = "LIST")]
-    pub blocks: Option<String>,
-    /// Rank rows through the RMSNorm gains (block i's row as g_i ⊙ r against g_probe ⊙ w)
-    /// and map the edit back through the gain.
-    #[arg(long)]
-    pub norm_aware: bool,
-}
-
-impl SelectionArgs {
-    /// The library options.
-    pub fn options(&self) -> Result<SelectOptions> {
-        let count = match (self.top_k, self.fraction) {
-            (Some(k), _) => Count::Rows(k),
-            (None, Some(f)) => Count::Fraction(f),
-            (None, None) => Count::Fraction(PAPER_FRACTION),
-        };
-        if self.selection == Ranking::Activation {
-            bail!("--selection activation needs labelled activations: use `scalpel run` or `scalpel ablate` with ranking = \"activation\"");
-        }
-        Ok(SelectOptions {
-            count,
-            direction: self.direction,
-            matrix: self.matrix,
-            ranking: self.selection,
-            seed: self.seed,
-            blocks: self.blocks.as_deref().map(parse_blocks).transpose()?,
-            norm_aware: self.norm_aware,
-        })
-    }
-}
+use scalpel::probe::Probe;
+use scalpel::surgery::{select, ModelFile, Ranking, SelectOptions, Selection};
 
 /// Arguments of `scalpel select`.
 #[derive(Args, Debug)]
@@ -72,7 +18,7 @@ pub struct SelectArgs {
     /// The probe file (safetensors, weight [2, d]).
     pub probe: PathBuf,
     #[command(flatten)]
-    pub sel: SelectionArgs,
+    pub sel: SelectOptions,
     /// Where to write the plan (JSON).
     #[arg(long)]
     pub out: PathBuf,
@@ -85,16 +31,18 @@ pub struct SelectArgs {
 pub fn run_selection(
     model: &Path,
     probe: &Path,
-    sel: &SelectionArgs,
+    opts: &SelectOptions,
 ) -> Result<(ModelFile, Probe, Selection)> {
-    let opts = sel.options()?;
+    if opts.ranking == Ranking::Activation {
+        bail!("--selection activation needs labelled activations: use `scalpel run` or `scalpel ablate` with ranking = \"activation\" in [select]");
+    }
     let probe = Probe::load(probe)?;
     let m = ModelFile::open(model)?;
     let cache = scalpel::assets::default_cache_dir().ok();
     if let Some(w) = probe.other_model_warning(model, cache.as_deref())? {
         eprintln!("WARNING {w}");
     }
-    let s = select(&m, &probe, &opts)?;
+    let s = select(&m, &probe, opts)?;
     Ok((m, probe, s))
 }
 

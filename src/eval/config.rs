@@ -101,7 +101,8 @@ pub fn parse_suites(list: &str) -> Result<Vec<Suite>> {
     Ok(out)
 }
 
-/// Everything that decides an evaluation's numbers; recorded in the report.
+/// Everything that decides an evaluation's numbers; recorded in the report. Built from the
+/// user's [`super::options::EvalOptions`] (its `Default` is `scalpel eval` without flags).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalConfig {
     /// Suites in order.
@@ -139,32 +140,6 @@ pub struct EvalConfig {
     /// Where suite results are cached; `None` disables the cache.
     #[serde(skip)]
     pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        EvalConfig {
-            suites: parse_suites(DEFAULT_SUITES).expect("the default suites are known"),
-            limit: None,
-            max_new: None,
-            toxigen_per_group: 100,
-            seed: 0,
-            batch_size: 16,
-            precision: Precision::F32,
-            threshold: 0.5,
-            ppl_window: 1024,
-            ppl_windows: None,
-            kl_windows: 8,
-            kl_window: 256,
-            benign_prompts: 32,
-            prompt_file: None,
-            prompt_field: "prompt".into(),
-            prompt_file_chat: false,
-            bootstrap_resamples: 1000,
-            allow_tokenizer_mismatch: false,
-            cache_dir: None,
-        }
-    }
 }
 
 impl EvalConfig {

@@ -15,8 +15,9 @@
 //!   runtime or an OpenAI-compatible endpoint, [`openai`]), with a result cache;
 //! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
 //!   between two models, tokenizer equality;
-//! - [`config`]: the settings of an evaluation ([`EvalConfig`]) and the models under it
-//!   ([`Subject`]);
+//! - [`options`]: the settings a user gives ([`EvalOptions`], a [`Profile`]), resolved into
+//!   [`config`]: everything that decides an evaluation's numbers ([`EvalConfig`]) and the
+//!   models under it ([`Subject`]);
 //! - [`run`]: the entry point [`run::run_suites`] and the [`run::Report`];
 //! - [`report`]: per-prompt records, aggregates, paired comparisons, degeneration warnings;
 //! - [`markdown`], [`plots`]: `report.md`, SVG plots, and writing the report folder.
@@ -28,6 +29,7 @@ pub mod capability;
 pub mod config;
 pub mod markdown;
 pub mod openai;
+pub mod options;
 pub mod plots;
 pub mod report;
 pub mod run;
@@ -36,4 +38,5 @@ pub mod stats;
 pub mod suites;
 
 pub use config::{EvalConfig, Subject, Suite};
+pub use options::{EvalOptions, Profile, SuiteList};
 pub use run::{run_suites, Report};

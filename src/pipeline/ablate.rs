@@ -10,12 +10,13 @@
 use super::config::RunConfig;
 use super::rows::{row_from_report, table, Row};
 use super::run::{base_report, paper_total_change, recipe_variants, variants};
-use super::session::{Fit, Inputs, Session, Variant};
+use super::session::{Inputs, Session, Variant};
 use super::sweep::quick_suites;
 use crate::formats::io::write_atomic;
-use crate::probe::{Direction, Method};
+use crate::probe::layer::LayerPart;
+use crate::probe::{Direction, FitOptions, Layer, Method};
 use crate::surgery::recipes::Recipe;
-use crate::surgery::{Matrix, Operation, Ranking, Scale};
+use crate::surgery::{Count, Matrix, Operation, Ranking, Scale};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -77,7 +78,7 @@ pub fn ablations(cfg: &RunConfig, blocks: usize) -> Vec<Variant> {
     }
     for (name, b) in [("early", blocks / 4), ("middle", blocks / 2)] {
         out.push(with(&format!("probe at {name} block (mlp:{b})"), &|v| {
-            v.point = format!("mlp:{b}")
+            v.fit.layer = Layer::of(LayerPart::Mlp(b))
         }));
     }
     out
@@ -91,11 +92,16 @@ pub const VARIANT_L2: f64 = 100.0;
 /// paper's row (α·‖w‖), `median` the median gate row norm over the model.
 pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
     let [surgery, _, _] = variants(cfg);
-    let logistic = Fit {
+    let logistic = FitOptions {
         method: Method::Logistic,
         standardize: true,
         l2: VARIANT_L2,
         ensemble: 1,
+        ..cfg.probe.clone()
+    };
+    let joint = FitOptions {
+        layer: Layer::of(LayerPart::MlpAll),
+        ..logistic.clone()
     };
     let with = |label: &str, f: &dyn Fn(&mut Variant)| {
         let mut v = surgery.clone();
@@ -107,8 +113,7 @@ pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
     };
     vec![
         with("joint probe: block i edited with its own slice", &|v| {
-            v.point = "mlp:all".into();
-            v.fit = logistic.clone();
+            v.fit = joint.clone();
         }),
         with("norm-aware ranking and edit (final probe)", &|v| {
             v.select.norm_aware = true
@@ -118,18 +123,18 @@ pub fn variant_rows(cfg: &RunConfig, size: f32, median: f32) -> Vec<Variant> {
         }),
         with("activation-ranked rows, joint probe slices", &|v| {
             v.select.ranking = Ranking::Activation;
-            v.point = "mlp:all".into();
-            v.fit = logistic.clone();
+            v.fit = joint.clone();
         }),
         with("direction W[1] − W[0]", &|v| {
             v.select.direction = Direction::Diff
         }),
         with("direction: class-mean difference", &|v| {
-            v.fit = Fit {
+            v.fit = FitOptions {
                 method: Method::MeanDiff,
                 standardize: false,
                 l2: 1.0,
                 ensemble: 1,
+                ..cfg.probe.clone()
             }
         }),
         with("direction: average of 8 paper probes (seeds)", &|v| {
@@ -157,10 +162,8 @@ pub fn recipe_rows(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
     ]
     .into_iter()
     .filter_map(|r| {
-        let c = RunConfig {
-            recipe: r,
-            ..cfg.clone()
-        };
+        let mut c = cfg.clone();
+        c.recipe.recipe = r;
         let mut v = recipe_variants(&c, paper_total).into_iter().next()?;
         v.label = format!("recipe: {}", r.name());
         Some(v)
@@ -175,7 +178,7 @@ pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
     let out = cfg.out.clone();
     let mut s = Session::start(cfg.clone(), inputs)?;
     let blocks = s.base.config().num_layers;
-    let (probe, _) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let (probe, _) = s.probe(&out.join("probes"))?;
     let [paper, _, _] = variants(&cfg);
     let sel = s.select(&probe, &paper)?;
     let w_norm = probe
@@ -184,8 +187,8 @@ pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
         .map(|x| x * x)
         .sum::<f32>()
         .sqrt();
-    let size = match cfg.scale {
-        Scale::Absolute => cfg.alpha * w_norm,
+    let size = match cfg.edit.scale {
+        Scale::Absolute => cfg.edit.alpha * w_norm,
         _ => bail!("ablate compares variants at the paper row's change size: use scale = absolute"),
     };
     let mut medians: Vec<f32> = sel.per_block.iter().map(|b| b.median_norm).collect();
@@ -193,7 +196,7 @@ pub fn ablate(mut cfg: RunConfig, inputs: Inputs) -> Result<AblateSummary> {
     let median = medians[medians.len() / 2];
     eprintln!(
         "per-row change norm {size:.4} (α {} × ‖w‖ {w_norm:.4}); median gate row norm {median:.4}",
-        cfg.alpha
+        cfg.edit.alpha
     );
     // The paper's recipe and its two controls first, then the variants, then the rest of
     // the paper's ablations: the table is rewritten after every row, so a run cut short
@@ -240,10 +243,13 @@ fn write_summary(summary: &AblateSummary, out: &Path, total: usize) -> Result<()
         String::new()
     };
     let md = format!(
-        "# scalpel ablate\n\nModel sha256 `{}`; α = {}, K fraction {:.4}; wall {:.0} s.{progress} Every variant row changes each selected row by the paper row's amount (Euclidean norm {:.4}; median gate row norm {:.4}). Folder `ablation-NN` holds row NN's plan, patch and report (edited models are deleted after evaluation); probes are under `probes/`.\n\n{}",
+        "# scalpel ablate\n\nModel sha256 `{}`; α = {}, K {}; wall {:.0} s.{progress} Every variant row changes each selected row by the paper row's amount (Euclidean norm {:.4}; median gate row norm {:.4}). Folder `ablation-NN` holds row NN's plan, patch and report (edited models are deleted after evaluation); probes are under `probes/`.\n\n{}",
         summary.model_sha256,
-        summary.config.alpha,
-        summary.config.fraction,
+        summary.config.edit.alpha,
+        match summary.config.select.count {
+            Count::Fraction(f) => format!("fraction {f:.4}"),
+            Count::Rows(k) => format!("= {k} rows"),
+        },
         summary.wall_secs,
         summary.change_norm,
         summary.median_row_norm,

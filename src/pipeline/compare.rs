@@ -262,20 +262,18 @@ fn series_variants(
     controls: ControlSet,
 ) -> Vec<Variant> {
     let mut vs: Vec<Variant> = match r {
-        Recipe::Paper => variants(&RunConfig {
-            alpha: strength,
-            ..cfg.clone()
-        })
-        .to_vec(),
+        Recipe::Paper => {
+            let mut c = cfg.clone();
+            c.edit.alpha = strength;
+            variants(&c).to_vec()
+        }
         _ => {
-            let c = RunConfig {
-                recipe: r,
-                strength: Some(match r {
-                    Recipe::Distributed => strength * paper_total as f32,
-                    _ => strength,
-                }),
-                ..cfg.clone()
-            };
+            let mut c = cfg.clone();
+            c.recipe.recipe = r;
+            c.recipe.strength = Some(match r {
+                Recipe::Distributed => strength * paper_total as f32,
+                _ => strength,
+            });
             recipe_variants(&c, paper_total)
         }
     };
@@ -318,7 +316,7 @@ pub fn compare(
     if opts.grids.iter().any(|(r, _)| *r == Recipe::Profs) && cfg.cache {
         s.prefetch_points()?;
     }
-    let (probe, _) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let (probe, _) = s.probe(&out.join("probes"))?;
     let paper_total = paper_total_change(&s, &probe, &cfg)?;
     let mut points: Vec<SweepPoint> = Vec::new();
     let mut base: Option<(Vec<String>, Vec<f64>)> = None;
@@ -337,9 +335,9 @@ pub fn compare(
                 let (row, report) = s.variant(&v, &dir, false)?;
                 if base.is_none() {
                     let b = base_report(&report).context("the evaluation has no base")?;
-                    base = Some(toxic_outcomes(&b, &suite, cfg.threshold)?);
+                    base = Some(toxic_outcomes(&b, &suite, cfg.eval.threshold)?);
                 }
-                let (ids, toxic) = toxic_outcomes(&report, &suite, cfg.threshold)?;
+                let (ids, toxic) = toxic_outcomes(&report, &suite, cfg.eval.threshold)?;
                 ensure!(
                     base.as_ref().is_some_and(|b| b.0 == ids),
                     "{}: prompts differ from the base's",
@@ -364,10 +362,10 @@ pub fn compare(
         eprintln!("== prompting baseline (no edit)");
         let prompts = base_prompts(&points, &suite)?;
         let r = s.prompted_base(POLITE_INSTRUCTION, &prompts, 20, &out.join("prompting"))?;
-        let (_, y) = toxic_outcomes(&r, "file", cfg.threshold)?;
+        let (_, y) = toxic_outcomes(&r, "file", cfg.eval.threshold)?;
         let (_, report) = halves(&y);
         let boot = BootstrapConfig {
-            resamples: cfg.bootstrap,
+            resamples: cfg.eval.bootstrap,
             seed: cfg.seed,
             confidence: 0.95,
         };
@@ -393,7 +391,7 @@ fn summarise(
         bail!("nothing evaluated");
     };
     let boot = BootstrapConfig {
-        resamples: cfg.bootstrap,
+        resamples: cfg.eval.bootstrap,
         seed: cfg.seed,
         confidence: 0.95,
     };

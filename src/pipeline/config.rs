@@ -1,18 +1,24 @@
-//! The settings of a pipeline run: behaviour table, probe, edit and evaluation profile.
-//! Everything lives in one [`RunConfig`] so that a TOML file can hold all of it, CLI flags
-//! can override single fields, and the resolved config is recorded next to the results.
+//! The settings of a pipeline run: the run-wide keys (model, behaviour, output, seeds,
+//! recipe) and one table per step, each the option struct that step owns — `[probe]`
+//! ([`FitOptions`]), `[select]` ([`SelectOptions`]), `[edit]` ([`EditOptions`]), `[eval]`
+//! ([`EvalOptions`]). [`RunConfig`] is at once the TOML file, the flags of `run` / `sweep` /
+//! `ablate` / `compare` (which override the file) and the record next to the results.
+//! Files in the flat layout of earlier versions are read with a warning per moved key
+//! ([`super::legacy`]).
 
-use crate::eval::suites::{parse_suites, Suite};
-use crate::eval::EvalConfig;
-use crate::probe::train::MAX_LR;
-use crate::probe::{Direction, EpochChoice, Method};
+use crate::eval::suites::Suite;
+use crate::eval::{EvalConfig, EvalOptions};
+use crate::probe::FitOptions;
 use crate::runtime::Precision;
-use crate::surgery::edit::{Scale, PAPER_ALPHA};
-use crate::surgery::recipes::Recipe;
-use crate::surgery::select::{Ranking, PAPER_FRACTION};
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use crate::surgery::recipes::RecipeSettings;
+use crate::surgery::{EditOptions, SelectOptions};
+use anyhow::{bail, ensure, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use crate::eval::Profile;
 
 /// The behaviour being removed. Each one fixes the probe's dataset, the suites that measure
 /// the behaviour and which way the measure should move.
@@ -97,190 +103,141 @@ impl Behaviour {
     }
 }
 
-/// How much evaluation: `quick` fits a whole run in minutes on two cores; `full` is the
-/// paper's protocol (every prompt, every WikiText window).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    Quick,
-    Full,
-}
-
-/// Every setting of `scalpel run` (and the base of `sweep` / `ablate`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Every setting of `scalpel run` (and the base of `sweep` / `ablate` / `compare`). As clap
+/// `Args` these are also those commands' flags; the defaults are the flags' (the paper's
+/// recipe, the quick evaluation profile, the paper's epoch 9).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+#[command(
+    mut_arg("epoch", |a| a.default_value("9")),
+    mut_arg("profile", |a| a.default_value("quick")),
+    mut_arg("fit_batch_size", |a| a.long("probe-batch-size")),
+    mut_arg("select_seed", |a| a.long("select-seed"))
+)]
 pub struct RunConfig {
-    /// Model file or folder; `None`: the default model from the asset catalog.
+    /// Model (GGUF file or Hugging Face folder); default: the default model (fetched,
+    /// verified).
     pub model: Option<PathBuf>,
+    /// Behaviour to remove.
+    #[arg(long, value_enum, default_value_t = Behaviour::Detox)]
     pub behaviour: Behaviour,
     /// Output folder.
+    #[arg(long, default_value = "runs/detox")]
     pub out: PathBuf,
-    /// Labelled TSV (`label<TAB>text`) replacing the behaviour's built-in dataset.
+    /// Labelled TSV (`label<TAB>text`, 1 = undesirable) replacing the behaviour's dataset.
+    #[arg(long)]
     pub data_file: Option<PathBuf>,
-    /// Downsample the larger class (seeded by `seed`), as the paper's balanced Davidson.
+    /// Downsample the larger class (seeded by `seed`), as the paper's balanced Davidson
+    /// (config file only).
+    #[arg(skip = true)]
     pub balance: bool,
     /// Seed of balancing, the probe split and training, prompt sampling and the bootstrap.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Probe point: `final` (the paper), `N` (residual after block N) or `mlp:N`.
-    pub layer: String,
-    /// Probe training: learning rate, epochs, kept epoch (`best`, `last` or a 0-based number).
-    pub lr: f64,
-    pub epochs: usize,
-    #[serde(with = "crate::probe::train::epoch_text")]
-    pub epoch: EpochChoice,
-    /// How the probe is fitted (`paper`, `logistic`, `mean-diff`); a joint probe
-    /// (`layer = "mlp:all"`) needs a closed-form one.
-    pub method: Method,
-    /// Fit on standardised features (see `scalpel probe train --standardize`).
-    pub standardize: bool,
-    /// L2 penalty of the logistic method.
-    pub l2: f64,
-    /// Average this many probes (seeds for the paper method, bootstrap resamples otherwise).
-    pub ensemble: usize,
-    /// The probe vector used: `undesirable` (W[1], the paper) or `diff` (W[1] − W[0]).
-    pub direction: Direction,
-    /// Row ranking: `anti-aligned` (the paper), `activation` (measured), `aligned`, `random`.
-    pub ranking: Ranking,
-    /// Compare rows and direction through the RMSNorm gains.
-    pub norm_aware: bool,
-    /// What α is measured in: `absolute` (the paper), `unit`, `row-norm`, `median-row-norm`.
-    pub scale: Scale,
-    /// Texts are cut to this many tokens for the probe.
-    pub max_tokens: usize,
-    /// α of the edit.
-    pub alpha: f32,
-    /// Rows edited: an exact count (wins when set) or a fraction of all gate rows.
-    pub top_k: Option<usize>,
-    pub fraction: f64,
     /// Seed of the controls (random direction, random rows).
+    #[arg(long, default_value_t = 1)]
     pub control_seed: u64,
-    pub profile: Profile,
-    /// Evaluation overrides (`None`: the profile's value).
-    pub limit: Option<usize>,
-    pub toxigen_per_group: Option<usize>,
-    pub ppl_windows: Option<usize>,
-    pub ppl_window: Option<usize>,
-    pub kl_windows: Option<usize>,
-    pub kl_window: Option<usize>,
-    pub benign_prompts: Option<usize>,
-    pub max_new: Option<usize>,
-    pub batch_size: usize,
-    pub threshold: f64,
-    pub bootstrap: usize,
-    /// Replace the suite list (comma-separated, e.g. `file,ppl,kl`); `None`: the
-    /// behaviour's suites plus `ppl` and `kl`.
-    pub suites: Option<String>,
-    /// Prompt file of the `file` suite (one prompt per line, or `.jsonl`).
-    pub prompts: Option<PathBuf>,
-    /// Read and write the activation and evaluation caches.
+    /// Read and write the activation and evaluation caches (`--no-cache`: do not).
+    #[arg(long = "no-cache", action = clap::ArgAction::SetFalse)]
     pub cache: bool,
-    /// Behaviours to remove next, one after the other, each with a probe trained on the
-    /// model the previous step edited (the paper's "characteristics addition").
+    /// Then remove this behaviour too, on the edited model with a probe trained on it
+    /// (repeatable; `run` only): the paper's "characteristics addition".
+    #[arg(long, value_enum)]
     pub then: Vec<Behaviour>,
-    /// Labelled TSV for the first `then` behaviour (jailbreak has no built-in set).
+    /// Labelled TSV for the first `then` behaviour (jailbreak has no built-in set; config
+    /// file only).
+    #[arg(skip)]
     pub then_data_file: Option<PathBuf>,
-    /// The localisation + edit (`paper`, `value-damp`, `value-gate`, `aura`, `profs`,
-    /// `distributed`; see `surgery::recipes`).
-    pub recipe: Recipe,
-    /// The recipe's strength (`None`: its default, see [`RunConfig::recipe_strength`]).
-    pub strength: Option<f32>,
-    /// Rank of the ProFS subspace.
-    pub profs_rank: usize,
+    /// The localisation + edit and its strength (`recipe`, `strength`, `profs_rank`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub recipe: RecipeSettings,
+    /// `[probe]`: where the probe reads and how it is fitted.
+    #[command(flatten, next_help_heading = "Probe (config table [probe])")]
+    #[serde(deserialize_with = "probe_table")]
+    pub probe: FitOptions,
+    /// `[select]`: which rows are edited.
+    #[command(flatten, next_help_heading = "Selection (config table [select])")]
+    pub select: SelectOptions,
+    /// `[edit]`: how the selected rows change.
+    #[command(flatten, next_help_heading = "Edit (config table [edit])")]
+    pub edit: EditOptions,
+    /// `[eval]`: what the models are measured on, and how much.
+    #[command(flatten, next_help_heading = "Evaluation (config table [eval])")]
+    #[serde(deserialize_with = "eval_table")]
+    pub eval: EvalOptions,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig {
-            model: None,
-            behaviour: Behaviour::Detox,
-            out: PathBuf::from("runs/detox"),
-            data_file: None,
-            balance: true,
-            seed: 0,
-            layer: "final".into(),
-            lr: 1e-4,
-            epochs: 20,
-            // The paper keeps the checkpoint of epoch 9.
-            epoch: EpochChoice::Epoch(9),
-            method: Method::Paper,
-            standardize: false,
-            l2: 1.0,
-            ensemble: 1,
-            direction: Direction::Undesirable,
-            ranking: Ranking::AntiAligned,
-            norm_aware: false,
-            scale: Scale::Absolute,
-            max_tokens: 128,
-            alpha: PAPER_ALPHA,
-            top_k: None,
-            fraction: PAPER_FRACTION,
-            control_seed: 1,
-            profile: Profile::Quick,
-            limit: None,
-            toxigen_per_group: None,
-            ppl_windows: None,
-            ppl_window: None,
-            kl_windows: None,
-            kl_window: None,
-            benign_prompts: None,
-            max_new: None,
-            batch_size: 16,
-            threshold: 0.5,
-            bootstrap: 1000,
-            suites: None,
-            prompts: None,
-            cache: true,
-            then: Vec::new(),
-            then_data_file: None,
-            recipe: Recipe::Paper,
-            strength: None,
-            profs_rank: 2,
-        }
+        crate::settings::defaults()
     }
 }
 
-/// Quick-profile sizes, chosen so that base + edited + two controls finish in under 15
-/// minutes on two cores. Measured per model on the default model: 200 RTP prompts ≈ 60 s,
-/// ToxiGen ≈ 1.8 s per prompt (128 new tokens), a 1024-token perplexity window ≈ 7 s;
-/// ToxiGen is therefore the suite cut hardest (2 per group = 32 prompts).
-pub const QUICK_LIMIT: usize = 200;
-pub const QUICK_TOXIGEN_PER_GROUP: usize = 2;
-pub const QUICK_PPL_WINDOWS: usize = 6;
-pub const QUICK_KL_WINDOWS: usize = 8;
-pub const QUICK_BENIGN_PROMPTS: usize = 16;
+/// A table read over the run's defaults for it, so that a partial table keeps the run's
+/// values (epoch 9, the quick profile) rather than the struct's own. TOML values carry NaN
+/// (which JSON cannot); a JSON `null` (a `None` in summary.json) leaves the default.
+fn over_defaults<'de, D: Deserializer<'de>, T: Serialize + DeserializeOwned>(
+    d: D,
+    defaults: T,
+) -> std::result::Result<T, D::Error> {
+    use serde::de::Error;
+    let given = BTreeMap::<String, Option<toml::Value>>::deserialize(d)?;
+    let mut table = match toml::Value::try_from(defaults).map_err(D::Error::custom)? {
+        toml::Value::Table(t) => t,
+        _ => return Err(D::Error::custom("settings are not a table")),
+    };
+    table.extend(given.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    T::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)
+}
+
+fn probe_table<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<FitOptions, D::Error> {
+    over_defaults(d, RunConfig::default().probe)
+}
+
+fn eval_table<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<EvalOptions, D::Error> {
+    over_defaults(d, RunConfig::default().eval)
+}
 
 impl RunConfig {
-    /// The first suite named by `suites` (the one tables and plots are drawn for), or "" when
-    /// the profile's defaults apply.
+    /// The first suite named by `[eval] suites` (the one tables and plots are drawn for), or
+    /// "" when the behaviour's defaults apply.
     pub fn first_suite(&self) -> String {
-        self.suites
-            .as_deref()
-            .and_then(|l| l.split(',').next())
-            .unwrap_or("")
-            .to_string()
+        let first = self.eval.suites.as_ref().and_then(|s| s.0.first());
+        first.map_or(String::new(), |s| s.name().to_string())
     }
 
-    /// The recipe's strength: the config's, else the published setting (α for the paper,
-    /// full damping for value-damp, half a row norm for value-gate, 1 for AurA and ProFS);
-    /// `distributed` has no default of its own (the pipeline matches the paper edit's total
-    /// change) and gets `None`.
+    /// The recipe's strength: the config's, else the published setting (see
+    /// [`crate::surgery::recipes::Recipe::default_strength`]); `distributed` has no default
+    /// of its own (the pipeline matches the paper edit's total change) and gets `None`.
     pub fn recipe_strength(&self) -> Option<f32> {
-        self.strength.or(match self.recipe {
-            Recipe::Paper => Some(self.alpha),
-            Recipe::ValueDamp | Recipe::Aura | Recipe::Profs => Some(1.0),
-            Recipe::ValueGate => Some(0.5),
-            Recipe::Distributed => None,
-        })
+        self.recipe.strength_or_default(self.edit.alpha)
     }
 
-    /// Reads a TOML file; unknown keys are errors (a typo must not silently do nothing).
-    pub fn from_toml_file(path: &Path) -> Result<RunConfig> {
+    /// Reads a TOML file over the defaults; unknown keys are errors (a typo must not
+    /// silently do nothing). Returns the warnings of an old flat file, one per moved key.
+    pub fn from_toml_file(path: &Path) -> Result<(RunConfig, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
-            let msg = e.to_string().replace('\n', " ");
-            anyhow::anyhow!("config {}: {}", path.display(), msg.trim())
-        })
+        let (cfg, warnings) = RunConfig::from_toml_str(&text)
+            .with_context(|| format!("config {}", path.display()))?;
+        let at = |w: String| format!("config {}: {w}", path.display());
+        Ok((cfg, warnings.into_iter().map(at).collect()))
+    }
+
+    /// [`RunConfig::from_toml_file`] on text (warnings without the file's name).
+    pub fn from_toml_str(text: &str) -> Result<(RunConfig, Vec<String>)> {
+        let one_line =
+            |e: &dyn std::fmt::Display| e.to_string().replace('\n', " ").trim().to_string();
+        let table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+        let (table, warnings) = super::legacy::translate(table)?;
+        let given = serde_json::to_value(&table)?;
+        let cfg = RunConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+        if let Some(key) = unknown_key(&given, &serde_json::to_value(&cfg)?, "") {
+            bail!("unknown key `{key}` (every key: run.example.toml)");
+        }
+        Ok((cfg, warnings))
     }
 
     /// Checks every key before any work starts or any file is written (a NaN α or a
@@ -288,39 +245,25 @@ impl RunConfig {
     /// never). The CLI calls it once the flags are applied; every pipeline entry point calls
     /// it again through `Session::start`.
     pub fn validate(&self) -> Result<()> {
-        let fail = |key: &str, v: &dyn std::fmt::Display, want: &str| -> Result<()> {
-            bail!("config: {key} = {v} is invalid: {want}")
-        };
-        if !self.alpha.is_finite() {
-            fail("alpha", &self.alpha, "must be a finite number")?;
-        }
-        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
-            fail("fraction", &self.fraction, "must be in (0, 1]")?;
-        }
-        if self.top_k == Some(0) {
-            fail("top_k", &0, "must be at least 1")?;
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR) {
-            fail("lr", &self.lr, &format!("must be in (0, {MAX_LR}]"))?;
-        }
-        if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            fail("l2", &self.l2, "must be a finite number >= 0")?;
-        }
+        ensure!(
+            self.edit.alpha.is_finite(),
+            "config [edit]: alpha = {} is invalid: must be a finite number",
+            self.edit.alpha
+        );
+        self.select.count.validate().context("config [select]")?;
+        self.probe.validate().context("config [probe]")?;
         for (key, v) in [
-            ("epochs", self.epochs),
-            ("batch_size", self.batch_size),
-            ("ensemble", self.ensemble),
-            ("max_tokens", self.max_tokens),
-            ("bootstrap", self.bootstrap),
+            ("batch_size", self.eval.batch_size),
+            ("bootstrap", self.eval.bootstrap),
         ] {
-            if v == 0 {
-                fail(key, &v, "must be at least 1")?;
-            }
+            ensure!(
+                v >= 1,
+                "config [eval]: {key} = {v} is invalid: must be at least 1"
+            );
         }
-        self.epoch_choice()?;
-        // The evaluation keys (threshold, windows, limits) are checked by the evaluator's own
-        // validation, on the settings this config resolves to.
-        self.eval_config(None)?.validate().context("config")?;
+        // The other evaluation keys (threshold, windows, limits) are checked by the
+        // evaluator's own validation, on the settings this config resolves to.
+        self.eval_config(None).validate().context("config [eval]")?;
         Ok(())
     }
 
@@ -329,109 +272,131 @@ impl RunConfig {
         Ok(toml::to_string(self)?)
     }
 
-    /// The kept epoch, checked against the number of epochs.
-    pub fn epoch_choice(&self) -> Result<EpochChoice> {
-        if let EpochChoice::Epoch(k) = self.epoch {
-            if k >= self.epochs {
-                bail!(
-                    "epoch {k} does not exist: there are {} (0-based)",
-                    self.epochs
-                );
-            }
-        }
-        Ok(self.epoch)
+    /// The evaluation settings: the behaviour's suites plus `ppl` and `kl` unless the config
+    /// names suites, sized by the profile unless sizes are given.
+    pub fn eval_config(&self, cache_dir: Option<PathBuf>) -> EvalConfig {
+        let mut suites = self.behaviour.spec().suites.to_vec();
+        suites.extend([Suite::Ppl, Suite::Kl]);
+        let cache = if self.cache { cache_dir } else { None };
+        self.eval.config(&suites, self.seed, Precision::F32, cache)
     }
+}
 
-    /// The evaluation settings: the behaviour's suites plus `ppl` and `kl`, sized by the
-    /// profile, with any explicit override applied.
-    pub fn eval_config(&self, cache_dir: Option<PathBuf>) -> Result<EvalConfig> {
-        let quick = self.profile == Profile::Quick;
-        let suites = match &self.suites {
-            Some(list) => parse_suites(list)?,
-            None => {
-                let mut s = self.behaviour.spec().suites.to_vec();
-                s.extend([Suite::Ppl, Suite::Kl]);
-                s
-            }
+/// The first key of `given` (dotted path) that reading did not keep: a key no setting has.
+fn unknown_key(given: &serde_json::Value, read: &serde_json::Value, at: &str) -> Option<String> {
+    let (serde_json::Value::Object(g), serde_json::Value::Object(r)) = (given, read) else {
+        return None;
+    };
+    g.iter().find_map(|(k, v)| {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
         };
-        let d = EvalConfig::default();
-        Ok(EvalConfig {
-            suites,
-            limit: self.limit.or(quick.then_some(QUICK_LIMIT)),
-            max_new: self.max_new,
-            toxigen_per_group: self.toxigen_per_group.unwrap_or(if quick {
-                QUICK_TOXIGEN_PER_GROUP
-            } else {
-                100
-            }),
-            seed: self.seed,
-            batch_size: self.batch_size.max(1),
-            precision: Precision::F32,
-            threshold: self.threshold,
-            ppl_window: self.ppl_window.unwrap_or(d.ppl_window),
-            ppl_windows: self.ppl_windows.or(quick.then_some(QUICK_PPL_WINDOWS)),
-            kl_windows: self.kl_windows.unwrap_or(if quick {
-                QUICK_KL_WINDOWS
-            } else {
-                d.kl_windows
-            }),
-            kl_window: self.kl_window.unwrap_or(d.kl_window),
-            benign_prompts: self.benign_prompts.unwrap_or(if quick {
-                QUICK_BENIGN_PROMPTS
-            } else {
-                d.benign_prompts
-            }),
-            bootstrap_resamples: self.bootstrap,
-            prompt_file: self.prompts.clone(),
-            cache_dir: if self.cache { cache_dir } else { None },
-            ..d
-        })
-    }
+        match r.get(k) {
+            None => Some(path),
+            Some(kept) => unknown_key(v, kept, &path),
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::EpochChoice;
+    use crate::surgery::Count;
+
+    fn read(text: &str) -> RunConfig {
+        RunConfig::from_toml_str(text).unwrap().0
+    }
 
     #[test]
-    fn toml_round_trip_and_unknown_keys() {
-        let c: RunConfig = toml::from_str("alpha = 4.0\nprofile = \"full\"\n").unwrap();
-        assert_eq!(c.alpha, 4.0);
-        assert_eq!(c.profile, Profile::Full);
-        assert_eq!(c.layer, "final");
-        let back: RunConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
-        assert_eq!(back.alpha, 4.0);
-        assert!(toml::from_str::<RunConfig>("alpah = 4.0").is_err());
+    fn tables_round_trip_and_partial_tables_keep_the_run_defaults() {
+        let c = read("[edit]\nalpha = 4.0\n[eval]\nprofile = \"full\"\n[probe]\nlr = 1e-3\n");
+        assert_eq!(c.edit.alpha, 4.0);
+        assert_eq!(c.eval.profile, Profile::Full);
+        assert_eq!(c.probe.lr, 1e-3);
+        // The run keeps the paper's epoch 9 even when [probe] sets something else.
+        assert_eq!(c.probe.epoch, EpochChoice::Epoch(9));
+        assert_eq!(c.probe.layer.to_string(), "final");
+        let back = read(&c.to_toml().unwrap());
+        assert_eq!(back.to_toml().unwrap(), c.to_toml().unwrap());
+        // Direct serde (summary.json) gives the same defaults.
+        let direct: RunConfig = toml::from_str("[probe]\nlr = 1e-3\n").unwrap();
+        assert_eq!(direct.probe.epoch, EpochChoice::Epoch(9));
+        assert_eq!(direct.eval.profile, Profile::Quick);
+        let json = serde_json::to_string(&c).unwrap();
+        let again: RunConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(again.to_toml().unwrap(), c.to_toml().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_spellings_are_refused_when_read() {
+        for (text, want) in [
+            ("alpah = 4.0", "unknown key `alpah`"),
+            ("[edit]\nalpah = 4.0", "alpah"),
+            ("[select]\ncount = { rows = 3, extra = 1 }", "count"),
+            ("[probe]\nlayer = \"mlp:x\"", "\"x\" is not a block number"),
+            (
+                "[probe]\nepoch = \"soon\"",
+                "expected best, last or a 0-based epoch",
+            ),
+            ("[eval]\nsuites = \"rtp,tox\"", "unknown suite"),
+        ] {
+            let err = format!("{:#}", RunConfig::from_toml_str(text).unwrap_err());
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(!err.contains('\n'), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_old_flat_file_reads_as_the_same_settings_with_warnings() {
+        let (old, warnings) = RunConfig::from_toml_str(
+            "alpha = 4.0\nlayer = \"mlp:3\"\nepoch = \"last\"\ntop_k = 7\nsuites = \"rtp,ppl\"\nbatch_size = 8\nseed = 5\n",
+        )
+        .unwrap();
+        let new = read(
+            "seed = 5\n[probe]\nlayer = \"mlp:3\"\nepoch = \"last\"\n[select]\ncount = { rows = 7 }\n[edit]\nalpha = 4.0\n[eval]\nsuites = \"rtp,ppl\"\nbatch_size = 8\n",
+        );
+        assert_eq!(old.to_toml().unwrap(), new.to_toml().unwrap());
+        assert_eq!(old.select.count, Count::Rows(7));
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        for (w, table) in warnings.iter().zip([
+            "[probe]", "[probe]", "[edit]", "[eval]", "[eval]", "[select]",
+        ]) {
+            assert!(w.contains(table), "{w}");
+        }
     }
 
     #[test]
     fn every_bad_key_is_refused_by_validate() {
         assert!(RunConfig::default().validate().is_ok());
         let cases: &[(&str, &str)] = &[
-            ("alpha = nan", "alpha"),
-            ("alpha = inf", "alpha"),
-            ("fraction = 5.0", "fraction"),
-            ("fraction = 0.0", "fraction"),
-            ("fraction = nan", "fraction"),
-            ("top_k = 0", "top_k"),
-            ("epochs = 0", "epochs"),
-            ("batch_size = 0", "batch_size"),
-            ("ensemble = 0", "ensemble"),
-            ("max_tokens = 0", "max_tokens"),
-            ("bootstrap = 0", "bootstrap"),
-            ("lr = nan", "lr"),
-            ("lr = 1e30", "lr"),
-            ("lr = 0.0", "lr"),
-            ("l2 = -1.0", "l2"),
-            ("threshold = 2.0", "threshold"),
-            ("threshold = nan", "threshold"),
-            ("ppl_windows = 0", "--ppl-windows"),
-            ("kl_windows = 0", "--kl-windows"),
-            ("limit = 0", "--limit"),
-            ("epoch = \"30\"", "epoch 30"),
+            ("[edit]\nalpha = nan", "alpha"),
+            ("[edit]\nalpha = inf", "alpha"),
+            ("[select]\ncount = { fraction = 5.0 }", "fraction"),
+            ("[select]\ncount = { fraction = 0.0 }", "fraction"),
+            ("[select]\ncount = { fraction = nan }", "fraction"),
+            ("[select]\ncount = { rows = 0 }", "top_k"),
+            ("[probe]\nepochs = 0", "epochs"),
+            ("[probe]\nbatch_size = 0", "batch_size"),
+            ("[eval]\nbatch_size = 0", "batch_size"),
+            ("[probe]\nensemble = 0", "ensemble"),
+            ("[probe]\nmax_tokens = 0", "max_tokens"),
+            ("[eval]\nbootstrap = 0", "bootstrap"),
+            ("[probe]\nlr = nan", "lr"),
+            ("[probe]\nlr = 1e30", "lr"),
+            ("[probe]\nlr = 0.0", "lr"),
+            ("[probe]\nl2 = -1.0", "l2"),
+            ("[eval]\nthreshold = 2.0", "threshold"),
+            ("[eval]\nthreshold = nan", "threshold"),
+            ("[eval]\nppl_windows = 0", "--ppl-windows"),
+            ("[eval]\nkl_windows = 0", "--kl-windows"),
+            ("[eval]\nlimit = 0", "--limit"),
+            ("[probe]\nepoch = \"30\"", "epoch 30"),
         ];
         for (toml_text, want) in cases {
-            let c: RunConfig = toml::from_str(toml_text).unwrap();
+            let c = read(toml_text);
             let err = format!("{:#}", c.validate().unwrap_err());
             assert!(err.contains(want), "{toml_text}: {err}");
         }
@@ -440,14 +405,14 @@ mod tests {
     #[test]
     fn quick_profile_limits_and_full_does_not() {
         let mut c = RunConfig::default();
-        let q = c.eval_config(None).unwrap();
-        assert_eq!(q.limit, Some(QUICK_LIMIT));
+        let q = c.eval_config(None);
+        assert_eq!(q.limit, Some(crate::eval::options::QUICK_LIMIT));
         assert_eq!(
             q.suites,
             [Suite::Rtp, Suite::Toxigen, Suite::Ppl, Suite::Kl]
         );
-        c.profile = Profile::Full;
-        let f = c.eval_config(None).unwrap();
+        c.eval.profile = Profile::Full;
+        let f = c.eval_config(None);
         assert_eq!(f.limit, None);
         assert_eq!(f.ppl_windows, None);
         assert_eq!(f.toxigen_per_group, 100);

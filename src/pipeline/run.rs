@@ -5,12 +5,12 @@
 use super::config::{Behaviour, Measure, RunConfig};
 use super::plots::{tradeoff_svg, Point};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
-use super::session::{Fit, Inputs, Session, Variant};
+use super::session::{Inputs, Session, Variant};
 use crate::eval::markdown::write_report;
-use crate::eval::{Report, Suite};
+use crate::eval::{Report, Suite, SuiteList};
 use crate::formats::io::write_atomic;
 use crate::surgery::recipes::{Control, Recipe, RecipeOptions};
-use crate::surgery::{Count, EditOptions, Operation, Ranking, SelectOptions};
+use crate::surgery::{Count, Ranking};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -67,54 +67,25 @@ pub struct RunSummary {
 
 /// The edit and the two controls for a config.
 pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
-    let count = cfg.top_k.map_or(Count::Fraction(cfg.fraction), Count::Rows);
-    let select = SelectOptions {
-        count,
-        direction: cfg.direction,
-        ranking: cfg.ranking,
-        norm_aware: cfg.norm_aware,
-        ..SelectOptions::default()
+    let edited = Variant {
+        label: EDITED.into(),
+        fit: cfg.probe.clone(),
+        select: cfg.select.clone(),
+        edit: cfg.edit.clone(),
+        recipe: None,
     };
-    let edit = EditOptions {
-        alpha: cfg.alpha,
-        operation: Operation::Add,
-        random_direction: None,
-        scale: cfg.scale,
+    let mut direction = Variant {
+        label: CONTROL_DIRECTION.into(),
+        ..edited.clone()
     };
-    let fit = Fit::of(cfg);
-    [
-        Variant {
-            label: EDITED.into(),
-            point: cfg.layer.clone(),
-            fit: fit.clone(),
-            select: select.clone(),
-            edit: edit.clone(),
-            recipe: None,
-        },
-        Variant {
-            label: CONTROL_DIRECTION.into(),
-            point: cfg.layer.clone(),
-            fit: fit.clone(),
-            select: select.clone(),
-            edit: EditOptions {
-                random_direction: Some(cfg.control_seed),
-                ..edit.clone()
-            },
-            recipe: None,
-        },
-        Variant {
-            label: CONTROL_ROWS.into(),
-            point: cfg.layer.clone(),
-            fit: fit.clone(),
-            select: SelectOptions {
-                ranking: Ranking::Random,
-                seed: cfg.control_seed,
-                ..select
-            },
-            edit,
-            recipe: None,
-        },
-    ]
+    direction.edit.random_direction = Some(cfg.control_seed);
+    let mut rows = Variant {
+        label: CONTROL_ROWS.into(),
+        ..edited.clone()
+    };
+    rows.select.ranking = Ranking::Random;
+    rows.select.seed = cfg.control_seed;
+    [edited, direction, rows]
 }
 
 /// The config's recipe (not the paper's) and the controls that fit it: the same recipe
@@ -124,11 +95,11 @@ pub fn variants(cfg: &RunConfig) -> [Variant; 3] {
 pub fn recipe_variants(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
     let [base, _, _] = variants(cfg);
     let opts = RecipeOptions {
-        recipe: cfg.recipe,
+        recipe: cfg.recipe.recipe,
         strength: cfg.recipe_strength().unwrap_or(paper_total as f32),
         count: base.select.count,
-        direction: cfg.direction,
-        rank: cfg.profs_rank,
+        direction: cfg.select.direction,
+        rank: cfg.recipe.profs_rank,
         blocks: None,
         control: Control::None,
     };
@@ -147,7 +118,7 @@ pub fn recipe_variants(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
         (CONTROL_ROWS, Control::RandomNeurons(seed)),
     ]
     .into_iter()
-    .filter(|(_, c)| cfg.recipe.has_control(*c))
+    .filter(|(_, c)| cfg.recipe.recipe.has_control(*c))
     .map(|(l, c)| mk(l, c))
     .collect()
 }
@@ -158,7 +129,7 @@ pub fn paper_total_change(
     probe: &crate::probe::Probe,
     cfg: &RunConfig,
 ) -> Result<f64> {
-    let w = probe.direction(cfg.direction);
+    let w = probe.direction(cfg.select.direction);
     let norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     let total: usize = s
         .file
@@ -166,10 +137,11 @@ pub fn paper_total_change(
         .iter()
         .map(|t| t.n_rows)
         .sum();
-    let k = cfg
-        .top_k
-        .unwrap_or_else(|| (cfg.fraction * total as f64).round() as usize);
-    Ok(cfg.alpha.abs() as f64 * norm * (k as f64).sqrt())
+    let k = match cfg.select.count {
+        Count::Rows(k) => k,
+        Count::Fraction(f) => (f * total as f64).round() as usize,
+    };
+    Ok(cfg.edit.alpha.abs() as f64 * norm * (k as f64).sqrt())
 }
 
 /// The base model's part of a comparison report, as a report of its own.
@@ -277,13 +249,13 @@ pub fn run(cfg: RunConfig, inputs: Inputs) -> Result<RunSummary> {
         )
         .as_bytes(),
     )?;
-    let (probe_w, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let (probe_w, probe) = s.probe(&out.join("probes"))?;
     eprintln!(
         "probe at {}: held-out accuracy {:.2} %",
         probe.point,
         100.0 * probe.test_accuracy
     );
-    let vs: Vec<Variant> = match cfg.recipe {
+    let vs: Vec<Variant> = match cfg.recipe.recipe {
         Recipe::Paper => variants(&cfg).to_vec(),
         _ => recipe_variants(&cfg, paper_total_change(&s, &probe_w, &cfg)?),
     };
@@ -380,7 +352,7 @@ pub fn then_config(
     rest: &[Behaviour],
     model: PathBuf,
 ) -> RunConfig {
-    let suites = cfg.suites.clone().unwrap_or_else(|| {
+    let suites = cfg.eval.suites.clone().unwrap_or_else(|| {
         let mut s = next.spec().suites.to_vec();
         for x in cfg.behaviour.spec().suites {
             if !s.contains(x) {
@@ -388,20 +360,21 @@ pub fn then_config(
             }
         }
         s.extend([Suite::Ppl, Suite::Kl]);
-        s.iter().map(|x| x.name()).collect::<Vec<_>>().join(",")
+        SuiteList(s)
     });
     let step = format!("then-{}", next.name());
-    RunConfig {
+    let mut c = RunConfig {
         model: Some(model),
         behaviour: next,
         out: cfg.out.join(step),
         // The first behaviour's data file does not carry over; the next step's may be given.
         data_file: cfg.then_data_file.clone(),
         then_data_file: None,
-        suites: Some(suites),
         then: rest.to_vec(),
         ..cfg.clone()
-    }
+    };
+    c.eval.suites = Some(suites);
+    c
 }
 
 /// `summary.md`.
@@ -415,7 +388,7 @@ pub fn render(s: &RunSummary) -> String {
         s.model.display(),
         s.model_sha256,
         s.scalpel_version,
-        c.profile,
+        c.eval.profile,
         s.wall_secs
     );
     let _ = writeln!(m, "## Verdict\n\n{}\n", s.verdict.text);
@@ -440,12 +413,12 @@ pub fn render(s: &RunSummary) -> String {
         if p.activations_cached { "from the cache" } else { "computed" },
         p.file.display()
     );
-    if c.recipe != Recipe::Paper {
+    if c.recipe.recipe != Recipe::Paper {
         let e = s.rows.get(1).and_then(|r| r.edit.as_ref());
         let _ = writeln!(
             m,
             "## Edit\n\nRecipe `{}` (docs/recipes.md), strength {}, {} neurons changed, ‖change‖ = {:.4}. Its controls: `{CONTROL_DIRECTION}` = the same recipe with a random direction (or subspace) of the same size, `{CONTROL_ROWS}` = the same changes on random neurons, where the recipe has them. The verdict below compares with the base; compare the controls' rows before crediting the recipe.\n",
-            c.recipe.name(),
+            c.recipe.recipe.name(),
             e.map_or(f32::NAN, |e| e.alpha),
             e.map_or(0, |e| e.k),
             e.map_or(f64::NAN, |e| e.delta_norm),
@@ -558,15 +531,18 @@ mod tests {
 
     #[test]
     fn example_config_parses_and_ablations_cover_the_paper() {
-        let c: RunConfig = toml::from_str(include_str!("../../run.example.toml")).unwrap();
-        assert_eq!(c.alpha, 1.08);
+        let (c, warnings) =
+            RunConfig::from_toml_str(include_str!("../../run.example.toml")).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.edit.alpha, 1.08);
         // The example shows exactly the defaults.
-        assert_eq!(
+        let (example, default) = (
             c.to_toml().unwrap(),
-            RunConfig::default().to_toml().unwrap()
+            RunConfig::default().to_toml().unwrap(),
         );
+        assert_eq!(example, default, "{default}");
         let a = crate::pipeline::ablate::ablations(&c, 30);
         assert_eq!(a.len(), 11);
-        assert!(a.iter().any(|v| v.point == "mlp:15"));
+        assert!(a.iter().any(|v| v.fit.layer.to_string() == "mlp:15"));
     }
 }

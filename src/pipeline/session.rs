@@ -9,9 +9,10 @@ use crate::data::{self, BuiltinOptions, Dataset};
 use crate::eval::markdown::write_report;
 use crate::eval::suites::{fingerprint, preflight, Scorers};
 use crate::eval::{run_suites, EvalConfig, Report, Subject};
+use crate::probe::meta::DIRECTION_NOTE;
 use crate::probe::{
     self, collect, mlp_blocks, parse_points, point_name, Activations, CollectOptions, CollectStats,
-    Method, Pool, Probe,
+    FitOptions, Pool, Probe, ProbeMeta, TrainOptions,
 };
 use crate::progress::{stage, Stage};
 use crate::runtime::{LoadOptions, Model, Point, Precision};
@@ -40,57 +41,13 @@ pub struct Inputs<'a> {
 pub struct Variant {
     /// Label in tables and folder name under the output folder.
     pub label: String,
-    /// Probe point (`final`, `mlp:N`, `N`; `mlp:all` for a joint probe).
-    pub point: String,
-    /// How the probe is fitted.
-    pub fit: Fit,
+    /// The probe: its point (`final`, `mlp:N`, …; `mlp:all` for a joint probe) and fit.
+    pub fit: FitOptions,
     pub select: SelectOptions,
     pub edit: EditOptions,
     /// A recipe replacing `select` + `edit` (`None`: the paper's selection and edit as set
-    /// there; the probe still comes from `point` and `fit`).
+    /// there; the probe still comes from `fit`).
     pub recipe: Option<RecipeOptions>,
-}
-
-/// How a probe is fitted (the rest of its options come from the config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fit {
-    pub method: Method,
-    pub standardize: bool,
-    pub l2: f64,
-    /// Probes averaged (1: one).
-    pub ensemble: usize,
-}
-
-impl Fit {
-    /// The config's fit.
-    pub fn of(cfg: &RunConfig) -> Fit {
-        Fit {
-            method: cfg.method,
-            standardize: cfg.standardize,
-            l2: cfg.l2,
-            ensemble: cfg.ensemble,
-        }
-    }
-
-    /// A short tag for file names and cache keys (`paper`, `logistic-std-l2_100`); the
-    /// paper's fit has no suffix in file names.
-    pub fn tag(&self) -> String {
-        let m = serde_json::to_value(self.method)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        let mut t = m;
-        if self.standardize {
-            t.push_str("-std");
-        }
-        if self.method == Method::Logistic {
-            t.push_str(&format!("-l2_{}", self.l2));
-        }
-        if self.ensemble > 1 {
-            t.push_str(&format!("-x{}", self.ensemble));
-        }
-        t
-    }
 }
 
 /// A base model with its probes and evaluation settings.
@@ -178,16 +135,21 @@ impl<'a> Session<'a> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.out)
             .with_context(|| format!("creating {}", cfg.out.display()))?;
-        let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")))?;
+        let eval = cfg.eval_config(Some(inputs.fetch.cache_dir.join("eval")));
         Session::open(cfg, inputs, eval)
     }
 
-    /// Mean-pooled states of the probe dataset at `points` (through the activation cache).
-    fn collect(&self, points: Vec<Point>) -> Result<(Vec<Activations>, CollectStats)> {
+    /// Mean-pooled states of the probe dataset at `points`, texts cut to `max_tokens`
+    /// (through the activation cache).
+    fn collect_at(
+        &self,
+        points: Vec<Point>,
+        max_tokens: usize,
+    ) -> Result<(Vec<Activations>, CollectStats)> {
         let opts = CollectOptions {
             points,
             pool: Pool::Mean,
-            max_tokens: self.cfg.max_tokens,
+            max_tokens,
             batch_size: 16,
             cache_dir: self.cfg.cache.then(|| self.fetch.cache_dir.clone()),
             progress: true,
@@ -196,102 +158,80 @@ impl<'a> Session<'a> {
         collect(&self.base, &self.dataset, &opts)
     }
 
+    /// [`Session::collect_at`] with the config's token limit.
+    fn collect(&self, points: Vec<Point>) -> Result<(Vec<Activations>, CollectStats)> {
+        self.collect_at(points, self.cfg.probe.max_tokens)
+    }
+
     /// The probe dataset's labels.
     fn labels(&self) -> Vec<u8> {
         self.dataset.items.iter().map(|(_, l)| *l).collect()
     }
 
-    /// The probe at `point` with the config's fit (see [`Session::probe_with`]).
-    pub fn probe(&mut self, point: &str, dir: &Path) -> Result<(Probe, ProbeInfo)> {
-        let fit = Fit::of(&self.cfg);
-        self.probe_with(point, &fit, dir)
+    /// The probe of the config's `[probe]` settings (see [`Session::probe_with`]).
+    pub fn probe(&mut self, dir: &Path) -> Result<(Probe, ProbeInfo)> {
+        let fit = self.cfg.probe.clone();
+        self.probe_with(&fit, dir)
     }
 
-    /// The probe at `point` fitted as `fit`, trained on first use and saved to `dir`. Several
-    /// MLP-input points (`mlp:all`) give one joint probe over those blocks.
-    pub fn probe_with(&mut self, point: &str, fit: &Fit, dir: &Path) -> Result<(Probe, ProbeInfo)> {
-        let key = format!("{point}|{}", fit.tag());
+    /// The probe `fit` describes, trained on first use and saved to `dir`. Several MLP-input
+    /// points (`mlp:all`) give one joint probe over those blocks.
+    pub fn probe_with(&mut self, fit: &FitOptions, dir: &Path) -> Result<(Probe, ProbeInfo)> {
+        let key = serde_json::to_string(fit)?;
         if let Some(p) = self.probes.get(&key) {
             return Ok(p.clone());
         }
-        let points = parse_points(point, self.base.config().num_layers)?;
-        let blocks = (points.len() > 1).then(|| mlp_blocks(&points)).flatten();
-        if points.len() > 1 && blocks.is_none() {
-            bail!("probe point {point:?}: several points make a joint probe, which reads MLP inputs only");
+        let points = fit.layer.points(self.base.config().num_layers)?;
+        let joint = points.len() > 1;
+        if joint && mlp_blocks(&points).is_none() {
+            bail!(
+                "probe point {:?}: several points make a joint probe, which reads MLP inputs only",
+                fit.layer.to_string()
+            );
         }
-        let (acts, stats) = self.collect(points)?;
-        let labels = self.labels();
-        let topts = probe::TrainOptions {
-            method: fit.method,
-            standardize: fit.standardize,
-            l2: fit.l2,
-            ensemble: fit.ensemble,
-            seed: self.cfg.seed,
-            lr: self.cfg.lr,
-            epochs: self.cfg.epochs,
-            epoch: self.cfg.epoch_choice()?,
-            ..probe::TrainOptions::default()
+        let (acts, stats) = self.collect_at(points, fit.max_tokens)?;
+        let meta = ProbeMeta {
+            model: Some(self.model_path.display().to_string()),
+            model_sha256: Some(self.model_sha256.clone()),
+            precision: Some("f32".into()),
+            // A joint probe is named as the config spells it (`mlp:all`).
+            point: joint.then(|| fit.layer.to_string()),
+            pool: Some(Pool::Mean),
+            max_tokens: Some(fit.max_tokens),
+            dataset: Some(self.dataset.name.clone()),
+            dataset_sha256: Some(self.dataset.content_hash()),
+            balanced: Some(self.cfg.balance),
+            seed: Some(self.cfg.seed),
+            direction: Some(DIRECTION_NOTE.into()),
+            ..ProbeMeta::default()
         };
-        let act = &acts[0];
-        let timed = stage(Stage::Training, point.to_string());
-        let t = match &blocks {
-            None => probe::train(&act.data, &labels, act.d, &topts),
-            Some(_) => {
-                let xs: Vec<&[f32]> = acts.iter().map(|a| &a.data[..]).collect();
-                probe::train_joint(&xs, &labels, act.d, &topts)
-            }
-        }
-        .with_context(|| format!("training the probe at {point}"))?;
+        let timed = stage(Stage::Training, fit.layer.to_string());
+        let opts = TrainOptions::new(fit.clone(), self.cfg.seed);
+        let f = probe::fit(&acts, &self.labels(), &opts, meta, joint)?;
         drop(timed);
-        let name = match &blocks {
-            None => point_name(act.point),
-            Some(_) => point.to_string(),
-        };
-        let meta = BTreeMap::from([
-            ("model".to_string(), self.model_path.display().to_string()),
-            ("model_sha256".into(), self.model_sha256.clone()),
-            ("precision".into(), "f32".into()),
-            ("point".into(), name.clone()),
-            ("pool".into(), "mean".into()),
-            ("max_tokens".into(), self.cfg.max_tokens.to_string()),
-            ("dataset".into(), self.dataset.name.clone()),
-            ("dataset_sha256".into(), self.dataset.content_hash()),
-            ("balanced".into(), self.cfg.balance.to_string()),
-            ("seed".into(), self.cfg.seed.to_string()),
-            (
-                "train_options".into(),
-                serde_json::to_string(&t.report.options)?,
-            ),
-            (
-                "direction".into(),
-                "row 1 of weight = class 1 = undesirable; the edit uses W[1]".into(),
-            ),
-        ]);
-        let mut meta = meta;
-        if let Some(b) = &blocks {
-            meta.insert("blocks".into(), Probe::blocks_meta(b));
-        }
-        let probe = Probe::new(t.weight.clone(), t.bias, meta)?;
+        let probe = f.probe()?;
+        let name = f.meta.point.clone().unwrap_or_default();
         let stem = match fit.tag().as_str() {
             "paper" => format!("probe.{}", name.replace(':', "")),
             tag => format!("probe.{}.{tag}", name.replace(':', "")),
         };
         let file = dir.join(format!("{stem}.safetensors"));
         probe.save(&file)?;
+        let r = &f.report;
         let info = ProbeInfo {
             point: name,
             file: file.clone(),
             dataset: self.dataset.name.clone(),
             texts: self.dataset.items.len(),
-            test_accuracy: t.report.test.accuracy,
-            test_roc_auc: t.report.test.roc_auc,
-            train_accuracy: t.report.train.accuracy,
-            chosen_epoch: t.report.chosen_epoch,
+            test_accuracy: r.test.accuracy,
+            test_roc_auc: r.test.roc_auc,
+            train_accuracy: r.train.accuracy,
+            chosen_epoch: r.chosen_epoch,
             activations_cached: stats.computed_points == 0,
         };
         crate::formats::io::write_atomic(
             &dir.join(format!("{stem}.json")),
-            serde_json::to_string_pretty(&serde_json::json!({"info": info, "report": t.report}))?
+            serde_json::to_string_pretty(&serde_json::json!({"info": info, "report": r}))?
                 .as_bytes(),
         )?;
         self.probes.insert(key.clone(), (probe, info));
@@ -384,7 +324,7 @@ impl<'a> Session<'a> {
     pub fn variant(&mut self, v: &Variant, dir: &Path, keep_model: bool) -> Result<(Row, Report)> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let probes_dir = self.cfg.out.join("probes");
-        let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
+        let (probe, _) = self.probe_with(&v.fit, &probes_dir)?;
         let timed = stage(Stage::Edit, v.label.clone());
         let (plan, k, total_rows, record) = self.plan(&probe, v)?;
         crate::formats::io::write_atomic(
@@ -424,12 +364,12 @@ impl<'a> Session<'a> {
         if !keep_model {
             remove_model(&model_out)?;
         }
-        let points = parse_points(&v.point, self.base.config().num_layers)?;
+        let points = v.fit.layer.points(self.base.config().num_layers)?;
         let info = EditInfo {
             point: if points.len() == 1 {
                 point_name(points[0])
             } else {
-                v.point.clone()
+                v.fit.layer.to_string()
             },
             alpha: v.recipe.as_ref().map_or(v.edit.alpha, |r| r.strength),
             k,
@@ -478,7 +418,7 @@ impl<'a> Session<'a> {
                 &self.base,
                 &self.file,
                 &texts,
-                self.cfg.max_tokens,
+                self.cfg.probe.max_tokens,
                 16,
             )?);
         }
@@ -531,7 +471,7 @@ impl<'a> Session<'a> {
     /// ship); returns the stored error norm against the intended change.
     pub fn write_requantised(&mut self, v: &Variant, out: &Path) -> Result<f64> {
         let probes_dir = self.cfg.out.join("probes");
-        let (probe, _) = self.probe_with(&v.point, &v.fit, &probes_dir)?;
+        let (probe, _) = self.probe_with(&v.fit, &probes_dir)?;
         let (plan, ..) = self.plan(&probe, v)?;
         let w = write_edited(
             &self.file,

@@ -7,7 +7,9 @@ use super::plots::{pareto_front, tradeoff_svg};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
 use super::run::{base_report, points, variants};
 use super::session::{Inputs, Session};
+use crate::eval::{Suite, SuiteList};
 use crate::formats::io::write_atomic;
+use crate::surgery::Count;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -82,9 +84,9 @@ pub fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
 
 /// The behaviour's first suite plus `ppl` and `kl`, unless the config names suites.
 pub fn quick_suites(cfg: &mut RunConfig) {
-    if cfg.suites.is_none() {
+    if cfg.eval.suites.is_none() {
         let first = cfg.behaviour.spec().suites[0];
-        cfg.suites = Some(format!("{first},ppl,kl"));
+        cfg.eval.suites = Some(SuiteList(vec![first, Suite::Ppl, Suite::Kl]));
     }
 }
 
@@ -95,16 +97,13 @@ pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<
     quick_suites(&mut cfg);
     let out = cfg.out.clone();
     let mut s = Session::start(cfg.clone(), inputs)?;
-    let (_, probe) = s.probe(&cfg.layer, &out.join("probes"))?;
+    let (_, probe) = s.probe(&out.join("probes"))?;
     let mut rows: Vec<Row> = Vec::new();
     for &f in &grid.fractions {
         for &a in &grid.alphas {
-            let c = RunConfig {
-                alpha: a,
-                fraction: f,
-                top_k: None,
-                ..cfg.clone()
-            };
+            let mut c = cfg.clone();
+            c.edit.alpha = a;
+            c.select.count = Count::Fraction(f);
             let tag = format!("a{a}-k{:.2}%", 100.0 * f);
             let vs = variants(&c);
             let n = if grid.controls { 3 } else { 1 };

@@ -24,7 +24,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// How the states of a text's tokens become one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pool {
     /// Mean over the real tokens, BOS included when the tokenizer adds it (the paper).
@@ -53,43 +63,10 @@ pub fn point_name(p: Point) -> String {
     }
 }
 
-/// Parses `final`, `N` or `residual:N` (residual after block N), `mlp:N` (MLP input of block
-/// N) or `mlp:all` (every block's MLP input), or a comma-separated list of these, checking N
-/// against the model's block count.
+/// Parses a [`super::Layer`] spelling (`final`, `N` / `residual:N`, `mlp:N`, `mlp:all`, or
+/// a comma-separated list) and resolves it against the model's block count.
 pub fn parse_points(s: &str, num_layers: usize) -> Result<Vec<Point>> {
-    let mut points = Vec::new();
-    for part in s.split(',') {
-        for p in parse_one(part.trim(), num_layers)? {
-            if !points.contains(&p) {
-                points.push(p);
-            }
-        }
-    }
-    Ok(points)
-}
-
-fn parse_one(s: &str, num_layers: usize) -> Result<Vec<Point>> {
-    let block = |n: &str| -> Result<usize> {
-        let i: usize = n
-            .parse()
-            .with_context(|| format!("--layer {s:?}: {n:?} is not a block number"))?;
-        ensure!(
-            i < num_layers,
-            "--layer {s:?}: block {i} does not exist (the model has blocks 0..={})",
-            num_layers.saturating_sub(1)
-        );
-        Ok(i)
-    };
-    Ok(match s {
-        "final" => vec![Point::FinalNorm],
-        "mlp:all" => (0..num_layers).map(Point::MlpInput).collect(),
-        _ => match s.split_once(':') {
-            Some(("mlp", n)) => vec![Point::MlpInput(block(n)?)],
-            Some(("residual", n)) => vec![Point::Residual(block(n)?)],
-            Some(_) => bail!("--layer {s:?}: expected final, N, residual:N, mlp:N or mlp:all"),
-            None => vec![Point::Residual(block(s)?)],
-        },
-    })
+    s.parse::<super::Layer>()?.points(num_layers)
 }
 
 /// Options of [`collect`].

@@ -17,20 +17,21 @@
 //! probe file need nothing new besides the list of blocks.
 
 use super::metrics::metrics;
-use super::train::{fit_binary, split_indices, Method, TrainOptions, TrainReport, Trained};
+use super::options::{FitOptions, Method};
+use super::train::{fit_binary, split_indices, TrainOptions, TrainReport, Trained};
 use anyhow::{ensure, Context, Result};
 
 /// L2 penalty of the stacker (over L block scores, thousands of examples: barely binding).
 const STACK_L2: f64 = 1.0;
 
 /// Fits the stacked probe on `blocks[i]` (`n × d` pooled MLP inputs of one block each).
-/// `opts.method` must be a closed-form one; the same split as [`super::train`] for the seed.
+/// `opts.fit.method` must be a closed-form one; the same split as [`super::train`] for the seed.
 pub fn train_joint(blocks: &[&[f32]], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Trained> {
     ensure!(!blocks.is_empty(), "a joint probe needs at least one block");
     ensure!(
-        matches!(opts.method, Method::Logistic | Method::MeanDiff),
+        matches!(opts.fit.method, Method::Logistic | Method::MeanDiff),
         "a joint probe is fitted with --method logistic (or mean-diff), not {:?}",
-        opts.method
+        opts.fit.method
     );
     opts.validate()?;
     for (i, x) in blocks.iter().enumerate() {
@@ -69,9 +70,12 @@ pub fn train_joint(blocks: &[&[f32]], y: &[u8], d: usize, opts: &TrainOptions) -
         }
     }
     let stack_opts = TrainOptions {
-        method: Method::Logistic,
-        l2: STACK_L2,
-        standardize: false,
+        fit: FitOptions {
+            method: Method::Logistic,
+            l2: STACK_L2,
+            standardize: false,
+            ..opts.fit.clone()
+        },
         ..opts.clone()
     };
     let (a, c0) = fit_binary(&stack_x, y, l, &half_b, &stack_opts).context("the stacker")?;
@@ -139,11 +143,14 @@ mod tests {
                 x1[i * d + k] = gauss();
             }
         }
-        let opts = TrainOptions {
-            method: Method::Logistic,
-            standardize: true,
-            ..TrainOptions::default()
-        };
+        let opts = TrainOptions::new(
+            FitOptions {
+                method: Method::Logistic,
+                standardize: true,
+                ..FitOptions::default()
+            },
+            0,
+        );
         let t = train_joint(&[&x0, &x1], &y, d, &opts).unwrap();
         assert!(t.report.test.accuracy > 0.85, "{}", t.report.test.accuracy);
         let half = &t.weight[2 * d..];
@@ -158,10 +165,13 @@ mod tests {
             &[&x0],
             &y,
             d,
-            &TrainOptions {
-                method: Method::Paper,
-                ..opts
-            }
+            &TrainOptions::new(
+                FitOptions {
+                    method: Method::Paper,
+                    ..opts.fit
+                },
+                0
+            )
         )
         .is_err());
     }

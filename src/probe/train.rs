@@ -13,132 +13,63 @@
 use super::linear::{sigmoid, Data, Linear2};
 use super::logistic::fit_logistic;
 use super::metrics::{metrics, Metrics};
+use super::options::{EpochChoice, FitOptions, Method};
 use super::standardize::Standardizer;
 use crate::data::SplitMix64;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
-/// How to fit the probe.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// The paper: `softmax(W h + b)`, cross-entropy, Adam, mini-batches, a chosen epoch.
-    #[default]
-    Paper,
-    /// `w = μ1 − μ0` (training means), threshold at the midpoint, scale fitted by 1-D
-    /// logistic regression so probabilities are calibrated.
-    MeanDiff,
-    /// L2-regularised logistic regression solved exactly by Newton's method (IRLS).
-    Logistic,
-}
-
-/// Which epoch's weights the paper method keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EpochChoice {
-    /// The epoch with the lowest loss on the held-out split. That split is then used both to
-    /// choose and to report, so its accuracy is slightly optimistic (as the paper's).
-    #[default]
-    BestHeldOut,
-    /// The last epoch.
-    Last,
-    /// Epoch `k`, **0-based** as in a Python `for epoch in range(20)` loop: epoch `k` is the
-    /// state after `k + 1` passes over the training split, so `Epoch(9)` (the paper's
-    /// "epoch 9") is after 10 passes and `Epoch(19)` equals `Last` for 20 epochs.
-    Epoch(usize),
-}
-
-impl std::str::FromStr for EpochChoice {
-    type Err = anyhow::Error;
-
-    /// `best`, `last` or a 0-based epoch number (the spelling of config files and flags).
-    fn from_str(s: &str) -> Result<EpochChoice> {
-        Ok(match s {
-            "best" => EpochChoice::BestHeldOut,
-            "last" => EpochChoice::Last,
-            n => EpochChoice::Epoch(n.parse().map_err(|_| {
-                anyhow::anyhow!("epoch {n:?}: expected best, last or a 0-based epoch number")
-            })?),
-        })
-    }
-}
-
-impl std::fmt::Display for EpochChoice {
-    /// The spelling [`std::str::FromStr`] reads.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EpochChoice::BestHeldOut => f.write_str("best"),
-            EpochChoice::Last => f.write_str("last"),
-            EpochChoice::Epoch(k) => write!(f, "{k}"),
-        }
-    }
-}
-
-/// Serde as the text spelling (`"best"`, `"last"`, `"9"`), for config files; reports keep
-/// the derived form.
-pub mod epoch_text {
-    use super::EpochChoice;
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    /// Writes the spelling.
-    pub fn serialize<S: Serializer>(e: &EpochChoice, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(e)
-    }
-
-    /// Reads the spelling, failing with what was expected.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EpochChoice, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
-    }
-}
-
-/// Training hyper-parameters; the defaults are the paper's.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What [`train`] is given: the fit settings, the seed and the held-out fraction.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Fitting method.
-    pub method: Method,
+    /// Method, epochs, learning rate, … (the `[probe]` settings).
+    pub fit: FitOptions,
     /// Seed of the split, the initialisation and the mini-batch order.
     pub seed: u64,
     /// Fraction of each class held out (stratified).
     pub test_fraction: f64,
-    /// Adam learning rate (paper method).
-    pub lr: f64,
-    /// Mini-batch size (paper method).
-    pub batch_size: usize,
-    /// Number of epochs (paper method).
-    pub epochs: usize,
-    /// Which epoch to keep (paper method).
-    pub epoch: EpochChoice,
-    /// L2 penalty λ of the logistic method: `λ/2 ‖w‖²` is added to the *summed* cross-entropy
-    /// (the intercept is not penalised).
-    pub l2: f64,
-    /// Fit on features standardised per dimension (training-split mean and standard
-    /// deviation), then map the weights back to raw features. RMSNorm outputs have a few
-    /// dimensions hundreds of times larger than the rest; without this an L2 penalty (or
-    /// Adam's step) treats those dimensions as the whole state.
-    pub standardize: bool,
-    /// Average this many probes (at least 1). The paper method varies the seed of the
-    /// initialisation and batch order; the closed-form methods refit on bootstrap resamples
-    /// of the training split. Two probes of equal accuracy can point 38° apart; the average
-    /// keeps what they share.
-    pub ensemble: usize,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            method: Method::Paper,
+            fit: FitOptions::default(),
             seed: 0,
             test_fraction: 0.1,
-            lr: 1e-4,
-            batch_size: 16,
-            epochs: 20,
-            epoch: EpochChoice::BestHeldOut,
-            l2: 1.0,
-            standardize: false,
-            ensemble: 1,
         }
+    }
+}
+
+impl TrainOptions {
+    /// The options for `fit` with `seed` and the usual 10 % held out.
+    pub fn new(fit: FitOptions, seed: u64) -> TrainOptions {
+        TrainOptions {
+            fit,
+            seed,
+            ..TrainOptions::default()
+        }
+    }
+}
+
+impl Serialize for TrainOptions {
+    /// The flat record probe files (`train_options`) and training reports have always held,
+    /// in its order and with the epoch as `"best-held-out"` / `{"epoch": 9}`, so that files
+    /// written before the fit settings had a struct of their own read the same.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let f = &self.fit;
+        let mut r = s.serialize_struct("TrainOptions", 10)?;
+        r.serialize_field("method", &f.method)?;
+        r.serialize_field("seed", &self.seed)?;
+        r.serialize_field("test_fraction", &self.test_fraction)?;
+        r.serialize_field("lr", &f.lr)?;
+        r.serialize_field("batch_size", &f.batch_size)?;
+        r.serialize_field("epochs", &f.epochs)?;
+        r.serialize_field("epoch", &f.epoch)?;
+        r.serialize_field("l2", &f.l2)?;
+        r.serialize_field("standardize", &f.standardize)?;
+        r.serialize_field("ensemble", &f.ensemble)?;
+        r.end()
     }
 }
 
@@ -231,38 +162,16 @@ pub fn split_indices(y: &[u8], seed: u64, fraction: f64) -> (Vec<usize>, Vec<usi
     (train, test)
 }
 
-/// Largest accepted learning rate (the paper's is 1e-4; at 1e30 the weights reach ~1e30).
-pub const MAX_LR: f64 = 1.0;
-
 impl TrainOptions {
     /// Refuses settings that would train nothing or diverge: checked before any activation
     /// is collected.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR,
-            "learning rate {} must be in (0, {MAX_LR}]",
-            self.lr
-        );
-        ensure!(
-            self.l2.is_finite() && self.l2 >= 0.0,
-            "L2 penalty {} must be a finite number >= 0",
-            self.l2
-        );
-        ensure!(self.epochs >= 1, "epochs must be at least 1");
-        ensure!(self.batch_size >= 1, "batch size must be at least 1");
-        ensure!(self.ensemble >= 1, "ensemble must be at least 1");
+        self.fit.validate()?;
         ensure!(
             self.test_fraction > 0.0 && self.test_fraction < 1.0,
             "held-out fraction {} must be in (0, 1)",
             self.test_fraction
         );
-        if let EpochChoice::Epoch(k) = self.epoch {
-            ensure!(
-                k < self.epochs,
-                "epoch {k} does not exist: epochs are 0-based and there are {}",
-                self.epochs
-            );
-        }
         Ok(())
     }
 }
@@ -297,17 +206,17 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
         "the training split has only one class ({} examples); use more data or a smaller held-out fraction",
         tr.len()
     );
-    let (fit_x, scale) = Standardizer::prepare(x, d, &tr, opts.standardize);
+    let (fit_x, scale) = Standardizer::prepare(x, d, &tr, opts.fit.standardize);
     let data = Data { x: &fit_x, y, d };
     let (mut lin, chosen, epochs) = fit_member(&data, &tr, &te, opts)?;
-    if opts.ensemble > 1 {
-        for k in 1..opts.ensemble {
+    if opts.fit.ensemble > 1 {
+        for k in 1..opts.fit.ensemble {
             let mut rng = SplitMix64::new(opts.seed ^ (0xb007_u64 << 32) ^ k as u64);
             let member_opts = TrainOptions {
                 seed: opts.seed.wrapping_add(k as u64),
                 ..opts.clone()
             };
-            let member_tr: Vec<usize> = match opts.method {
+            let member_tr: Vec<usize> = match opts.fit.method {
                 Method::Paper => tr.clone(),
                 _ => (0..tr.len()).map(|_| tr[rng.below(tr.len())]).collect(),
             };
@@ -315,7 +224,7 @@ pub fn train(x: &[f32], y: &[u8], d: usize, opts: &TrainOptions) -> Result<Train
             lin.w.iter_mut().zip(&m.w).for_each(|(a, b)| *a += b);
             lin.b.iter_mut().zip(&m.b).for_each(|(a, b)| *a += b);
         }
-        let n = opts.ensemble as f64;
+        let n = opts.fit.ensemble as f64;
         lin.w.iter_mut().for_each(|a| *a /= n);
         lin.b.iter_mut().for_each(|a| *a /= n);
     }
@@ -355,20 +264,20 @@ fn fit_member(
     te: &[usize],
     opts: &TrainOptions,
 ) -> Result<(Linear2, Option<usize>, Vec<EpochLog>)> {
-    Ok(match opts.method {
+    Ok(match opts.fit.method {
         Method::Paper => {
-            ensure!(opts.epochs > 0, "--epochs must be at least 1");
-            ensure!(opts.batch_size > 0, "batch size must be at least 1");
+            ensure!(opts.fit.epochs > 0, "--epochs must be at least 1");
+            ensure!(opts.fit.batch_size > 0, "batch size must be at least 1");
             ensure!(
-                opts.lr > 0.0 && opts.lr.is_finite(),
+                opts.fit.lr > 0.0 && opts.fit.lr.is_finite(),
                 "learning rate must be positive"
             );
-            if let EpochChoice::Epoch(k) = opts.epoch {
+            if let EpochChoice::Epoch(k) = opts.fit.epoch {
                 ensure!(
-                    k < opts.epochs,
+                    k < opts.fit.epochs,
                     "epoch {k} does not exist: epochs are 0-based and there are {} (0..={})",
-                    opts.epochs,
-                    opts.epochs - 1
+                    opts.fit.epochs,
+                    opts.fit.epochs - 1
                 );
             }
             let (lin, chosen, log) = fit_paper(data, tr, te, opts);
@@ -383,7 +292,7 @@ fn fit_member(
 }
 
 /// A closed-form binary fit (`w·h + c`, raw features) on the rows `idx` of `x` (`n × d`):
-/// the mean-difference or logistic method, standardised first when `opts.standardize`.
+/// the mean-difference or logistic method, standardised first when `opts.fit.standardize`.
 /// The building block of the joint probe.
 pub(crate) fn fit_binary(
     x: &[f32],
@@ -392,7 +301,7 @@ pub(crate) fn fit_binary(
     idx: &[usize],
     opts: &TrainOptions,
 ) -> Result<(Vec<f64>, f64)> {
-    let (fit_x, scale) = Standardizer::prepare(x, d, idx, opts.standardize);
+    let (fit_x, scale) = Standardizer::prepare(x, d, idx, opts.fit.standardize);
     let (w, c) = fit_closed(&Data { x: &fit_x, y, d }, idx, opts)?;
     Ok(match scale {
         Some(sc) => sc.unscale_binary(&w, c),
@@ -402,11 +311,11 @@ pub(crate) fn fit_binary(
 
 /// The closed-form methods' binary fit `(w, c)` on the rows `idx` of `data` as given.
 fn fit_closed(data: &Data, idx: &[usize], opts: &TrainOptions) -> Result<(Vec<f64>, f64)> {
-    Ok(match opts.method {
+    Ok(match opts.fit.method {
         Method::MeanDiff => fit_mean_diff(data, idx),
         Method::Logistic => {
-            ensure!(opts.l2 >= 0.0, "the L2 penalty must not be negative");
-            fit_logistic(data, idx, opts.l2)?
+            ensure!(opts.fit.l2 >= 0.0, "the L2 penalty must not be negative");
+            fit_logistic(data, idx, opts.fit.l2)?
         }
         Method::Paper => bail!("a closed-form fit needs --method logistic or mean-diff"),
     })
@@ -450,11 +359,11 @@ fn fit_paper(
     let mut step = 0i32;
     let mut order = tr.to_vec();
     let mut grad = vec![0f64; np];
-    let mut log = Vec::with_capacity(opts.epochs);
-    let mut snapshots = Vec::with_capacity(opts.epochs);
-    for epoch in 0..opts.epochs {
+    let mut log = Vec::with_capacity(opts.fit.epochs);
+    let mut snapshots = Vec::with_capacity(opts.fit.epochs);
+    for epoch in 0..opts.fit.epochs {
         rng.shuffle(&mut order);
-        for batch in order.chunks(opts.batch_size) {
+        for batch in order.chunks(opts.fit.batch_size) {
             grad.iter_mut().for_each(|g| *g = 0.0);
             for &i in batch {
                 let h = data.row(i);
@@ -474,7 +383,7 @@ fn fit_paper(
                 let g = grad[j] * scale;
                 m[j] = b1 * m[j] + (1.0 - b1) * g;
                 v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                let delta = opts.lr * (m[j] / c1) / ((v[j] / c2).sqrt() + eps);
+                let delta = opts.fit.lr * (m[j] / c1) / ((v[j] / c2).sqrt() + eps);
                 if j < 2 * d {
                     lin.w[j] -= delta;
                 } else {
@@ -493,11 +402,11 @@ fn fit_paper(
         });
         snapshots.push(lin.clone());
     }
-    let chosen = match opts.epoch {
-        EpochChoice::Last => opts.epochs - 1,
+    let chosen = match opts.fit.epoch {
+        EpochChoice::Last => opts.fit.epochs - 1,
         EpochChoice::Epoch(k) => k,
         // Without a held-out split there is nothing to choose by: keep the last epoch.
-        EpochChoice::BestHeldOut if te.is_empty() => opts.epochs - 1,
+        EpochChoice::BestHeldOut if te.is_empty() => opts.fit.epochs - 1,
         EpochChoice::BestHeldOut => (0..log.len())
             .min_by(|&a, &b| log[a].test_loss.total_cmp(&log[b].test_loss))
             .expect("at least one epoch"),

@@ -1,5 +1,10 @@
 use super::*;
 
+/// Training options with `f` as the fit settings (seed 0, 10 % held out).
+fn fit(f: FitOptions) -> TrainOptions {
+    TrainOptions::new(f, 0)
+}
+
 /// Gaussian clusters in `d` dimensions: class c has mean `(c − ½)·sep·u + offset`, unit
 /// isotropic noise, where `u` is a random unit vector (returned).
 fn clusters(n: usize, d: usize, sep: f64, seed: u64) -> (Vec<f32>, Vec<u8>, Vec<f64>) {
@@ -44,11 +49,11 @@ fn every_method_recovers_a_planted_direction() {
     for method in [Method::Paper, Method::MeanDiff, Method::Logistic] {
         // lr 1e-2: the paper's 1e-4 is tuned for thousands of steps on real features; here
         // the check is that the gradient and optimiser are right, not the schedule.
-        let opts = TrainOptions {
+        let opts = fit(FitOptions {
             method,
             lr: 1e-2,
-            ..TrainOptions::default()
-        };
+            ..FitOptions::default()
+        });
         let t = train(&x, &y, d, &opts).unwrap();
         let c = cos(&diff_direction(&t, d), &u);
         eprintln!(
@@ -69,20 +74,20 @@ fn closed_form_layout_is_symmetric_and_paper_epochs_are_logged() {
         &x,
         &y,
         d,
-        &TrainOptions {
+        &fit(FitOptions {
             method: Method::Logistic,
-            ..Default::default()
-        },
+            ..FitOptions::default()
+        }),
     )
     .unwrap();
     for j in 0..d {
         assert_eq!(t.weight[j], -t.weight[d + j]);
     }
     assert_eq!(t.bias[0], -t.bias[1]);
-    let opts = TrainOptions {
+    let opts = fit(FitOptions {
         epoch: EpochChoice::Epoch(9),
-        ..Default::default()
-    };
+        ..FitOptions::default()
+    });
     let t = train(&x, &y, d, &opts).unwrap();
     assert_eq!(t.report.epochs.len(), 20);
     assert_eq!(t.report.chosen_epoch, Some(9));
@@ -91,10 +96,10 @@ fn closed_form_layout_is_symmetric_and_paper_epochs_are_logged() {
         &x,
         &y,
         d,
-        &TrainOptions {
+        &fit(FitOptions {
             epoch: EpochChoice::Epoch(20),
-            ..Default::default()
-        },
+            ..FitOptions::default()
+        }),
     )
     .unwrap_err();
     assert!(err.to_string().contains("0-based"), "{err}");
@@ -155,13 +160,13 @@ fn standardised_fits_are_invariant_to_feature_scale() {
         big[i * d + 3] *= 1000.0;
     }
     for method in [Method::Logistic, Method::Paper] {
-        let opts = TrainOptions {
+        let opts = fit(FitOptions {
             method,
             standardize: true,
             l2: 10.0,
             lr: 1e-2,
-            ..TrainOptions::default()
-        };
+            ..FitOptions::default()
+        });
         let (a, b) = (
             train(&x, &y, d, &opts).unwrap(),
             train(&big, &y, d, &opts).unwrap(),
@@ -177,10 +182,10 @@ fn standardised_fits_are_invariant_to_feature_scale() {
         let (wa, wb) = (diff_direction(&a, d), diff_direction(&b, d));
         assert!((wa[3] - 1000.0 * wb[3]).abs() < 1e-2 * wa[3].abs().max(1e-3));
         // Without standardising, the penalty treats the scaled dimension differently.
-        let raw = TrainOptions {
+        let raw = fit(FitOptions {
             standardize: false,
-            ..opts
-        };
+            ..opts.fit.clone()
+        });
         if method == Method::Logistic {
             let (ra, rb) = (
                 train(&x, &y, d, &raw).unwrap(),
@@ -198,27 +203,27 @@ fn ensembles_average_members_deterministically() {
     let d = 24;
     let (x, y, u) = clusters(1200, d, 3.0, 13);
     for method in [Method::Paper, Method::Logistic, Method::MeanDiff] {
-        let opts = TrainOptions {
+        let opts = fit(FitOptions {
             method,
             lr: 1e-2,
-            ..TrainOptions::default()
-        };
+            ..FitOptions::default()
+        });
         let one = train(&x, &y, d, &opts).unwrap();
         let also_one = train(
             &x,
             &y,
             d,
-            &TrainOptions {
+            &fit(FitOptions {
                 ensemble: 1,
-                ..opts.clone()
-            },
+                ..opts.fit.clone()
+            }),
         )
         .unwrap();
         assert_eq!(one.weight, also_one.weight);
-        let many_opts = TrainOptions {
+        let many_opts = fit(FitOptions {
             ensemble: 5,
-            ..opts
-        };
+            ..opts.fit.clone()
+        });
         let many = train(&x, &y, d, &many_opts).unwrap();
         assert_ne!(one.weight, many.weight, "{method:?}");
         assert_eq!(many.weight, train(&x, &y, d, &many_opts).unwrap().weight);

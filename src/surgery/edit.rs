@@ -19,7 +19,9 @@ use crate::probe::Probe;
 pub const PAPER_ALPHA: f32 = 1.08;
 
 /// Whether the scaled direction is added or subtracted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
     /// `row += α · w` (the paper).
@@ -50,28 +52,31 @@ pub enum Scale {
     MedianRowNorm,
 }
 
-/// Options of [`plan_edit`].
-#[derive(Debug, Clone, Serialize)]
+/// Options of [`plan_edit`]: the flags of `scalpel edit` and the `[edit]` table of a run
+/// config (recorded in the plan and the patch as they are).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
 pub struct EditOptions {
-    /// α (negative allowed: the "surrender" direction).
+    /// α: each selected row gets α · w (negative: the opposite behaviour).
+    #[arg(long, default_value_t = PAPER_ALPHA, allow_negative_numbers = true)]
     pub alpha: f32,
-    /// Add or subtract.
+    /// Add or subtract α · w.
+    #[arg(long, value_enum, default_value_t)]
     pub operation: Operation,
-    /// Replace the probe direction, in the edit only, by a random Gaussian vector of the same
-    /// norm drawn with this seed (the paper's "random probe in the same rows" control).
+    /// Control: edit with a random Gaussian direction of the probe's norm drawn with this
+    /// seed (rows are still selected with the real probe; the paper's "random probe in the
+    /// same rows").
+    #[arg(long, value_name = "SEED")]
     pub random_direction: Option<u64>,
-    /// What α is measured in.
+    /// What α is measured in: absolute (α·w, the paper), unit (α is each row's change
+    /// norm), row-norm (α × the row's norm), median-row-norm (α × the block's median row norm).
+    #[arg(long, value_enum, default_value_t)]
     pub scale: Scale,
 }
 
 impl Default for EditOptions {
     fn default() -> Self {
-        EditOptions {
-            alpha: PAPER_ALPHA,
-            operation: Operation::Add,
-            random_direction: None,
-            scale: Scale::Absolute,
-        }
+        crate::settings::defaults()
     }
 }
 

@@ -15,7 +15,17 @@ use crate::formats::safetensors::{Dtype, HfFolder};
 use crate::formats::ModelFormat;
 
 /// Which projection of the MLP is edited: both have one row per MLP neuron, in hidden space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Matrix {
     /// `ffn_gate` / `mlp.gate_proj` (the paper).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::directions::{block_vectors, BlockVectors};
@@ -22,8 +22,9 @@ use crate::probe::{Direction, Probe};
 /// The paper's K for LLaMA-2-7B as a fraction: 16,384 of 32 × 11,008 gate rows (≈ 4.65 %).
 pub const PAPER_FRACTION: f64 = 16384.0 / 352256.0;
 
-/// How many rows to select.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// How many rows to select: `--top-k K` or `--fraction F` on the command line, `count =
+/// { rows = K }` or `count = { fraction = F }` in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Count {
     /// Exactly this many rows.
@@ -36,6 +37,63 @@ pub enum Count {
 impl Default for Count {
     fn default() -> Self {
         Count::Fraction(PAPER_FRACTION)
+    }
+}
+
+impl Count {
+    /// Refuses no rows and fractions outside (0, 1] before any model is read.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Count::Rows(0) => bail!("top_k = 0: select at least 1 row"),
+            Count::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
+                bail!("fraction = {f}: must be in (0, 1]")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+// Two exclusive flags make one value, which clap's derive does not express: written out.
+impl clap::FromArgMatches for Count {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut c = Count::default();
+        c.update_from_arg_matches(m)?;
+        Ok(c)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        if let Ok(Some(&k)) = m.try_get_one::<usize>("top_k") {
+            *self = Count::Rows(k);
+        } else if let Ok(Some(&f)) = m.try_get_one::<f64>("fraction") {
+            *self = Count::Fraction(f);
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for Count {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            clap::Arg::new("top_k")
+                .long("top-k")
+                .value_name("K")
+                .value_parser(clap::value_parser!(usize))
+                .conflicts_with("fraction")
+                .help("Select exactly K rows"),
+        )
+        .arg(
+            clap::Arg::new("fraction")
+                .long("fraction")
+                .value_name("F")
+                .value_parser(clap::value_parser!(f64))
+                .help(
+                    "Select this fraction of all rows (default: the paper's 16384/352256 ≈ 0.0465)",
+                ),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -58,22 +116,38 @@ pub enum Ranking {
     Activation,
 }
 
-/// Options of [`select`].
-#[derive(Debug, Clone, Default, Serialize)]
+/// Options of [`select`]: the flags of `scalpel select` / `edit` and the `[select]` table of
+/// a run config (recorded in the plan as they are).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
 pub struct SelectOptions {
     /// K.
+    #[command(flatten)]
     pub count: Count,
-    /// The probe vector to rank against.
+    /// Probe vector: W[1] (undesirable, the paper) or W[1] − W[0].
+    #[arg(long, value_enum, default_value_t)]
     pub direction: Direction,
-    /// The matrix whose rows are ranked.
+    /// Matrix whose rows are ranked and edited.
+    #[arg(long, value_enum, default_value_t)]
     pub matrix: Matrix,
-    /// The ranking.
+    /// Which rows: most anti-aligned (the paper), most aligned, random, or by measured
+    /// activation (needs labelled activations: `run` / `ablate` only).
+    #[arg(long = "selection", value_enum, default_value_t)]
     pub ranking: Ranking,
-    /// Seed of [`Ranking::Random`].
+    /// Seed of `--selection random`.
+    #[arg(
+        id = "select_seed",
+        long = "seed",
+        value_name = "SEED",
+        default_value_t
+    )]
     pub seed: u64,
-    /// Blocks allowed to hold selected rows; `None` = all.
+    /// Only these blocks may hold selected rows, e.g. `0-6,15-29` (default: all).
+    #[arg(long, value_name = "LIST", value_parser = parse_blocks)]
     pub blocks: Option<BTreeSet<usize>>,
-    /// Compare rows and direction through the RMSNorm gains ([`super::directions`]).
+    /// Rank rows through the RMSNorm gains (block i's row as g_i ⊙ r against g_probe ⊙ w)
+    /// and map the edit back through the gain.
+    #[arg(long)]
     pub norm_aware: bool,
 }
 

@@ -14,16 +14,22 @@
 //! - [`distributed`]: the paper's direction added to *every* gate row with the same total
 //!   change as the paper's edit (Yang et al., EMNLP 2025: the behaviour is spread out).
 //!
+//! Which recipe, its strength and its controls: [`Recipe`], [`RecipeSettings`] (the
+//! `--recipe` / `--strength` / `--rank` flags and config keys), [`Control`].
+//!
 //! Every recipe produces an [`EditPlan`] of per-row deltas, so the writers, the patch and
 //! the checks are the paper's. A neuron's output in a gated MLP is
 //! `down[:, i] · act(gate_i·x) · (up_i·x)`, so scaling the neuron by f is exactly the row
 //! edit `up_i += (f − 1)·up_i`.
 
 pub mod aura;
+mod choice;
 pub mod distributed;
 pub mod neurons;
 pub mod profs;
 pub mod value;
+
+pub use choice::{Control, Recipe, RecipeSettings};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,74 +43,6 @@ use super::edit::{plan_edit, random_direction, EditOptions, EditPlan, RowEdit};
 use super::model::{Matrix, MatrixTensor, ModelFile};
 use super::select::{probe_hash, select, Count, Ranking, SelectOptions};
 use crate::probe::{Direction, Probe};
-
-/// A whole localisation + edit, picked by one word.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Recipe {
-    /// The paper: the K gate rows most anti-aligned with the probe direction get `+α·w`.
-    #[default]
-    Paper,
-    /// Lee et al.: the K neurons whose value vector is most aligned with the probe
-    /// direction are damped by the factor `1 − strength` (their up row scaled).
-    ValueDamp,
-    /// Lee et al.: the same neurons' gate rows are pushed away from the probe direction,
-    /// `gate_i −= strength·‖gate_i‖·ŵ`, so they fire less where the direction is present.
-    ValueGate,
-    /// Suau et al.: every neuron with activation AUC > 0.5 damped by
-    /// `1 − strength·2·(AUC − 0.5)` (strength 1 is the published recipe).
-    Aura,
-    /// Uppaal et al.: `W_down ← (I − strength·P)·W_down` in the upper half of the blocks,
-    /// P the projector on each block's rank-k toxic subspace.
-    Profs,
-    /// The probe direction added to every gate row, `row += c·ŵ`, with c chosen so that
-    /// the total (Frobenius) change is `strength` (the paper edit's total, for comparison).
-    Distributed,
-}
-
-impl Recipe {
-    /// The recipe's name as written on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Recipe::Paper => "paper",
-            Recipe::ValueDamp => "value-damp",
-            Recipe::ValueGate => "value-gate",
-            Recipe::Aura => "aura",
-            Recipe::Profs => "profs",
-            Recipe::Distributed => "distributed",
-        }
-    }
-
-    /// Whether the recipe has `control` (AurA has no direction to randomise; ProFS and the
-    /// distributed edit change every row, so there are no other neurons to move them to).
-    pub fn has_control(self, control: Control) -> bool {
-        match control {
-            Control::None => true,
-            Control::RandomNeurons(_) => !matches!(self, Recipe::Profs | Recipe::Distributed),
-            Control::RandomDirection(_) => self != Recipe::Aura,
-        }
-    }
-
-    /// Whether the recipe needs labelled text run through the model (not only the probe).
-    pub fn needs_activations(self) -> bool {
-        matches!(self, Recipe::Aura | Recipe::Profs)
-    }
-}
-
-/// The control a recipe is built as, at the same number of neurons and size of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Control {
-    /// The recipe itself.
-    #[default]
-    None,
-    /// The same number of neurons with the same changes, drawn at random (seeded).
-    RandomNeurons(u64),
-    /// The same neurons (or rows) with a random direction / subspace of the same size.
-    RandomDirection(u64),
-}
 
 /// One neuron: MLP row `row` of block `block`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
