@@ -1,6 +1,7 @@
 //! `scalpel probe`: train the behaviour probe on a labelled dataset, evaluate it on another,
 //! score texts with it.
 
+use super::probe_collect::{check_collect_args, collect_all, CollectArgs};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use scalpel::assets::{default_cache_dir, FetchOptions};
@@ -8,7 +9,7 @@ use scalpel::data::{self, BuiltinOptions, Dataset, JsonlFormat};
 use scalpel::formats::io::{check_outputs, write_file, OutKind};
 use scalpel::probe::{
     self, collect, concat_row, metrics, parse_points, point_name, Activations, CollectOptions,
-    CollectStats, EpochChoice, Method, Pool, Probe, TrainOptions,
+    EpochChoice, Method, Pool, Probe, TrainOptions,
 };
 use scalpel::runtime::{LoadOptions, Model, Point, Precision};
 use std::collections::BTreeMap;
@@ -60,23 +61,6 @@ pub struct DataArgs {
     pub balance: bool,
 }
 
-/// How hidden states are collected.
-#[derive(Args, Debug)]
-pub struct CollectArgs {
-    /// Texts longer than this many tokens (BOS included) are truncated.
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub forward_batch: usize,
-    /// How the model's matrices are held (f32 measured fastest for batched collection).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
-    /// Do not read or write the activation cache.
-    #[arg(long)]
-    pub no_cache: bool,
-}
-
 /// Arguments of `scalpel probe train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -86,6 +70,8 @@ pub struct TrainArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub collect: CollectArgs,
+    #[command(flatten)]
+    pub remote: super::probe_collect::RemoteArgs,
     /// Hidden state: `final` (final-norm output, the paper), `N` (residual after block N,
     /// 0-based), `mlp:N` (MLP input of block N), `mlp:all` (every block), or a comma-separated
     /// list — several points come from one pass and give one probe each, written to OUT with
@@ -227,63 +213,6 @@ fn load_model(path: &Path, precision: Precision) -> Result<Model> {
         .with_context(|| format!("loading {}", path.display()))
 }
 
-fn collect_all(
-    model: &Model,
-    ds: &Dataset,
-    points: Vec<Point>,
-    pool: Pool,
-    max_tokens: usize,
-    c: &CollectArgs,
-) -> Result<(Vec<Activations>, CollectStats)> {
-    let opts = CollectOptions {
-        points,
-        pool,
-        max_tokens,
-        batch_size: c.forward_batch,
-        cache_dir: if c.no_cache {
-            None
-        } else {
-            Some(default_cache_dir()?)
-        },
-        progress: true,
-    };
-    let (acts, stats) = collect(model, ds, &opts)?;
-    let [n0, n1] = ds.counts();
-    eprintln!(
-        "{}: {} texts ({n0} desirable, {n1} undesirable), {} truncated at {max_tokens} tokens",
-        ds.name,
-        ds.items.len(),
-        stats.truncated
-    );
-    if stats.computed_points > 0 {
-        eprintln!(
-            "collected {} point(s) over {} texts, {} tokens in {:.1} s: {:.1} texts/s, {:.0} tokens/s ({:?} weights, {} texts per batch)",
-            stats.computed_points,
-            stats.texts,
-            stats.tokens,
-            stats.secs,
-            stats.texts as f64 / stats.secs.max(1e-9),
-            stats.tokens as f64 / stats.secs.max(1e-9),
-            model.precision,
-            c.forward_batch
-        );
-    }
-    if stats.cached_points > 0 {
-        eprintln!(
-            "{} point(s) read from the activation cache",
-            stats.cached_points
-        );
-    }
-    Ok((acts, stats))
-}
-
-/// `--max-tokens 0` would collect nothing and `--forward-batch 0` never runs a batch.
-fn check_collect_args(c: &CollectArgs) -> Result<()> {
-    ensure!(c.max_tokens != Some(0), "--max-tokens must be at least 1");
-    ensure!(c.forward_batch >= 1, "--forward-batch must be at least 1");
-    Ok(())
-}
-
 /// `probe.safetensors` → `probe.mlp7.safetensors`.
 fn per_point_path(out: &Path, p: Point) -> PathBuf {
     let tag = point_name(p).replace(':', "");
@@ -324,20 +253,23 @@ fn train(a: TrainArgs) -> Result<()> {
     let ds = load_dataset(&a.data, a.seed)?;
     probe::check_split(ds.counts(), opts.test_fraction)
         .with_context(|| format!("dataset {}", ds.name))?;
-    let model = load_model(&a.model, a.collect.precision)?;
-    let points = parse_points(&a.layer, model.config().num_layers)?;
-    // Every output checked before the (slow) collection: one probe per point unless joint.
-    let outs: Vec<PathBuf> = if points.len() > 1 && !a.joint {
-        points.iter().map(|&p| per_point_path(&a.out, p)).collect()
-    } else {
-        vec![a.out.clone()]
-    };
-    let mut out_kinds: Vec<(&Path, OutKind)> =
-        outs.iter().map(|p| (p.as_path(), OutKind::File)).collect();
-    out_kinds.extend(a.report.as_deref().map(|p| (p, OutKind::File)));
-    check_outputs(&inputs(&a.model, &a.data, None), &out_kinds, a.force)?;
     let max_tokens = a.collect.max_tokens.unwrap_or(128);
-    let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
+    let (acts, stats, precision) = match &a.remote.endpoint {
+        Some(url) => {
+            check_train_outputs(&a, &[Point::FinalNorm])?;
+            let (acts, stats) = super::probe_collect::collect_remote(
+                &a.remote, url, &a.model, &a.layer, &ds, a.pool, max_tokens,
+            )?;
+            (acts, stats, format!("server {url}"))
+        }
+        None => {
+            let model = load_model(&a.model, a.collect.precision)?;
+            let points = parse_points(&a.layer, model.config().num_layers)?;
+            check_train_outputs(&a, &points)?;
+            let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
+            (acts, stats, format!("{:?}", model.precision).to_lowercase())
+        }
+    };
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
     let model_sha = match stats.model_sha256.as_str() {
         "" => probe::model_fingerprint(&a.model, None)?,
@@ -376,10 +308,7 @@ fn train(a: TrainArgs) -> Result<()> {
         let meta = BTreeMap::from([
             ("model".to_string(), a.model.display().to_string()),
             ("model_sha256".into(), model_sha.clone()),
-            (
-                "precision".into(),
-                format!("{:?}", model.precision).to_lowercase(),
-            ),
+            ("precision".into(), precision.clone()),
             ("point".into(), name.clone()),
             ("pool".into(), a.pool.name().into()),
             ("max_tokens".into(), max_tokens.to_string()),
@@ -444,6 +373,20 @@ fn train(a: TrainArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Every output of `train` checked before the (slow) collection: one probe per point
+/// unless joint.
+fn check_train_outputs(a: &TrainArgs, points: &[Point]) -> Result<()> {
+    let outs: Vec<PathBuf> = if points.len() > 1 && !a.joint {
+        points.iter().map(|&p| per_point_path(&a.out, p)).collect()
+    } else {
+        vec![a.out.clone()]
+    };
+    let mut out_kinds: Vec<(&Path, OutKind)> =
+        outs.iter().map(|p| (p.as_path(), OutKind::File)).collect();
+    out_kinds.extend(a.report.as_deref().map(|p| (p, OutKind::File)));
+    check_outputs(&inputs(&a.model, &a.data, None), &out_kinds, a.force)
 }
 
 /// The block list of a joint probe (`--joint`): every point must be an MLP input.
