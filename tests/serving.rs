@@ -13,7 +13,7 @@ use std::path::Path;
 use common::server::{self, all_f32};
 use scalpel::assets::FetchOptions;
 use scalpel::data::Dataset;
-use scalpel::pipeline::{self, serving, Inputs, RunConfig, Serving};
+use scalpel::pipeline::{self, adapters, Inputs, RunConfig, Serving};
 use scalpel::probe::{EpochChoice, Probe};
 use scalpel::surgery::{select, ModelFile, SelectOptions};
 
@@ -165,7 +165,8 @@ fn continuations(report: &Path) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| r["items"].as_array().unwrap().iter())
+        .filter_map(|r| r["items"].as_array())
+        .flatten()
         .map(|i| i["continuation"].as_str().unwrap().to_string())
         .collect()
 }
@@ -213,7 +214,7 @@ fn run_through_a_server_matches_the_local_run() {
         dataset: Some(small_dataset()),
     };
     let local = pipeline::run(cfg("local", 4.0), inputs()).unwrap();
-    let prepared = serving::prepare(cfg("served", 4.0), inputs()).unwrap();
+    let prepared = adapters::prepare(cfg("served", 4.0), inputs()).unwrap();
     assert_eq!(prepared.adapters.len(), 3);
     // scalpel's server config, on a free port, with an f32 KV cache and two threads.
     let port = server::free_port();
@@ -269,4 +270,64 @@ fn run_through_a_server_matches_the_local_run() {
         .unwrap_err();
     let msg = format!("{e:#}");
     assert!(msg.contains("not this run's edit"), "{msg}");
+}
+
+/// Without a server: `prepare` writes the three adapters and a config serving them under the
+/// run's labels, and a served run refuses a missing or stale adapter before any request.
+#[test]
+#[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
+fn adapters_only_writes_the_adapters_and_a_stale_one_is_refused() {
+    let scorers = common::scorers();
+    let fetch = FetchOptions::from_env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = scalpel::formats::tiny::TinySpec::default();
+    let model = common::tiny_gguf(dir.path(), &spec, 3);
+    let cfg = |out: &str, alpha: f32| RunConfig {
+        model: Some(model.clone()),
+        balance: false,
+        epochs: 2,
+        epoch: EpochChoice::Last,
+        alpha,
+        top_k: Some(10),
+        suites: Some("ppl".into()),
+        ppl_windows: Some(1),
+        ppl_window: Some(16),
+        cache: false,
+        out: dir.path().join(out),
+        ..RunConfig::default()
+    };
+    let inputs = || Inputs {
+        fetch: &fetch,
+        scorers: &scorers,
+        dataset: Some(small_dataset()),
+    };
+    let prepared = adapters::prepare(cfg("a", 4.0), inputs()).unwrap();
+    let labels: Vec<&str> = prepared.adapters.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["edited", "control-random-direction", "control-random-rows"]
+    );
+    let sc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(prepared.server_config.unwrap()).unwrap()).unwrap();
+    let aliases: Vec<&str> = sc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_alias"].as_str().unwrap())
+        .collect();
+    assert_eq!(aliases[0], "base");
+    assert_eq!(&aliases[1..], &labels[..]);
+    for (_, path, bytes) in &prepared.adapters {
+        assert_eq!(std::fs::metadata(path).unwrap().len(), *bytes);
+    }
+    // Nothing listens on this port: the refusals come before any request.
+    let serve = Serving::new(&format!("http://127.0.0.1:{}", server::free_port()));
+    for (out, alpha, why) in [
+        ("a", 2.0, "not this run's edit"),
+        ("b", 4.0, "adapter is missing"),
+    ] {
+        let e = pipeline::run_served(cfg(out, alpha), inputs(), Some(&serve)).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(why) && !msg.contains('\n'), "{msg}");
+    }
 }

@@ -173,7 +173,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         dataset: None,
     };
     if a.serve.adapters_only {
-        return print_prepared(&pipeline::serving::prepare(cfg, inputs)?);
+        return print_prepared(&pipeline::adapters::prepare(cfg, inputs)?);
     }
     let s = pipeline::run_served(cfg, inputs, a.serve.serving().as_ref())?;
     println!("{}", scalpel::pipeline::rows::table(&s.rows));
@@ -190,7 +190,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_prepared(p: &pipeline::serving::Prepared) -> Result<()> {
+fn print_prepared(p: &pipeline::adapters::Prepared) -> Result<()> {
     for (label, path, bytes) in &p.adapters {
         println!("{label}: {} ({bytes} bytes)", path.display());
     }

@@ -4,8 +4,10 @@
 //! on the same [`session::Session`].
 
 pub mod ablate;
+pub mod adapters;
 pub mod compare;
 pub mod config;
+pub mod labels;
 pub mod plots;
 pub mod rows;
 pub mod run;

@@ -5,7 +5,7 @@
 use super::config::{Behaviour, Measure, RunConfig};
 use super::plots::{tradeoff_svg, Point};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
-use super::serving::{run_variants, Serving};
+use super::serving::Serving;
 use super::session::{Fit, Inputs, Session, Variant};
 use crate::eval::markdown::write_report;
 use crate::eval::{Report, Suite};
@@ -20,10 +20,7 @@ use std::time::Instant;
 
 use crate::progress::{self, StageTime};
 
-/// Labels of the edited model and the controls.
-pub const EDITED: &str = "edited";
-pub const CONTROL_DIRECTION: &str = "control-random-direction";
-pub const CONTROL_ROWS: &str = "control-random-rows";
+pub use super::labels::{CONTROL_DIRECTION, CONTROL_ROWS, EDITED};
 
 /// Whether the paper's qualitative result holds, with the numbers that decided it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +151,18 @@ pub fn recipe_variants(cfg: &RunConfig, paper_total: f64) -> Vec<Variant> {
     .filter(|(_, c)| cfg.recipe.has_control(*c))
     .map(|(l, c)| mk(l, c))
     .collect()
+}
+
+/// The models of a run: the edit and its controls (the config's recipe).
+pub fn run_variants(
+    s: &Session,
+    cfg: &RunConfig,
+    probe: &crate::probe::Probe,
+) -> Result<Vec<Variant>> {
+    Ok(match cfg.recipe {
+        Recipe::Paper => variants(cfg).to_vec(),
+        _ => recipe_variants(cfg, paper_total_change(s, probe, cfg)?),
+    })
 }
 
 /// Frobenius norm of the paper edit's change for `cfg` (`α·‖w‖·√K`, absolute scale).

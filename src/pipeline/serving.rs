@@ -4,28 +4,20 @@
 //! local runtime on the model files (the edited files equal base + adapter).
 //!
 //! Two steps, because the server must hold adapters that only the run can make:
-//! [`prepare`] trains the probe, plans the three edits and writes `<out>/<label>/adapter.gguf`
+//! [`super::adapters::prepare`] trains the probe, plans the three edits and writes `<out>/<label>/adapter.gguf`
 //! (a PEFT folder `adapter/` for a Hugging Face model) and a llama-cpp-python config
 //! `server.json`; then `run` with a [`Serving`] evaluates through the server, after checking
 //! that the adapter files in the folder are still the ones this run's edits give.
 
-use super::run::{
-    paper_total_change, recipe_variants, variants, CONTROL_DIRECTION, CONTROL_ROWS, EDITED,
-};
-use super::session::{Inputs, Session, Variant};
-use super::RunConfig;
+pub use super::labels::BASE;
+use super::labels::{CONTROL_DIRECTION, CONTROL_ROWS, EDITED};
 use crate::eval::openai::{Endpoint, DEFAULT_REQUEST_TIMEOUT};
-use crate::formats::io::write_atomic;
 use crate::surgery::adapter::{Adapter, AdapterFormat, DEFAULT_MAX_RANK};
-use crate::surgery::recipes::Recipe;
 use crate::surgery::{EditPlan, ModelFile};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The label of the unedited model (its row and its served name by default).
-pub const BASE: &str = "base";
 
 /// The `model` names a server knows the four models by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,18 +92,6 @@ impl Serving {
     }
 }
 
-/// The models of a run: the edit and its controls (the config's recipe).
-pub fn run_variants(
-    s: &Session,
-    cfg: &RunConfig,
-    probe: &crate::probe::Probe,
-) -> Result<Vec<Variant>> {
-    Ok(match cfg.recipe {
-        Recipe::Paper => variants(cfg).to_vec(),
-        _ => recipe_variants(cfg, paper_total_change(s, probe, cfg)?),
-    })
-}
-
 /// Where a variant's adapter lives: `adapter.gguf` beside a GGUF model, a PEFT folder
 /// `adapter/` beside a Hugging Face one.
 pub fn adapter_path(file: &ModelFile, variant_dir: &Path) -> PathBuf {
@@ -121,7 +101,8 @@ pub fn adapter_path(file: &ModelFile, variant_dir: &Path) -> PathBuf {
     }
 }
 
-fn write_adapter(file: &ModelFile, plan: &EditPlan, out: &Path) -> Result<u64> {
+/// Writes `plan`'s adapter to `out` (GGUF or PEFT by the name); returns its bytes.
+pub fn write_adapter(file: &ModelFile, plan: &EditPlan, out: &Path) -> Result<u64> {
     Adapter::from_plan(file, plan, DEFAULT_MAX_RANK)?.write(
         out,
         AdapterFormat::from_path(out),
@@ -167,51 +148,4 @@ pub fn check_adapter(file: &ModelFile, plan: &EditPlan, served: &Path) -> Result
         return Err(stale("the served adapter is not this run's edit"));
     }
     Ok(())
-}
-
-/// What [`prepare`] wrote.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// (label, adapter path, bytes) per edited model.
-    pub adapters: Vec<(String, PathBuf, u64)>,
-    /// The llama-cpp-python multi-model config (GGUF models only).
-    pub server_config: Option<PathBuf>,
-}
-
-/// Trains the probe, plans the edit and its controls, and writes their adapters and a
-/// llama-cpp-python server config serving the base and base + each adapter under the run's
-/// labels (the default [`ServedNames`]).
-pub fn prepare(cfg: RunConfig, inputs: Inputs) -> Result<Prepared> {
-    let out = cfg.out.clone();
-    let mut s = Session::start(cfg.clone(), inputs)?;
-    let (probe_w, _) = s.probe(&cfg.layer, &out.join("probes"))?;
-    let mut adapters = Vec::new();
-    for v in run_variants(&s, &cfg, &probe_w)? {
-        let (probe, _) = s.probe_with(&v.point, &v.fit, &out.join("probes"))?;
-        let (plan, ..) = s.plan(&probe, &v)?;
-        let dir = out.join(&v.label);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = adapter_path(&s.file, &dir);
-        let bytes = write_adapter(&s.file, &plan, &path).with_context(|| v.label.clone())?;
-        adapters.push((v.label.clone(), path, bytes));
-    }
-    let server_config = (s.file.format() == "gguf")
-        .then(|| -> Result<PathBuf> {
-            let model = std::path::absolute(&s.model_path)?;
-            let mut models = vec![serde_json::json!({
-                "model": model, "model_alias": BASE, "n_ctx": 2048})];
-            for (label, path, _) in &adapters {
-                models.push(serde_json::json!({"model": model, "model_alias": label,
-                    "lora_path": std::path::absolute(path)?, "n_ctx": 2048}));
-            }
-            let cfg = serde_json::json!({"host": "127.0.0.1", "port": 8080, "models": models});
-            let p = out.join("server.json");
-            write_atomic(&p, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
-            Ok(p)
-        })
-        .transpose()?;
-    Ok(Prepared {
-        adapters,
-        server_config,
-    })
 }

@@ -3,9 +3,9 @@
 //! are written, evaluated against the base and summarised as [`Row`]s.
 
 use super::config::RunConfig;
+use super::labels::{BASE, CONTROL_DIRECTION, CONTROL_ROWS, EDITED};
 use super::rows::{row_from_report, EditInfo, ProbeInfo, Row};
-use super::run::{CONTROL_DIRECTION, CONTROL_ROWS, EDITED};
-use super::serving::{self, Serving, BASE};
+use super::serving::{self, Serving};
 use crate::assets::{self, FetchOptions};
 use crate::data::{self, BuiltinOptions, Dataset};
 use crate::eval::markdown::write_report;
