@@ -53,13 +53,12 @@ skip() {
 if [ -z "${SCALPEL_PEERS_PYTHON:-}" ]; then
     for t in llamacpp_with_the_adapter_equals_the_keep_precision_edit \
         peft_adapter_in_transformers_equals_the_edited_folder \
-        eval_against_a_server_with_the_adapter_loaded; do
+        eval_against_a_server_with_the_adapter_loaded \
+        probe_features_from_a_server_agree_with_local_collection \
+        run_through_a_server_matches_the_local_run; do
         skip "$t" "SCALPEL_PEERS=0 (no peer engines)"
     done
 fi
-# A known failure kept as a record (docs/serving.md): the llama.cpp server's embeddings do not
-# yet agree with scalpel's own features, so `probe train --endpoint` is not offered.
-skip probe_features_from_a_server_agree_with_local_collection "known failure, not offered (docs/serving.md)"
 if [ "${SCALPEL_LLAMACPP_SERVER_TESTS:-}" != 1 ]; then
     skip eval_through_a_llamacpp_server "set SCALPEL_LLAMACPP_SERVER_TESTS=1 (needs llama-cpp-python)"
 fi

@@ -12,8 +12,10 @@
 
 mod common;
 
+use common::server::{all_f32, peers_python};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use scalpel::formats::ggml::GgmlType;
@@ -331,15 +333,6 @@ fn cli_edit_adapter_and_patch_to_adapter() {
     }
 }
 
-/// The peer Python (`SCALPEL_PEERS_PYTHON`), or `None` with a printed skip line.
-/// The Python that has the peer engines; tests that call it are ignored unless asked for.
-fn peers_python() -> PathBuf {
-    common::env_path(
-        "SCALPEL_PEERS_PYTHON",
-        "a Python with llama-cpp-python, transformers and peft",
-    )
-}
-
 fn run_check(py: &Path, args: &[&str]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adapter_check.py");
     let o = Command::new(py).arg(script).args(args).output().unwrap();
@@ -373,26 +366,6 @@ fn keep(model: &ModelFile, plan: &EditPlan, out: &Path) {
         ..Default::default()
     };
     write_edited(model, plan, out, &wo).unwrap();
-}
-
-/// A copy of a GGUF with every quantised tensor stored as F32 (decoded exactly): llama.cpp
-/// then multiplies in f32 throughout, without rounding activations to 8 bits.
-fn all_f32(src: &Path, dst: &Path) {
-    let g = GgufFile::open(src).unwrap();
-    let mut rw = scalpel::formats::gguf::GgufRewrite::new(&g);
-    for t in g.tensors.iter().filter(|t| t.ty != GgmlType::F32) {
-        rw.replace(&t.name, GgmlType::F32).unwrap();
-    }
-    rw.write(dst, false, &mut |info, bytes, w| {
-        let out = decode(info.ty, info.row_len() as usize, bytes);
-        w.write_all(
-            &out.iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )?;
-        Ok(())
-    })
-    .unwrap();
 }
 
 #[test]
@@ -487,31 +460,6 @@ fn peft_adapter_in_transformers_equals_the_edited_folder() {
     assert!(r["peft_vs_edit"].as_f64().unwrap() < 1e-3, "{r}");
 }
 
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Only the child this test started.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_up(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let req = format!("GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
-}
-
 fn continuations(report: &Path, who: &str) -> Vec<String> {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
@@ -531,15 +479,7 @@ fn continuations(report: &Path, who: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs SCALPEL_PEERS_PYTHON and SCALPEL_MODEL"]
 fn eval_against_a_server_with_the_adapter_loaded() {
-    let (py, base) = (peers_python(), common::default_model());
-    let ok = Command::new(&py)
-        .args(["-c", "import llama_cpp.server, fastapi, uvicorn"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the peer Python lacks llama-cpp-python's server extras (fastapi, uvicorn; bench/requirements.txt)"
-    );
+    let base = common::default_model();
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
@@ -554,11 +494,7 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         &Adapter::from_plan(&model, &plan, DEFAULT_MAX_RANK).unwrap(),
         &p("a.gguf"),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::server::free_port();
     let entry = |alias: &str, m: &str, lora: Option<&str>| {
         serde_json::json!({"model": m, "model_alias": alias, "lora_path": lora,
             "n_ctx": 2048, "n_threads": 2, "seed": 0, "type_k": 0, "type_v": 0})
@@ -572,24 +508,8 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         ],
     });
     std::fs::write(p("server.json"), cfg.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/llamacpp_server.py");
-    let child = Command::new(&py)
-        .arg(script)
-        .args(["--config_file", &s("server.json")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
-    let t0 = std::time::Instant::now();
-    while !server_up(port) {
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "server did not come up on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let url = format!("http://127.0.0.1:{port}");
+    let server = common::server::start(port, &["--config_file", &s("server.json")]);
+    let url = server.url.clone();
     let eval = |served: &str, out: &str| {
         let o = scalpel(&[
             "eval",
@@ -630,121 +550,4 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         "greedy continuations: adapter vs edited file on one server"
     );
     assert_ne!(ca, cb, "the edit at α = 4 changes some continuation");
-}
-
-/// `probe train --endpoint`'s features: llama-cpp-python's server (embeddings on, one
-/// vector per token, pooled by scalpel) against scalpel's own collection, text by text, and
-/// the rows a probe trained on each selects.
-#[test]
-#[ignore = "fails: llama-cpp-python's server features came out unrelated to scalpel's (cosine per text min -0.21, median 0.007 on 160 texts); not yet understood, so `probe train --endpoint` is not offered"]
-fn probe_features_from_a_server_agree_with_local_collection() {
-    use scalpel::data::Dataset;
-    use scalpel::probe::remote::EmbeddingsEndpoint;
-    use scalpel::probe::{collect, CollectOptions, Pool, TrainOptions};
-    use scalpel::runtime::{LoadOptions, Model, Precision};
-    let (py, base) = (peers_python(), common::default_model());
-    let Ok(fetch) = scalpel::assets::FetchOptions::from_env() else {
-        eprintln!("skipped: no fetch options (SCALPEL_MIRROR)");
-        return;
-    };
-    let Ok(full) = scalpel::data::toxicity(&fetch, Some(0)) else {
-        eprintln!("skipped: the toxicity dataset is not available (SCALPEL_MIRROR)");
-        return;
-    };
-    let items: Vec<(String, u8)> = full.shuffled(1).items.into_iter().take(160).collect();
-    let ds = Dataset::new("toxicity-160", items).unwrap();
-    let m = Model::load(
-        &base,
-        &LoadOptions {
-            precision: Precision::F32,
-        },
-    )
-    .unwrap();
-    let opts = CollectOptions::default();
-    let (local, _) = collect(&m, &ds, &opts).unwrap();
-    let local = &local[0];
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/llamacpp_server.py");
-    let child = Command::new(&py)
-        .arg(script)
-        .args([
-            "--model",
-            base.to_str().unwrap(),
-            "--model_alias",
-            "base",
-            "--embedding",
-            "true",
-        ])
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--n_ctx",
-            "2048",
-        ])
-        .args(["--n_batch", "512", "--n_threads", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
-    let t0 = std::time::Instant::now();
-    while !server_up(port) {
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "server did not come up on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let ep = EmbeddingsEndpoint::new(&format!("http://127.0.0.1:{port}"), "base").unwrap();
-    let texts: Vec<String> = ds.items.iter().map(|(t, _)| t.clone()).collect();
-    let remote = ep
-        .collect(&texts, Pool::Mean, opts.max_tokens, 8, None)
-        .unwrap();
-    assert_eq!((remote.d, remote.data.len()), (local.d, local.data.len()));
-    let mut cos: Vec<f64> = (0..texts.len())
-        .map(|i| common::cosine(local.row(i), remote.row(i)))
-        .collect();
-    cos.sort_by(f64::total_cmp);
-    eprintln!(
-        "cosine per text over {} texts: min {:.6}, median {:.6}",
-        cos.len(),
-        cos[0],
-        cos[cos.len() / 2]
-    );
-    assert!(cos[0] >= 0.999, "min cosine {}", cos[0]);
-
-    // Same selection from probes trained on either.
-    let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
-    let topts = TrainOptions::default();
-    let fit = |x: &[f32]| {
-        let t = scalpel::probe::train(x, &labels, local.d, &topts).unwrap();
-        Probe::new(t.weight, t.bias, BTreeMap::new()).unwrap()
-    };
-    let (pl, pr) = (fit(&local.data), fit(&remote.data));
-    let model = ModelFile::open(&base).unwrap();
-    let (sl, sr) = (
-        select(&model, &pl, &SelectOptions::default()).unwrap(),
-        select(&model, &pr, &SelectOptions::default()).unwrap(),
-    );
-    let a: std::collections::BTreeSet<(usize, usize)> =
-        sl.rows.iter().map(|r| (r.block, r.row)).collect();
-    let shared = sr
-        .rows
-        .iter()
-        .filter(|r| a.contains(&(r.block, r.row)))
-        .count();
-    let dir_cos = common::cosine(pl.row(1), pr.row(1));
-    eprintln!(
-        "probe W[1] cosine {dir_cos:.6}; selected rows shared {shared} of {} ({:.2} %)",
-        sl.k,
-        100.0 * shared as f64 / sl.k as f64
-    );
-    assert!(shared as f64 >= 0.95 * sl.k as f64, "{shared} of {}", sl.k);
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A clap parser for a positive, finite number of seconds (at most a week).
-fn positive_secs(s: &str) -> Result<f64, String> {
+pub(super) fn positive_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if v.is_finite() && v > 0.0 && v <= 7.0 * 86400.0 {
         Ok(v)

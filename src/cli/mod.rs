@@ -9,8 +9,10 @@ mod generate;
 mod inspect;
 mod patch;
 mod probe;
+mod probe_collect;
 mod run;
 mod select;
+mod serve;
 
 use clap::{ArgMatches, Parser, Subcommand};
 

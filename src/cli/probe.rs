@@ -1,6 +1,7 @@
 //! `scalpel probe`: train the behaviour probe on a labelled dataset, evaluate it on another,
 //! score texts with it.
 
+use super::probe_collect::{collect_all, collect_remote, CollectArgs, RemoteArgs};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use scalpel::assets::{default_cache_dir, FetchOptions};
@@ -9,7 +10,7 @@ use scalpel::formats::io::{check_outputs, write_file, OutKind};
 use scalpel::probe::meta::DIRECTION_NOTE;
 use scalpel::probe::{
     self, collect, concat_row, metrics, mlp_blocks, point_name, Activations, CollectOptions,
-    CollectStats, FitOptions, Layer, Pool, Probe, ProbeMeta, TrainOptions,
+    FitOptions, Layer, Pool, Probe, ProbeMeta, TrainOptions,
 };
 use scalpel::runtime::{LoadOptions, Model, Point, Precision};
 use std::path::{Path, PathBuf};
@@ -60,20 +61,6 @@ pub struct DataArgs {
     pub balance: bool,
 }
 
-/// How hidden states are collected.
-#[derive(Args, Debug)]
-pub struct CollectArgs {
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub forward_batch: usize,
-    /// How the model's matrices are held (f32 measured fastest for batched collection).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
-    /// Do not read or write the activation cache.
-    #[arg(long)]
-    pub no_cache: bool,
-}
-
 /// Arguments of `scalpel probe train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -83,6 +70,8 @@ pub struct TrainArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub collect: CollectArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub fit: FitOptions,
     /// Pooling over tokens.
@@ -196,56 +185,6 @@ fn load_model(path: &Path, precision: Precision) -> Result<Model> {
         .with_context(|| format!("loading {}", path.display()))
 }
 
-fn collect_all(
-    model: &Model,
-    ds: &Dataset,
-    points: Vec<Point>,
-    pool: Pool,
-    max_tokens: usize,
-    c: &CollectArgs,
-) -> Result<(Vec<Activations>, CollectStats)> {
-    let opts = CollectOptions {
-        points,
-        pool,
-        max_tokens,
-        batch_size: c.forward_batch,
-        cache_dir: if c.no_cache {
-            None
-        } else {
-            Some(default_cache_dir()?)
-        },
-        progress: true,
-    };
-    let (acts, stats) = collect(model, ds, &opts)?;
-    let [n0, n1] = ds.counts();
-    eprintln!(
-        "{}: {} texts ({n0} desirable, {n1} undesirable), {} truncated at {max_tokens} tokens",
-        ds.name,
-        ds.items.len(),
-        stats.truncated
-    );
-    if stats.computed_points > 0 {
-        eprintln!(
-            "collected {} point(s) over {} texts, {} tokens in {:.1} s: {:.1} texts/s, {:.0} tokens/s ({:?} weights, {} texts per batch)",
-            stats.computed_points,
-            stats.texts,
-            stats.tokens,
-            stats.secs,
-            stats.texts as f64 / stats.secs.max(1e-9),
-            stats.tokens as f64 / stats.secs.max(1e-9),
-            model.precision,
-            c.forward_batch
-        );
-    }
-    if stats.cached_points > 0 {
-        eprintln!(
-            "{} point(s) read from the activation cache",
-            stats.cached_points
-        );
-    }
-    Ok((acts, stats))
-}
-
 /// `probe.safetensors` → `probe.mlp7.safetensors`.
 fn per_point_path(out: &Path, p: Point) -> PathBuf {
     let tag = point_name(p).replace(':', "");
@@ -268,14 +207,33 @@ fn train(a: TrainArgs) -> Result<()> {
     let ds = load_dataset(&a.data, a.seed)?;
     probe::check_split(ds.counts(), opts.test_fraction)
         .with_context(|| format!("dataset {}", ds.name))?;
-    let model = load_model(&a.model, a.collect.precision)?;
-    let points = a.fit.layer.points(model.config().num_layers)?;
-    if a.joint && mlp_blocks(&points).is_none() {
-        bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…");
-    }
-    let outs = train_outputs(&a, &points)?;
     let max_tokens = a.fit.max_tokens;
-    let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
+    let (outs, acts, stats, precision) = match &a.remote.endpoint {
+        Some(url) => {
+            let outs = train_outputs(&a, &[Point::FinalNorm])?;
+            let (acts, stats) = collect_remote(
+                &a.remote,
+                url,
+                &a.model,
+                &a.fit.layer,
+                &ds,
+                a.pool,
+                max_tokens,
+            )?;
+            (outs, acts, stats, format!("server {url}"))
+        }
+        None => {
+            let model = load_model(&a.model, a.collect.precision)?;
+            let points = a.fit.layer.points(model.config().num_layers)?;
+            if a.joint && mlp_blocks(&points).is_none() {
+                bail!("--joint reads MLP inputs only: use --layer mlp:all or mlp:N,mlp:M,…");
+            }
+            let outs = train_outputs(&a, &points)?;
+            let (acts, stats) = collect_all(&model, &ds, points, a.pool, max_tokens, &a.collect)?;
+            let precision = format!("{:?}", model.precision).to_lowercase();
+            (outs, acts, stats, precision)
+        }
+    };
     let labels: Vec<u8> = ds.items.iter().map(|(_, l)| *l).collect();
     let model_sha = match stats.model_sha256.as_str() {
         "" => probe::model_fingerprint(&a.model, None)?,
@@ -284,7 +242,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let meta = ProbeMeta {
         model: Some(a.model.display().to_string()),
         model_sha256: Some(model_sha.clone()),
-        precision: Some(format!("{:?}", model.precision).to_lowercase()),
+        precision: Some(precision),
         pool: Some(a.pool),
         max_tokens: Some(max_tokens),
         dataset: Some(ds.name.clone()),

@@ -69,6 +69,8 @@ impl ConfigArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
+    #[command(flatten)]
+    pub serve: super::serve::EndpointArgs,
 }
 
 /// Runs `scalpel run`.
@@ -77,14 +79,15 @@ pub fn run(a: &RunArgs, m: &ArgMatches) -> Result<()> {
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;
     let out = cfg.out.clone();
-    let s = pipeline::run(
-        cfg,
-        Inputs {
-            fetch: &fetch,
-            scorers: &scorers,
-            dataset: None,
-        },
-    )?;
+    let inputs = Inputs {
+        fetch: &fetch,
+        scorers: &scorers,
+        dataset: None,
+    };
+    if a.serve.adapters_only {
+        return print_prepared(&pipeline::adapters::prepare(cfg, inputs)?);
+    }
+    let s = pipeline::run_served(cfg, inputs, a.serve.serving().as_ref())?;
     println!("{}", scalpel::pipeline::rows::table(&s.rows));
     println!("{}", s.verdict.text);
     for w in &s.warnings {
@@ -96,6 +99,20 @@ pub fn run(a: &RunArgs, m: &ArgMatches) -> Result<()> {
         scalpel::progress::totals_line(&s.timings),
         out.join("summary.md").display()
     );
+    Ok(())
+}
+
+fn print_prepared(p: &pipeline::adapters::Prepared) -> Result<()> {
+    for (label, path, bytes) in &p.adapters {
+        println!("{label}: {} ({bytes} bytes)", path.display());
+    }
+    if let Some(c) = &p.server_config {
+        println!(
+            "server config {}: python3 scripts/llamacpp_server.py --config_file {}; then scalpel run … --endpoint http://127.0.0.1:8080",
+            c.display(),
+            c.display()
+        );
+    }
     Ok(())
 }
 

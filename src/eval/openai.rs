@@ -95,6 +95,12 @@ impl Endpoint {
             "top_p": params.top_p,
             "seed": params.seed,
             "stream": false,
+            // The model's own distribution: llama-cpp-python's server applies a repeat penalty
+            // of 1.1 unless told otherwise, even to greedy decoding, which changed its greedy
+            // continuations from the runtime's (tests/serving.rs).
+            "repeat_penalty": 1.0,
+            "frequency_penalty": 0.0,
+            "presence_penalty": 0.0,
         });
         if !params.stop.is_empty() {
             body["stop"] = serde_json::json!(params.stop);

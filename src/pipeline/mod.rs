@@ -5,16 +5,20 @@
 //! step), with [`legacy`] reading files of the earlier flat layout.
 
 pub mod ablate;
+pub mod adapters;
 pub mod compare;
 pub mod config;
+pub mod labels;
 pub mod legacy;
 pub mod plots;
 pub mod rows;
 pub mod run;
+pub mod serving;
 pub mod session;
 pub mod sweep;
 
 pub use config::{Behaviour, Profile, RunConfig};
 pub use rows::Row;
-pub use run::{run, RunSummary, Verdict};
+pub use run::{run, run_served, RunSummary, Verdict};
+pub use serving::{ServedNames, Serving};
 pub use session::{Inputs, Session, Variant};

@@ -3,10 +3,13 @@
 //! are written, evaluated against the base and summarised as [`Row`]s.
 
 use super::config::RunConfig;
+use super::labels::{BASE, CONTROL_DIRECTION, CONTROL_ROWS, EDITED};
 use super::rows::{row_from_report, EditInfo, ProbeInfo, Row};
+use super::serving::{self, Serving};
 use crate::assets::{self, FetchOptions};
 use crate::data::{self, BuiltinOptions, Dataset};
 use crate::eval::markdown::write_report;
+use crate::eval::openai::Endpoint;
 use crate::eval::suites::{fingerprint, preflight, Scorers};
 use crate::eval::{run_suites, EvalConfig, Report, Subject};
 use crate::probe::meta::DIRECTION_NOTE;
@@ -66,6 +69,8 @@ pub struct Session<'a> {
     neurons: Option<Vec<Vec<f32>>>,
     residuals: Option<Vec<Option<Vec<f32>>>>,
     base_fingerprint: String,
+    /// A server's clients by the run's labels, when it generates ([`Session::serve`]).
+    served: Option<BTreeMap<String, Endpoint>>,
 }
 
 /// The model a config names, or the catalog's default model.
@@ -125,6 +130,7 @@ impl<'a> Session<'a> {
             neurons: None,
             residuals: None,
             base_fingerprint,
+            served: None,
         })
     }
 
@@ -260,12 +266,24 @@ impl<'a> Session<'a> {
         self.collect(p).map(|_| ())
     }
 
+    /// Generates every continuation of this session's evaluations on a server: the base
+    /// under `serving.names.base`, each variant under its label's name, with the variant's
+    /// adapter file checked against its edit first ([`serving::check_adapter`]).
+    pub fn serve(&mut self, serving: &Serving) -> Result<()> {
+        let labels = [BASE, EDITED, CONTROL_DIRECTION, CONTROL_ROWS];
+        let endpoints = labels
+            .iter()
+            .map(|l| Ok((l.to_string(), serving.endpoint(l)?)));
+        self.served = Some(endpoints.collect::<Result<_>>()?);
+        Ok(())
+    }
+
     /// The base subject for [`run_suites`].
     fn base_subject(&self) -> Subject<'_> {
         Subject {
             label: "base".into(),
             model: &self.base,
-            endpoint: None,
+            endpoint: self.served.as_ref().and_then(|s| s.get(BASE)),
             fingerprint: self.base_fingerprint.clone(),
         }
     }
@@ -345,6 +363,15 @@ impl<'a> Session<'a> {
             },
         )?;
         drop(timed);
+        let endpoint = match &self.served {
+            Some(s) => Some(s.get(&v.label).with_context(|| {
+                format!("{}: the server holds no model for it (a served run evaluates the base, the edit and its two controls)", v.label)
+            })?),
+            None => None,
+        };
+        if endpoint.is_some() {
+            serving::check_adapter(&self.file, &plan, &serving::adapter_path(&self.file, dir))?;
+        }
         let edited = Model::load(
             &model_out,
             &LoadOptions {
@@ -354,7 +381,7 @@ impl<'a> Session<'a> {
         let subject = Subject {
             label: v.label.clone(),
             model: &edited,
-            endpoint: None,
+            endpoint,
             fingerprint: fingerprint(&model_out)?,
         };
         let base = self.base_subject();

@@ -2,12 +2,19 @@
 //! `/v1/embeddings` endpoint (llama.cpp / llama-cpp-python with embeddings on, vLLM's
 //! embedding task), for a model scalpel cannot hold.
 //!
-//! A server that returns one vector per token (llama.cpp without a pooling type) is pooled
-//! here exactly as [`super::collect`] pools: the first `max_tokens` tokens (BOS included),
-//! mean or last — with causal attention a token's state does not depend on later tokens, so
-//! cutting after the pass equals cutting before it. A server that pools itself (`--pooling
-//! mean`) returns one vector per text; its truncation is the server's, so the texts are
-//! checked to fit (a vector per text is accepted only for mean pooling).
+//! One text per request. A server that returns one vector per token (llama.cpp without a
+//! pooling type) is pooled here exactly as [`super::collect`] pools: the first `max_tokens`
+//! tokens (BOS included), mean or last — with causal attention a token's state does not
+//! depend on later tokens, so cutting after the pass equals cutting before it. A server that
+//! pools itself (`--pooling mean`) returns one vector per text over all its tokens, so it is
+//! accepted only for mean pooling and only when the answer's `usage.prompt_tokens` shows the
+//! text fits in `max_tokens`.
+//!
+//! Why one text per request: llama-cpp-python 0.3.x (`Llama.embed`) packs a request's texts
+//! into one batch and, when it returns per-token vectors, reads every text after the first
+//! from the wrong offset (it advances by the text's token count, not by tokens × width), so
+//! those texts' vectors are slices of the first text's rows. Alone in its request a text is
+//! read from offset 0, which is right.
 
 use std::time::Duration;
 
@@ -43,11 +50,11 @@ impl EmbeddingsEndpoint {
         })
     }
 
-    /// The raw `embedding` values of a batch of texts, in order: per text either one vector
-    /// or one vector per token.
-    fn request(&self, texts: &[String]) -> Result<Vec<serde_json::Value>> {
+    /// The raw `embedding` value of one text (one vector, or one vector per token) and the
+    /// server's `usage.prompt_tokens`, when it reports it.
+    fn request(&self, text: &str) -> Result<(serde_json::Value, Option<usize>)> {
         let url = format!("{}/v1/embeddings", self.base_url);
-        let body = serde_json::json!({"model": self.model, "input": texts});
+        let body = serde_json::json!({"model": self.model, "input": [text]});
         let resp = self
             .agent
             .post(&url)
@@ -71,50 +78,40 @@ impl EmbeddingsEndpoint {
                 .with_context(|| format!("{url}: reading the response"))?,
         )
         .with_context(|| format!("{url}: the response is not JSON"))?;
-        let mut data: Vec<(usize, serde_json::Value)> = v["data"]
+        let data = v["data"]
             .as_array()
-            .with_context(|| format!("{url}: no `data` array in the response"))?
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let idx = d["index"].as_u64().map_or(i, |x| x as usize);
-                (idx, d["embedding"].clone())
-            })
-            .collect();
-        data.sort_by_key(|d| d.0);
-        if data.len() != texts.len() || data.iter().enumerate().any(|(i, d)| d.0 != i) {
-            bail!("{url}: {} embeddings for {} texts", data.len(), texts.len());
+            .with_context(|| format!("{url}: no `data` array in the response"))?;
+        if data.len() != 1 {
+            bail!("{url}: {} embeddings for one text", data.len());
         }
-        Ok(data.into_iter().map(|d| d.1).collect())
+        let tokens = v["usage"]["prompt_tokens"].as_u64().map(|n| n as usize);
+        Ok((data[0]["embedding"].clone(), tokens))
     }
 
-    /// One pooled final-norm vector per text, `batch` texts per request.
+    /// One pooled final-norm vector per text, in order.
     pub fn collect(
         &self,
         texts: &[String],
         pool: Pool,
         max_tokens: usize,
-        batch: usize,
         progress: Option<&ProgressBar>,
     ) -> Result<Activations> {
         let mut data: Vec<f32> = Vec::new();
         let mut d = 0usize;
-        for (b, chunk) in texts.chunks(batch.max(1)).enumerate() {
-            for (k, e) in self.request(chunk)?.iter().enumerate() {
-                let i = b * batch.max(1) + k;
-                let v = pooled(e, pool, max_tokens).with_context(|| format!("text {i}"))?;
-                if d == 0 {
-                    d = v.len();
-                } else if v.len() != d {
-                    bail!(
-                        "text {i}: embedding of {} values, earlier ones had {d}",
-                        v.len()
-                    );
-                }
-                data.extend_from_slice(&v);
+        for (i, text) in texts.iter().enumerate() {
+            let (e, tokens) = self.request(text).with_context(|| format!("text {i}"))?;
+            let v = pooled(&e, pool, max_tokens, tokens).with_context(|| format!("text {i}"))?;
+            if d == 0 {
+                d = v.len();
+            } else if v.len() != d {
+                bail!(
+                    "text {i}: embedding of {} values, earlier ones had {d}",
+                    v.len()
+                );
             }
+            data.extend_from_slice(&v);
             if let Some(pb) = progress {
-                pb.inc(chunk.len() as u64);
+                pb.inc(1);
             }
         }
         Ok(Activations {
@@ -132,12 +129,23 @@ fn floats(v: &serde_json::Value) -> Option<Vec<f32>> {
         .collect()
 }
 
-/// Pools one text's `embedding`: a vector (the server pooled) or a list of per-token vectors.
-fn pooled(e: &serde_json::Value, pool: Pool, max_tokens: usize) -> Result<Vec<f32>> {
+/// Pools one text's `embedding`: a vector (the server pooled its `tokens` tokens) or a list
+/// of per-token vectors.
+fn pooled(
+    e: &serde_json::Value,
+    pool: Pool,
+    max_tokens: usize,
+    tokens: Option<usize>,
+) -> Result<Vec<f32>> {
     let arr = e.as_array().context("`embedding` is not an array")?;
     if arr.first().is_some_and(|x| x.is_number()) {
         if pool != Pool::Mean {
             bail!("the server pools the tokens itself; only --pool mean can use its vectors");
+        }
+        match tokens {
+            Some(n) if n <= max_tokens => {}
+            Some(n) => bail!("the server pooled all {n} tokens of the text, more than --max-tokens {max_tokens} (scalpel pools the first {max_tokens}); serve per-token vectors (no pooling type) or raise --max-tokens"),
+            None => bail!("the server pooled the text itself and did not report its token count (usage.prompt_tokens), so it cannot be checked against --max-tokens {max_tokens}"),
         }
         return floats(e).context("`embedding` holds a non-number");
     }
@@ -176,16 +184,26 @@ mod tests {
     #[test]
     fn per_token_vectors_are_cut_and_pooled() {
         let e = serde_json::json!([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]);
-        assert_eq!(pooled(&e, Pool::Mean, 2).unwrap(), vec![2.0, 3.0]);
-        assert_eq!(pooled(&e, Pool::Last, 2).unwrap(), vec![3.0, 4.0]);
+        assert_eq!(pooled(&e, Pool::Mean, 2, None).unwrap(), vec![2.0, 3.0]);
+        assert_eq!(pooled(&e, Pool::Last, 2, None).unwrap(), vec![3.0, 4.0]);
         assert_eq!(
-            pooled(&e, Pool::Mean, 128).unwrap(),
+            pooled(&e, Pool::Mean, 128, None).unwrap(),
             vec![104.0 / 3.0, 106.0 / 3.0]
         );
         let flat = serde_json::json!([0.5, -1.0]);
-        assert_eq!(pooled(&flat, Pool::Mean, 4).unwrap(), vec![0.5, -1.0]);
-        assert!(pooled(&flat, Pool::Last, 4).is_err());
-        assert!(pooled(&serde_json::json!([[1.0], [1.0, 2.0]]), Pool::Mean, 4).is_err());
-        assert!(pooled(&serde_json::json!("x"), Pool::Mean, 4).is_err());
+        assert_eq!(
+            pooled(&flat, Pool::Mean, 4, Some(4)).unwrap(),
+            vec![0.5, -1.0]
+        );
+        assert!(pooled(&flat, Pool::Last, 4, Some(4)).is_err());
+        // A server-pooled vector over more tokens than scalpel pools, or of unknown length.
+        let long = pooled(&flat, Pool::Mean, 4, Some(5))
+            .unwrap_err()
+            .to_string();
+        assert!(long.contains("all 5 tokens"), "{long}");
+        assert!(pooled(&flat, Pool::Mean, 4, None).is_err());
+        let bad = serde_json::json!([[1.0], [1.0, 2.0]]);
+        assert!(pooled(&bad, Pool::Mean, 4, None).is_err());
+        assert!(pooled(&serde_json::json!("x"), Pool::Mean, 4, None).is_err());
     }
 }
