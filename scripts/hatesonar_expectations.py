@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference probabilities of the real hatesonar package, for tests/hatesonar_agreement.rs.
+"""Reference probabilities of the real hatesonar package, for tests/eval/hatesonar_agreement.rs.
 
 Exact commands used to produce tests/data/hatesonar_expected.json (Debian/Ubuntu, Python 3.11):
 

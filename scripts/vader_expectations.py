@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference VADER scores of the real vaderSentiment package, for tests/vader_agreement.rs.
+"""Reference VADER scores of the real vaderSentiment package, for tests/eval/vader_agreement.rs.
 
 Exact commands used to produce tests/data/vader_expected.json (Python 3.11):
 

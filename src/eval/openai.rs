@@ -97,7 +97,7 @@ impl Endpoint {
             "stream": false,
             // The model's own distribution: llama-cpp-python's server applies a repeat penalty
             // of 1.1 unless told otherwise, even to greedy decoding, which changed its greedy
-            // continuations from the runtime's (tests/serving.rs).
+            // continuations from the runtime's (tests/eval/serving.rs).
             "repeat_penalty": 1.0,
             "frequency_penalty": 0.0,
             "presence_penalty": 0.0,

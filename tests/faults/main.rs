@@ -15,6 +15,7 @@
 
 mod concurrency;
 mod crafted;
+mod hostile_inputs;
 mod kill;
 mod outputs;
 mod signals;

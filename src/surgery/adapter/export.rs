@@ -1,7 +1,7 @@
 //! The two adapter files: llama.cpp's GGUF LoRA and a PEFT folder.
 //!
 //! Layouts (checked against llama.cpp's `llama-adapter.cpp` and PEFT's loader by
-//! `tests/adapter.rs` and `scripts/adapter_check.py`):
+//! `tests/surgery/adapter.rs` and `scripts/adapter_check.py`):
 //! - GGUF: `lora_a` has ne = [row_len, r] (r rows of A), `lora_b` ne = [r, n_rows] (one row
 //!   of B per matrix row); llama.cpp checks `base.ne[0] == a.ne[0]`, `base.ne[1] == b.ne[1]`,
 //!   `a.ne[1] == b.ne[0]`, and adds `(alpha / r) · s · B(A x)`.

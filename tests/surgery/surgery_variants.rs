@@ -1,7 +1,6 @@
 //! The behaviour-specific variants of selection and edit (joint probe slices, norm-aware
 //! ranking, activation scores, α scales) on a tiny model, against direct computations.
 
-mod common;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +15,7 @@ use scalpel::surgery::{
 
 fn tiny_model(dir: &std::path::Path) -> (ModelFile, TinySpec) {
     let spec = TinySpec::default();
-    let p = common::tiny_gguf(dir, &spec, 11);
+    let p = crate::common::tiny_gguf(dir, &spec, 11);
     (ModelFile::open(&p).unwrap(), spec)
 }
 

@@ -1,7 +1,6 @@
 //! Activation collection on a tiny random Llama: where the points are, pooling and padding,
 //! multi-point passes, truncation and the activation cache.
 
-mod common;
 
 use scalpel::data::Dataset;
 use scalpel::formats::tiny::{self, TinySpec};
@@ -14,7 +13,7 @@ fn tiny_model(dir: &Path) -> (Model, TinySpec) {
         blocks: 3,
         ..TinySpec::default()
     };
-    let path = common::tiny_gguf(dir, &spec, 11);
+    let path = crate::common::tiny_gguf(dir, &spec, 11);
     let model = Model::load(
         &path,
         &LoadOptions {

@@ -1,7 +1,6 @@
 //! `scalpel select / edit / patch` from the command line: bad input gives one line, a
 //! non-zero exit and no file.
 
-mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use scalpel::formats::gguf::{write_gguf, MetaValue, TensorSpec};
 use scalpel::formats::tiny::{self, TinySpec};
 
 fn scalpel(args: &[&str]) -> (bool, String, String) {
-    common::scalpel(args).parts()
+    crate::common::scalpel(args).parts()
 }
 
 /// A probe file written directly (so NaN can be stored, which `Probe::new` refuses).

@@ -3,18 +3,17 @@
 //! to 8 bits, as llama.cpp does). They differ by that rounding only — the exact comparison
 //! is `reference.rs` — and scalpel's native path must equal its own f32 path.
 
-mod common;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use scalpel::runtime::{LoadOptions, Logits, Model, Precision};
 
-use common::{cosine, top5, PROMPTS};
+use crate::common::{cosine, top5, PROMPTS};
 
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn native_quantised_logits_agree_with_candle_quantized_llama() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let f32_model = Model::load(
         &path,

@@ -1,7 +1,6 @@
 //! `scalpel run` end to end on a tiny random model: every stage wired (probe, selection,
 //! edit, controls, evaluation, summary), every artefact written, the summary parseable.
 
-mod common;
 
 use scalpel::assets::FetchOptions;
 use scalpel::data::Dataset;
@@ -76,7 +75,7 @@ fn tiny_config(dir: &Path, blocks: usize) -> RunConfig {
 #[test]
 #[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn run_writes_every_artefact_on_a_tiny_model() {
-    let scorers = common::scorers();
+    let scorers = crate::common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 2);
     // A second behaviour on the edited model, from a labelled file.
@@ -201,7 +200,7 @@ fn run_writes_every_artefact_on_a_tiny_model() {
 #[test]
 #[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn sweep_and_ablate_run_on_a_tiny_model() {
-    let scorers = common::scorers();
+    let scorers = crate::common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 4);
     let fetch = FetchOptions::from_env().unwrap();
@@ -251,7 +250,7 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
 #[test]
 #[ignore = "needs SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn run_with_a_recipe_reports_it_with_its_controls() {
-    let scorers = common::scorers();
+    let scorers = crate::common::scorers();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path(), 2);
     cfg.recipe.recipe = scalpel::surgery::recipes::Recipe::Aura;

@@ -2,7 +2,6 @@
 //! (stored by `scripts/llamacpp_reference.py`), the safetensors path against the GGUF path,
 //! padding, and batched generation.
 
-mod common;
 
 use scalpel::probe::mean_pool;
 use scalpel::runtime::generate::{generate, GenParams};
@@ -28,7 +27,7 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn tokenizer_ids_equal_llama_cpp_and_round_trip() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     for case in reference()["tokens"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
@@ -49,7 +48,7 @@ fn tokenizer_ids_equal_llama_cpp_and_round_trip() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn greedy_text_matches_llama_cpp() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let cases = reference()["generations"].as_array().unwrap().clone();
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids_of(&c["ids"])).collect();
@@ -107,7 +106,7 @@ fn greedy_text_matches_llama_cpp() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn batched_left_padded_generation_equals_one_at_a_time() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     // f32 weights: with quantised matmul, the 8-bit rounding of activations can amplify the
     // last-bit differences that padding causes in attention into a flipped near-tie.
     let model = Model::load(
@@ -146,7 +145,7 @@ fn batched_left_padded_generation_equals_one_at_a_time() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn mean_pooling_ignores_padding() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let short = model.tokenizer.encode("You are kind.").unwrap();
     let long = model
@@ -175,9 +174,9 @@ fn mean_pooling_ignores_padding() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn safetensors_folder_gives_the_same_hidden_states_as_the_gguf() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     let dir = tempfile::tempdir().unwrap();
-    common::gguf_to_hf_folder(&path, dir.path());
+    crate::common::gguf_to_hf_folder(&path, dir.path());
     let f32_opts = LoadOptions {
         precision: Precision::F32,
     };

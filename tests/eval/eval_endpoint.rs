@@ -3,7 +3,6 @@
 //! work-around). Opt-in: needs `pip install 'llama-cpp-python==0.3.36' fastapi uvicorn
 //! sse-starlette starlette-context pydantic-settings` and `SCALPEL_LLAMACPP_SERVER_TESTS=1`.
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -42,7 +41,7 @@ fn eval_through_a_llamacpp_server() {
         Ok("1"),
         "set SCALPEL_LLAMACPP_SERVER_TESTS=1 (with llama-cpp-python installed) to run the llama.cpp server test; scripts/test.sh skips it otherwise"
     );
-    let model = common::default_model();
+    let model = crate::common::default_model();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -70,10 +69,10 @@ fn eval_through_a_llamacpp_server() {
     let out_dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let cache = tempfile::tempdir().unwrap();
-    let out = common::scalpel_cmd(cache.path())
+    let out = crate::common::scalpel_cmd(cache.path())
         .env(
             "SCALPEL_MIRROR",
-            common::env_path("SCALPEL_MIRROR", "the prompt sets"),
+            crate::common::env_path("SCALPEL_MIRROR", "the prompt sets"),
         )
         .args(["eval", model.to_str().unwrap(), "--endpoint", &url])
         .args(["--suite", "rtp,refusal", "--limit", "4", "--max-new", "12"])

@@ -3,18 +3,17 @@
 //! dequantised, `CANDLE_DEQUANTIZE_ALL=1` for the reference), so that any difference is a
 //! bug rather than rounding. The quantised paths are compared in `reference_quant.rs`.
 
-mod common;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use scalpel::runtime::{LoadOptions, Logits, Model, Precision};
 
-use common::{cosine, top5, PROMPTS};
+use crate::common::{cosine, top5, PROMPTS};
 
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn last_logits_match_candle_quantized_llama_in_f32() {
-    let path = common::default_model();
+    let path = crate::common::default_model();
     // candle reads this once per thread, at the first quantised matmul it builds; this file
     // holds a single test so no other thread has read it yet.
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");

@@ -5,7 +5,6 @@
 //! must load and generate. That llama.cpp loads the edits is checked by
 //! `scripts/llamacpp_load_check.py` (see the README).
 
-mod common;
 
 use std::path::Path;
 
@@ -119,13 +118,13 @@ fn edit_requantises_close_to_exact(base: &Path) {
 #[test]
 #[ignore = "needs SCALPEL_GEMMA3_MODEL"]
 fn gemma3_edit_requantises_close_to_exact() {
-    let p = common::model_from_env("SCALPEL_GEMMA3_MODEL", "gemma3-270m-q4km");
+    let p = crate::common::model_from_env("SCALPEL_GEMMA3_MODEL", "gemma3-270m-q4km");
     edit_requantises_close_to_exact(&p);
 }
 
 #[test]
 #[ignore = "needs SCALPEL_QWEN2_MODEL"]
 fn qwen2_edit_requantises_close_to_exact() {
-    let p = common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km");
+    let p = crate::common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km");
     edit_requantises_close_to_exact(&p);
 }

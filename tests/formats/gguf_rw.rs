@@ -11,7 +11,6 @@ use scalpel::formats::quant;
 use scalpel::formats::tiny::{self, TinyFamily, TinySpec};
 use sha2::{Digest, Sha256};
 
-mod common;
 
 fn sha(p: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(p).unwrap()).to_vec()
@@ -353,13 +352,13 @@ fn both_gguf_readers_agree_on_the_tiny_files() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn both_gguf_readers_agree_on_the_default_model() {
-    readers_agree(&common::default_model());
+    readers_agree(&crate::common::default_model());
 }
 
 #[test]
 #[ignore = "needs SCALPEL_GEMMA3_MODEL"]
 fn both_gguf_readers_agree_on_gemma3() {
-    readers_agree(&common::model_from_env(
+    readers_agree(&crate::common::model_from_env(
         "SCALPEL_GEMMA3_MODEL",
         "gemma3-270m-q4km",
     ));
@@ -368,7 +367,7 @@ fn both_gguf_readers_agree_on_gemma3() {
 #[test]
 #[ignore = "needs SCALPEL_QWEN2_MODEL"]
 fn both_gguf_readers_agree_on_qwen2() {
-    readers_agree(&common::model_from_env(
+    readers_agree(&crate::common::model_from_env(
         "SCALPEL_QWEN2_MODEL",
         "qwen2.5-coder-0.5b-instruct-q4km",
     ));

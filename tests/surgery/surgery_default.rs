@@ -3,11 +3,10 @@
 //! and the patch reverts GGUF and HF outputs bit for bit.
 //!
 //! The expectation: an HF folder written from the base (every tensor dequantised to f32,
-//! `common::gguf_to_hf_folder`), edited by the HF writer in f32. The GGUF edited with
+//! `crate::common::gguf_to_hf_folder`), edited by the HF writer in f32. The GGUF edited with
 //! `keep_precision` (edited tensors stored as F32) must give the same logits when both are
 //! loaded in f32; the re-quantised GGUF must be within a quantisation tolerance of it.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,10 +90,10 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn edited_logits_match_independent_expectation_and_patches_revert() {
-    let base = common::default_model();
+    let base = crate::common::default_model();
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
-    common::gguf_to_hf_folder(&base, &p("hf"));
+    crate::common::gguf_to_hf_folder(&base, &p("hf"));
 
     // A probe of the real shape: ‖W[1]‖ = 1.035 as the reference run's, random direction.
     let w1 = random_direction(576, 1.035, 0);

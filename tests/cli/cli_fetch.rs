@@ -1,8 +1,7 @@
 //! `scalpel fetch` end to end: listing, fetching from a mirror, and one-line errors.
 
-mod common;
 
-use common::scalpel_cmd as scalpel;
+use crate::common::scalpel_cmd as scalpel;
 
 #[test]
 fn list_shows_every_asset_with_its_licence() {

@@ -10,9 +10,8 @@
 //! llama.cpp on the keep-precision edit, `lora_scale` s vs the edit at s·α, and
 //! transformers + PEFT vs scalpel's edited HF folder (`scripts/adapter_check.py`).
 
-mod common;
 
-use common::server::{all_f32, peers_python};
+use crate::common::server::{all_f32, peers_python};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -371,7 +370,7 @@ fn keep(model: &ModelFile, plan: &EditPlan, out: &Path) {
 #[test]
 #[ignore = "needs SCALPEL_PEERS_PYTHON and SCALPEL_MODEL"]
 fn llamacpp_with_the_adapter_equals_the_keep_precision_edit() {
-    let (py, base) = (peers_python(), common::default_model());
+    let (py, base) = (peers_python(), crate::common::default_model());
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
@@ -432,11 +431,11 @@ fn llamacpp_with_the_adapter_equals_the_keep_precision_edit() {
 #[test]
 #[ignore = "needs SCALPEL_PEERS_PYTHON and SCALPEL_MODEL"]
 fn peft_adapter_in_transformers_equals_the_edited_folder() {
-    let (py, base) = (peers_python(), common::default_model());
+    let (py, base) = (peers_python(), crate::common::default_model());
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
-    common::gguf_to_hf_folder(&base, &p("hf"));
+    crate::common::gguf_to_hf_folder(&base, &p("hf"));
     let model = ModelFile::open(&p("hf")).unwrap();
     let plan = default_edit(&model, 1.08);
     write_edited(&model, &plan, &p("hf_e"), &WriteOptions::default()).unwrap();
@@ -479,7 +478,7 @@ fn continuations(report: &Path, who: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs SCALPEL_PEERS_PYTHON and SCALPEL_MODEL"]
 fn eval_against_a_server_with_the_adapter_loaded() {
-    let base = common::default_model();
+    let base = crate::common::default_model();
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
@@ -494,7 +493,7 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         &Adapter::from_plan(&model, &plan, DEFAULT_MAX_RANK).unwrap(),
         &p("a.gguf"),
     );
-    let port = common::server::free_port();
+    let port = crate::common::server::free_port();
     let entry = |alias: &str, m: &str, lora: Option<&str>| {
         serde_json::json!({"model": m, "model_alias": alias, "lora_path": lora,
             "n_ctx": 2048, "n_threads": 2, "seed": 0, "type_k": 0, "type_v": 0})
@@ -508,7 +507,7 @@ fn eval_against_a_server_with_the_adapter_loaded() {
         ],
     });
     std::fs::write(p("server.json"), cfg.to_string()).unwrap();
-    let server = common::server::start(port, &["--config_file", &s("server.json")]);
+    let server = crate::common::server::start(port, &["--config_file", &s("server.json")]);
     let url = server.url.clone();
     let eval = |served: &str, out: &str| {
         let o = scalpel(&[

@@ -1,13 +1,12 @@
 //! `scalpel inspect` end to end on tiny models.
 
-mod common;
 
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, Breakage, HfDtype, TinySpec};
 
 fn inspect(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
     let inspect = std::ffi::OsStr::new("inspect");
-    common::scalpel(std::iter::once(inspect).chain(args.iter().copied())).parts()
+    crate::common::scalpel(std::iter::once(inspect).chain(args.iter().copied())).parts()
 }
 
 #[test]

@@ -7,7 +7,6 @@
 //! (`--include-ignored`, as `scripts/test.sh` runs them with `SCALPEL_QWEN2_MODEL` /
 //! `SCALPEL_GEMMA3_MODEL` set).
 
-mod common;
 
 use scalpel::runtime::generate::{generate, GenParams};
 use scalpel::runtime::{LoadOptions, Logits, Model};
@@ -32,9 +31,9 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
 fn model(family: &str) -> PathBuf {
     match family {
         "qwen2" => {
-            common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km")
+            crate::common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km")
         }
-        _ => common::model_from_env("SCALPEL_GEMMA3_MODEL", "gemma3-270m-q4km"),
+        _ => crate::common::model_from_env("SCALPEL_GEMMA3_MODEL", "gemma3-270m-q4km"),
     }
 }
 
@@ -107,7 +106,7 @@ fn logits_match(family: &str, tol: f32) {
             .iter()
             .map(|&(i, v)| (ours[i] - v).abs())
             .fold(0f32, f32::max);
-        let ours_top = common::top5(&ours);
+        let ours_top = crate::common::top5(&ours);
         eprintln!(
             "{family} {:?}: max |Δlogit| over llama.cpp's top 20 = {max_diff:.4}; top5 {:?} vs {:?}",
             &prompt[..prompt.len().min(40)],

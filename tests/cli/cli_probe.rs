@@ -1,7 +1,6 @@
 //! `scalpel probe train / eval / score` end to end on a tiny random model, and on the default
 //! model when `SCALPEL_MODEL` is set.
 
-mod common;
 
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
@@ -10,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn scalpel(cache: &Path, args: &[&str]) -> (bool, String, String) {
-    common::scalpel_in(cache, args).parts()
+    crate::common::scalpel_in(cache, args).parts()
 }
 
 fn write_tsv(path: &Path, n: usize, one_class: bool) {
@@ -217,7 +216,7 @@ fn bad_inputs_are_one_line_errors() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL and the toxicity dataset (SCALPEL_MIRROR)"]
 fn default_model_probe_on_a_toxicity_sample() {
-    let model_path = common::default_model();
+    let model_path = crate::common::default_model();
     use scalpel::assets::FetchOptions;
     use scalpel::data::{builtin, BuiltinOptions, Dataset};
     use scalpel::probe::{collect, train, CollectOptions, FitOptions, Method, TrainOptions};
@@ -351,7 +350,7 @@ fn probe_files_of_the_previous_layout_read_and_are_reproduced_byte_for_byte() {
         let mut args = vec!["probe", "train", "tiny.gguf", "--data-file", "d.tsv"];
         args.extend_from_slice(flags);
         args.extend(["--no-cache", "--out", out]);
-        let run = common::scalpel_cmd(&d.join("cache"))
+        let run = crate::common::scalpel_cmd(&d.join("cache"))
             .args(&args)
             .current_dir(d)
             .output()

@@ -1,7 +1,6 @@
 //! `scalpel eval` and the evaluation library: self-comparison on the real model, the
 //! degeneration warning on synthetic broken continuations, and bad input.
 
-mod common;
 
 use scalpel::assets::FetchOptions;
 use scalpel::eval::markdown::{render, write_report};
@@ -13,12 +12,12 @@ use scalpel::runtime::{LoadOptions, Model, Precision};
 use std::path::{Path, PathBuf};
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    common::tiny_gguf(dir, &TinySpec::default(), 1)
+    crate::common::tiny_gguf(dir, &TinySpec::default(), 1)
 }
 
 /// Runs `scalpel eval` expecting failure; returns stderr.
 fn eval_fails(args: &[&str]) -> String {
-    let out = common::scalpel(std::iter::once("eval").chain(args.iter().copied()));
+    let out = crate::common::scalpel(std::iter::once("eval").chain(args.iter().copied()));
     assert!(!out.ok, "eval succeeded: {args:?}");
     let err = out.stderr;
     assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
@@ -73,7 +72,7 @@ fn unknown_suite_is_refused() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
 fn different_tokenizers_are_refused_unless_allowed() {
-    let real = common::default_model();
+    let real = crate::common::default_model();
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let err = eval_fails(&[
@@ -195,8 +194,8 @@ fn degeneration_warning_fires_on_broken_continuations() {
 #[test]
 #[ignore = "needs SCALPEL_MODEL, SCALPEL_HATESONAR_ONNX and SCALPEL_VADER_DIR"]
 fn model_against_itself_gives_zero_kl_and_identical_continuations() {
-    let path = common::default_model();
-    let scorers = common::scorers();
+    let path = crate::common::default_model();
+    let scorers = crate::common::scorers();
     let opts = LoadOptions {
         precision: Precision::F32,
     };

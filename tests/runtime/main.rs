@@ -1,0 +1,14 @@
+//! The forward pass: tiny hand-checked models, the three families against llama.cpp and transformers references.
+//!
+//! One test binary per area (issue #16: fewer crates, less link time); each module is
+//! one former test file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod runtime;
+mod runtime_tiny;
+mod runtime_families_tiny;
+mod families;
+mod reference;
+mod reference_quant;
