@@ -1,6 +1,5 @@
 //! `scalpel fetch` end to end: listing, fetching from a mirror, and one-line errors.
 
-
 use crate::common::scalpel_cmd as scalpel;
 
 #[test]

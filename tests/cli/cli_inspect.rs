@@ -1,6 +1,5 @@
 //! `scalpel inspect` end to end on tiny models.
 
-
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, Breakage, HfDtype, TinySpec};
 

@@ -1,7 +1,6 @@
 //! `scalpel probe train / eval / score` end to end on a tiny random model, and on the default
 //! model when `SCALPEL_MODEL` is set.
 
-
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::probe::Probe;

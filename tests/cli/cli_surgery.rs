@@ -1,7 +1,6 @@
 //! `scalpel select / edit / patch` from the command line: bad input gives one line, a
 //! non-zero exit and no file.
 
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 

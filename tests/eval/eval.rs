@@ -1,7 +1,6 @@
 //! `scalpel eval` and the evaluation library: self-comparison on the real model, the
 //! degeneration warning on synthetic broken continuations, and bad input.
 
-
 use scalpel::assets::FetchOptions;
 use scalpel::eval::markdown::{render, write_report};
 use scalpel::eval::report::{GenRun, Item, SuiteRun, Throughput};

@@ -3,7 +3,6 @@
 //! work-around). Opt-in: needs `pip install 'llama-cpp-python==0.3.36' fastapi uvicorn
 //! sse-starlette starlette-context pydantic-settings` and `SCALPEL_LLAMACPP_SERVER_TESTS=1`.
 
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,7 @@ mod common;
 
 mod eval;
 mod eval_endpoint;
-mod serving;
 mod hatesonar_agreement;
 mod hatesonar_synthetic;
+mod serving;
 mod vader_agreement;

@@ -11,7 +11,6 @@ use scalpel::formats::quant;
 use scalpel::formats::tiny::{self, TinyFamily, TinySpec};
 use sha2::{Digest, Sha256};
 
-
 fn sha(p: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(p).unwrap()).to_vec()
 }

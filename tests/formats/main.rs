@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod gguf_rw;
-mod safetensors_rw;
 mod assets;
 mod data;
+mod gguf_rw;
+mod safetensors_rw;

@@ -6,6 +6,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod pipeline;
 mod default_model;
+mod pipeline;
 mod probe_collect;

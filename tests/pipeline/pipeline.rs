@@ -1,7 +1,6 @@
 //! `scalpel run` end to end on a tiny random model: every stage wired (probe, selection,
 //! edit, controls, evaluation, summary), every artefact written, the summary parseable.
 
-
 use scalpel::assets::FetchOptions;
 use scalpel::data::Dataset;
 use scalpel::eval::EvalOptions;

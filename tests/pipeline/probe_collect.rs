@@ -1,7 +1,6 @@
 //! Activation collection on a tiny random Llama: where the points are, pooling and padding,
 //! multi-point passes, truncation and the activation cache.
 
-
 use scalpel::data::Dataset;
 use scalpel::formats::tiny::{self, TinySpec};
 use scalpel::probe::{collect, parse_points, CollectOptions, Pool};

@@ -7,7 +7,6 @@
 //! (`--include-ignored`, as `scripts/test.sh` runs them with `SCALPEL_QWEN2_MODEL` /
 //! `SCALPEL_GEMMA3_MODEL` set).
 
-
 use scalpel::runtime::generate::{generate, GenParams};
 use scalpel::runtime::{LoadOptions, Logits, Model};
 use std::path::PathBuf;

@@ -6,9 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod runtime;
-mod runtime_tiny;
-mod runtime_families_tiny;
 mod families;
 mod reference;
 mod reference_quant;
+mod runtime;
+mod runtime_families_tiny;
+mod runtime_tiny;

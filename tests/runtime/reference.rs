@@ -3,7 +3,6 @@
 //! dequantised, `CANDLE_DEQUANTIZE_ALL=1` for the reference), so that any difference is a
 //! bug rather than rounding. The quantised paths are compared in `reference_quant.rs`.
 
-
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use scalpel::runtime::{LoadOptions, Logits, Model, Precision};

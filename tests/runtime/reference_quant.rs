@@ -3,7 +3,6 @@
 //! to 8 bits, as llama.cpp does). They differ by that rounding only — the exact comparison
 //! is `reference.rs` — and scalpel's native path must equal its own f32 path.
 
-
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use scalpel::runtime::{LoadOptions, Logits, Model, Precision};

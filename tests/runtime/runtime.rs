@@ -2,7 +2,6 @@
 //! (stored by `scripts/llamacpp_reference.py`), the safetensors path against the GGUF path,
 //! padding, and batched generation.
 
-
 use scalpel::probe::mean_pool;
 use scalpel::runtime::generate::{generate, GenParams};
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};

@@ -10,7 +10,6 @@
 //! llama.cpp on the keep-precision edit, `lora_scale` s vs the edit at s·α, and
 //! transformers + PEFT vs scalpel's edited HF folder (`scripts/adapter_check.py`).
 
-
 use crate::common::server::{all_f32, peers_python};
 
 use std::collections::BTreeMap;

@@ -5,7 +5,6 @@
 //! must load and generate. That llama.cpp loads the edits is checked by
 //! `scripts/llamacpp_load_check.py` (see the README).
 
-
 use std::path::Path;
 
 use scalpel::probe::Probe;
@@ -125,6 +124,7 @@ fn gemma3_edit_requantises_close_to_exact() {
 #[test]
 #[ignore = "needs SCALPEL_QWEN2_MODEL"]
 fn qwen2_edit_requantises_close_to_exact() {
-    let p = crate::common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km");
+    let p =
+        crate::common::model_from_env("SCALPEL_QWEN2_MODEL", "qwen2.5-coder-0.5b-instruct-q4km");
     edit_requantises_close_to_exact(&p);
 }

@@ -6,9 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adapter;
+mod families_surgery;
+mod recipes;
 mod surgery;
 mod surgery_default;
 mod surgery_variants;
-mod families_surgery;
-mod recipes;
-mod adapter;

@@ -7,7 +7,6 @@
 //! `keep_precision` (edited tensors stored as F32) must give the same logits when both are
 //! loaded in f32; the re-quantised GGUF must be within a quantisation tolerance of it.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -1,7 +1,6 @@
 //! The behaviour-specific variants of selection and edit (joint probe slices, norm-aware
 //! ranking, activation scores, α scales) on a tiny model, against direct computations.
 
-
 use std::collections::BTreeMap;
 
 use scalpel::formats::tiny::TinySpec;
