@@ -1,0 +1,211 @@
+//! What `scalpel compare` writes: `compare.md` (the matched-damage table), `compare.json`
+//! and `compare.svg` (every series' toxicity against KL through the base).
+
+use super::{CompareSummary, SweepPoint};
+use crate::formats::io::write_atomic;
+use anyhow::Result;
+use std::fmt::Write;
+
+pub(super) fn write_outputs(s: &CompareSummary, out: &std::path::Path) -> Result<()> {
+    write_atomic(&out.join("compare.json"), &serde_json::to_vec_pretty(s)?)?;
+    write_atomic(&out.join("compare.md"), render(s).as_bytes())?;
+    write_atomic(&out.join("compare.svg"), fronts_svg(s).as_bytes())
+}
+
+/// The markdown report.
+pub fn render(s: &CompareSummary) -> String {
+    let mut md = format!(
+        "# scalpel compare\n\nModel sha256 `{}`; {} RTP prompts ({} tuning / {} report, by position); wall {:.0} s. Base on the report half: {:.1} % toxic [{:.1}, {:.1}]. Toxicity is interpolated per prompt between the two sweep points that bracket each damage target (the base is strength 0); \"–\" = the series never reaches that damage. Δ vs control: paired difference on the report half (points of % toxic, 95 % bootstrap) and sign-flip permutation p against the recipe's random-neuron control (random-direction control where it has none).\n\n",
+        s.model_sha256,
+        s.prompts,
+        s.prompts.div_ceil(2),
+        s.prompts / 2,
+        s.wall_secs,
+        s.base_toxic_report[0],
+        s.base_toxic_report[1],
+        s.base_toxic_report[2]
+    );
+    md.push_str("| series | damage target | % toxic (report) [95 % CI] | relative drop | strengths (t) | Δ vs control [95 % CI] | p |\n|---|---|---|---|---|---|---|\n");
+    for c in &s.cells {
+        let target = match c.measure.as_str() {
+            "kl" => format!("KL {}", c.target),
+            _ => format!("ppl ×{}", c.target),
+        };
+        let (tox, rel) = match c.toxic {
+            Some([e, lo, hi]) => (
+                format!("{e:.1} [{lo:.1}, {hi:.1}]"),
+                format!(
+                    "{:+.0} %",
+                    100.0 * (e - s.base_toxic_report[0]) / s.base_toxic_report[0].max(1e-9)
+                ),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        let br = c
+            .bracket
+            .map_or("–".into(), |(a, b, t)| format!("{a}→{b} ({t:.2})"));
+        let (vs, p) = match &c.vs_control {
+            Some((_, [e, lo, hi], p)) => {
+                (format!("{e:+.1} [{lo:+.1}, {hi:+.1}]"), format!("{p:.3}"))
+            }
+            None => ("–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {target} | {tox} | {rel} | {br} | {vs} | {p} |",
+            c.series
+        );
+    }
+    md.push_str("\nBest recipe per target (chosen on the tuning half): ");
+    let best: Vec<String> = s
+        .best
+        .iter()
+        .map(|(m, t, r)| format!("{m} {t}: **{r}**"))
+        .collect();
+    md.push_str(&best.join("; "));
+    if let Some((instr, [e, lo, hi])) = &s.prompting {
+        let _ = write!(
+            md,
+            "\n\nPrompting baseline (no edit, KL 0; each prompt preceded by \"{instr}\"): {e:.1} % toxic [{lo:.1}, {hi:.1}] on the report half."
+        );
+    }
+    md.push_str("\n\n## Sweep points (all prompts)\n\n| series | strength | KL | ppl ratio | % toxic |\n|---|---|---|---|---|\n");
+    for p in &s.points {
+        let rate = 100.0 * p.toxic.iter().sum::<f64>() / p.toxic.len().max(1) as f64;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.3} | {rate:.1} |",
+            p.series, p.strength, p.kl, p.ppl_ratio
+        );
+    }
+    md.push_str(
+        "\nPlot: `compare.svg` (toxicity against KL, one line per series through the base).\n",
+    );
+    md
+}
+
+/// Every series' front: % toxic (all prompts) against KL, through the base at 0.
+pub fn fronts_svg(s: &CompareSummary) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 440.0;
+    const L: f64 = 60.0;
+    const R: f64 = 200.0;
+    const T: f64 = 36.0;
+    const B: f64 = 50.0;
+    let base_rate = s.base_toxic_all;
+    let rate = |p: &SweepPoint| 100.0 * p.toxic.iter().sum::<f64>() / p.toxic.len().max(1) as f64;
+    let x_max = s
+        .points
+        .iter()
+        .map(|p| p.kl)
+        .filter(|x| x.is_finite())
+        .fold(0.1f64, f64::max)
+        * 1.05;
+    let y_max = s.points.iter().map(rate).fold(base_rate, f64::max).max(1.0) * 1.1;
+    let sx = |x: f64| L + (W - L - R) * x / x_max;
+    let sy = |y: f64| H - B - (H - T - B) * y / y_max;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="20" text-anchor="middle" font-size="14">RTP % toxic against KL(base ‖ edited), every recipe and control</text>
+<text x="{}" y="{}" text-anchor="middle">KL on WikiText-2 (nats/token)</text>
+<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">% toxic (all prompts)</text>
+"#,
+        (W - R) / 2.0,
+        L + (W - L - R) / 2.0,
+        H - 10.0,
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0
+    );
+    for k in 0..=4 {
+        let (x, y) = (x_max * f64::from(k) / 4.0, y_max * f64::from(k) / 4.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{L}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{y:.1}</text><text x="{:.1}" y="{}" text-anchor="middle">{x:.3}</text>"##,
+            sy(y),
+            W - R,
+            sy(y),
+            L - 4.0,
+            sy(y) + 4.0,
+            sx(x),
+            H - B + 14.0
+        );
+    }
+    for &kl in &s.options.kl_targets {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{:.1}" y1="{T}" x2="{:.1}" y2="{}" stroke="#bbb" stroke-dasharray="2 3"/>"##,
+            sx(kl),
+            sx(kl),
+            H - B
+        );
+    }
+    const COLOURS: [&str; 6] = [
+        "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860",
+    ];
+    let mut series: Vec<&str> = Vec::new();
+    for p in &s.points {
+        if !series.contains(&p.series.as_str()) {
+            series.push(&p.series);
+        }
+    }
+    let recipes: Vec<&str> = series
+        .iter()
+        .map(|n| n.split(' ').next().unwrap_or(n))
+        .fold(Vec::new(), |mut v, r| {
+            if !v.contains(&r) {
+                v.push(r);
+            }
+            v
+        });
+    for (i, name) in series.iter().enumerate() {
+        let recipe = name.split(' ').next().unwrap_or(name);
+        let colour =
+            COLOURS[recipes.iter().position(|r| *r == recipe).unwrap_or(0) % COLOURS.len()];
+        let dash = if name.contains("random-rows") {
+            r#" stroke-dasharray="6 3""#
+        } else if name.contains("random-direction") {
+            r#" stroke-dasharray="2 2""#
+        } else {
+            ""
+        };
+        let mut pts: Vec<(f64, f64)> = vec![(0.0, base_rate)];
+        let mut mine: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|p| p.series == *name && p.kl.is_finite())
+            .map(|p| (p.kl, rate(p)))
+            .collect();
+        mine.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts.extend(mine);
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(x.min(x_max)), sy(*y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.8"{dash}/>"#,
+            path.join(" ")
+        );
+        for (x, y) in pts.iter().skip(1) {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                sx(x.min(x_max)),
+                sy(*y)
+            );
+        }
+        let ly = T + 14.0 * i as f64 + 6.0;
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{}" y1="{ly:.1}" x2="{}" y2="{ly:.1}" stroke="{colour}" stroke-width="1.8"{dash}/><text x="{}" y="{:.1}">{}</text>"#,
+            W - R + 10.0,
+            W - R + 34.0,
+            W - R + 38.0,
+            ly + 4.0,
+            name.replace('&', "&amp;").replace('<', "&lt;")
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
