@@ -271,38 +271,8 @@ pub fn select_with(
     opts: &SelectOptions,
     scores: Option<&[Vec<f32>]>,
 ) -> Result<Selection> {
-    check_direction(&probe.direction(opts.direction))?;
-    if opts.matrix == Matrix::Down {
-        bail!("ffn_down has one row per hidden dimension, not per neuron: select gate or up rows");
-    }
     let tensors = model.matrix_tensors(opts.matrix)?;
-    probe
-        .check_blocks(tensors.len())
-        .with_context(|| format!("{}", model.path().display()))?;
-    for t in &tensors {
-        probe
-            .check_width(t.row_len)
-            .with_context(|| format!("{}", model.path().display()))?;
-    }
-    if let Some(bs) = &opts.blocks {
-        if let Some(&b) = bs.iter().find(|&&b| b >= tensors.len()) {
-            bail!(
-                "block {b} does not exist (the model has {} blocks)",
-                tensors.len()
-            );
-        }
-    }
-    if opts.ranking == Ranking::Activation {
-        match scores {
-            None => bail!("activation ranking needs measured scores (pooled MLP inputs)"),
-            Some(s) if s.len() != tensors.len() => bail!(
-                "activation scores cover {} blocks, the model has {}",
-                s.len(),
-                tensors.len()
-            ),
-            Some(_) => {}
-        }
-    }
+    check_inputs(model, probe, opts, scores, &tensors)?;
     let mut vectors = BTreeMap::new();
     let mut ranking_vectors = BTreeMap::new();
     for t in &tensors {
@@ -364,25 +334,7 @@ pub fn select_with(
         }
         all.extend(rows);
     }
-    match opts.ranking {
-        Ranking::AntiAligned => {
-            all.sort_by(|a, b| a.cosine.total_cmp(&b.cosine).then(key(a).cmp(&key(b))))
-        }
-        Ranking::Aligned => {
-            all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b))))
-        }
-        Ranking::Activation => all.sort_by(|a, b| {
-            let (x, y) = (a.score.unwrap_or(0.0), b.score.unwrap_or(0.0));
-            x.total_cmp(&y).then(key(a).cmp(&key(b)))
-        }),
-        Ranking::Random => {
-            let mut rng = StdRng::seed_from_u64(opts.seed);
-            let mut idx = rand::seq::index::sample(&mut rng, all.len(), k).into_vec();
-            idx.sort_unstable();
-            all = idx.into_iter().map(|i| all[i]).collect();
-        }
-    }
-    all.truncate(k);
+    order(&mut all, opts.ranking, opts.seed, k);
     all.sort_by_key(key);
     let per_block = tensors
         .iter()
@@ -403,6 +355,73 @@ pub fn select_with(
         rows: all,
         vectors,
     })
+}
+
+/// Everything `select_with` can refuse before reading a row: the direction, the matrix, the
+/// probe against the model's blocks and widths, the block list, the activation scores.
+fn check_inputs(
+    model: &ModelFile,
+    probe: &Probe,
+    opts: &SelectOptions,
+    scores: Option<&[Vec<f32>]>,
+    tensors: &[MatrixTensor],
+) -> Result<()> {
+    check_direction(&probe.direction(opts.direction))?;
+    if opts.matrix == Matrix::Down {
+        bail!("ffn_down has one row per hidden dimension, not per neuron: select gate or up rows");
+    }
+    probe
+        .check_blocks(tensors.len())
+        .with_context(|| format!("{}", model.path().display()))?;
+    for t in tensors {
+        probe
+            .check_width(t.row_len)
+            .with_context(|| format!("{}", model.path().display()))?;
+    }
+    if let Some(bs) = &opts.blocks {
+        if let Some(&b) = bs.iter().find(|&&b| b >= tensors.len()) {
+            bail!(
+                "block {b} does not exist (the model has {} blocks)",
+                tensors.len()
+            );
+        }
+    }
+    if opts.ranking == Ranking::Activation {
+        match scores {
+            None => bail!("activation ranking needs measured scores (pooled MLP inputs)"),
+            Some(s) if s.len() != tensors.len() => bail!(
+                "activation scores cover {} blocks, the model has {}",
+                s.len(),
+                tensors.len()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts the `k` rows to edit first, in the ranking's order (ties broken by block and row;
+/// `Random` samples `k` rows with `seed`), and drops the rest.
+fn order(all: &mut Vec<SelectedRow>, ranking: Ranking, seed: u64, k: usize) {
+    match ranking {
+        Ranking::AntiAligned => {
+            all.sort_by(|a, b| a.cosine.total_cmp(&b.cosine).then(key(a).cmp(&key(b))))
+        }
+        Ranking::Aligned => {
+            all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b))))
+        }
+        Ranking::Activation => all.sort_by(|a, b| {
+            let (x, y) = (a.score.unwrap_or(0.0), b.score.unwrap_or(0.0));
+            x.total_cmp(&y).then(key(a).cmp(&key(b)))
+        }),
+        Ranking::Random => {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut idx = rand::seq::index::sample(&mut rng, all.len(), k).into_vec();
+            idx.sort_unstable();
+            *all = idx.into_iter().map(|i| all[i]).collect();
+        }
+    }
+    all.truncate(k);
 }
 
 fn key(r: &SelectedRow) -> (usize, usize) {
