@@ -6,6 +6,7 @@
 //! cache rows released, so a batch never pays for its finished members.
 
 use super::layers::{KvCache, Logits};
+use super::tokenizer::Tokenizer;
 use super::Model;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};
@@ -168,32 +169,15 @@ fn generate_batch(
 ) -> Result<Vec<(usize, Generation)>> {
     let tok = &model.tokenizer;
     let dev = Device::Cpu;
-    let len = chunk.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-    let padded = chunk.iter().any(|&i| prompts[i].len() != len);
     let b = chunk.len();
-    let mut ids = Vec::with_capacity(b * len);
-    let mut pos = Vec::with_capacity(b * len);
-    let mut rows: Vec<Row> = Vec::with_capacity(b);
-    for &i in chunk {
-        let p = &prompts[i];
-        let pad = len - p.len();
-        ids.extend(std::iter::repeat_n(tok.pad_id, pad).chain(p.iter().copied()));
-        pos.extend((0..len).map(|j| j.saturating_sub(pad) as u32));
-        let mut key_mask = vec![0u8; pad];
-        key_mask.resize(len, 1);
-        rows.push(Row {
-            prompt: i,
-            tokens: Vec::new(),
-            pos: p.len() as u32,
-            key_mask,
-            rng: StdRng::seed_from_u64(
-                params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            ),
-            finish: None,
-            text: String::new(),
-        });
-        stats.prompt_tokens += p.len();
-    }
+    let Prefill {
+        ids,
+        pos,
+        mut rows,
+        len,
+        padded,
+    } = left_pad(prompts, chunk, tok.pad_id, params.seed);
+    stats.prompt_tokens += chunk.iter().map(|&i| prompts[i].len()).sum::<usize>();
     let mut cache = KvCache::new(model.config().num_layers, len + params.max_new_tokens);
     let t0 = Instant::now();
     let mask_tensor = |rows: &[&Row]| -> Result<Tensor> {
@@ -232,27 +216,7 @@ fn generate_batch(
         let mut still = Vec::with_capacity(active.len());
         for (&r, &id) in active.iter().zip(&next) {
             let row = &mut rows[r];
-            if tok.eos_ids.contains(&id) {
-                row.finish = Some(Finish::Eos);
-            } else {
-                row.tokens.push(id);
-                stats.generated_tokens += 1;
-                if !params.stop.is_empty() {
-                    let text = tok.decode(&row.tokens, true)?;
-                    if let Some(cut) = params
-                        .stop
-                        .iter()
-                        .filter_map(|s| text.find(s.as_str()))
-                        .min()
-                    {
-                        row.text = text[..cut].to_string();
-                        row.finish = Some(Finish::Stop);
-                    }
-                }
-                if row.finish.is_none() && step + 1 == params.max_new_tokens {
-                    row.finish = Some(Finish::Length);
-                }
-            }
+            accept(row, id, step, tok, params, stats)?;
             if row.finish.is_some() {
                 if let Some(pb) = progress {
                     pb.inc(1);
@@ -321,6 +285,84 @@ fn generate_batch(
             ))
         })
         .collect()
+}
+
+/// A batch's prompts left-padded to one length, with their positions (padding at 0) and a
+/// row per sequence whose key mask hides the padding.
+struct Prefill {
+    ids: Vec<u32>,
+    pos: Vec<u32>,
+    rows: Vec<Row>,
+    len: usize,
+    padded: bool,
+}
+
+fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Prefill {
+    let len = chunk.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
+    let padded = chunk.iter().any(|&i| prompts[i].len() != len);
+    let b = chunk.len();
+    let mut ids = Vec::with_capacity(b * len);
+    let mut pos = Vec::with_capacity(b * len);
+    let mut rows: Vec<Row> = Vec::with_capacity(b);
+    for &i in chunk {
+        let p = &prompts[i];
+        let pad = len - p.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+        pos.extend((0..len).map(|j| j.saturating_sub(pad) as u32));
+        let mut key_mask = vec![0u8; pad];
+        key_mask.resize(len, 1);
+        rows.push(Row {
+            prompt: i,
+            tokens: Vec::new(),
+            pos: p.len() as u32,
+            key_mask,
+            // Each prompt's own stream, so a prompt samples the same in any batch.
+            rng: StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            finish: None,
+            text: String::new(),
+        });
+    }
+    Prefill {
+        ids,
+        pos,
+        rows,
+        len,
+        padded,
+    }
+}
+
+/// Takes token `id` for `row` at decoding step `step`: EOS ends the row; otherwise the token
+/// is kept, and a stop string or the token budget ends it.
+fn accept(
+    row: &mut Row,
+    id: u32,
+    step: usize,
+    tok: &Tokenizer,
+    params: &GenParams,
+    stats: &mut GenStats,
+) -> Result<()> {
+    if tok.eos_ids.contains(&id) {
+        row.finish = Some(Finish::Eos);
+        return Ok(());
+    }
+    row.tokens.push(id);
+    stats.generated_tokens += 1;
+    if !params.stop.is_empty() {
+        let text = tok.decode(&row.tokens, true)?;
+        if let Some(cut) = params
+            .stop
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            row.text = text[..cut].to_string();
+            row.finish = Some(Finish::Stop);
+        }
+    }
+    if row.finish.is_none() && step + 1 == params.max_new_tokens {
+        row.finish = Some(Finish::Length);
+    }
+    Ok(())
 }
 
 /// Chooses the next token of each active row: argmax when greedy, else temperature and
