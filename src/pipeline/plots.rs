@@ -14,7 +14,7 @@ const BOTTOM: f64 = 56.0;
 
 /// A point: label, x = perplexity increase in %, y = behaviour measure in %, control or not.
 #[derive(Debug, Clone)]
-pub struct Point {
+pub struct PlotPoint {
     pub label: String,
     pub x: f64,
     pub y: f64,
@@ -30,8 +30,8 @@ fn esc(s: &str) -> String {
 
 /// Indices of the Pareto-optimal points (minimise x and minimise y when `lower_is_better`,
 /// otherwise maximise y), sorted by x. Controls take part: a control on the front is news.
-pub fn pareto_front(points: &[Point], lower_is_better: bool) -> Vec<usize> {
-    let better = |a: &Point, b: &Point| {
+pub fn pareto_front(points: &[PlotPoint], lower_is_better: bool) -> Vec<usize> {
+    let better = |a: &PlotPoint, b: &PlotPoint| {
         let y_ok = if lower_is_better {
             a.y <= b.y
         } else {
@@ -59,8 +59,13 @@ pub fn pareto_front(points: &[Point], lower_is_better: bool) -> Vec<usize> {
 }
 
 /// The scatter plot with the front marked.
-pub fn tradeoff_svg(title: &str, y_label: &str, points: &[Point], lower_is_better: bool) -> String {
-    let finite: Vec<&Point> = points
+pub fn tradeoff_svg(
+    title: &str,
+    y_label: &str,
+    points: &[PlotPoint],
+    lower_is_better: bool,
+) -> String {
+    let finite: Vec<&PlotPoint> = points
         .iter()
         .filter(|p| p.x.is_finite() && p.y.is_finite())
         .collect();
@@ -160,8 +165,8 @@ pub fn tradeoff_svg(title: &str, y_label: &str, points: &[Point], lower_is_bette
 mod tests {
     use super::*;
 
-    fn p(x: f64, y: f64) -> Point {
-        Point {
+    fn p(x: f64, y: f64) -> PlotPoint {
+        PlotPoint {
             label: format!("{x},{y}"),
             x,
             y,

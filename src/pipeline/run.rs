@@ -3,7 +3,7 @@
 //! random rows), into one report folder.
 
 use super::config::{Behaviour, Measure, RunConfig};
-use super::plots::{tradeoff_svg, Point};
+use super::plots::{tradeoff_svg, PlotPoint};
 use super::rows::{row_from_report, table, ProbeInfo, Row};
 use super::serving::Serving;
 use super::session::{Inputs, Session, Variant};
@@ -228,11 +228,11 @@ pub fn verdict(b: Behaviour, suite: &str, base: &Row, edited: &Row) -> Verdict {
 }
 
 /// Scatter points of rows: x = perplexity increase (%), y = measure on `suite` (%).
-pub fn points(b: Behaviour, rows: &[Row], suite: &str) -> Vec<Point> {
+pub fn points(b: Behaviour, rows: &[Row], suite: &str) -> Vec<PlotPoint> {
     rows.iter()
         .filter_map(|r| {
             let (m, _) = measure(b, r, suite)?;
-            Some(Point {
+            Some(PlotPoint {
                 label: r.label.clone(),
                 x: 100.0 * (r.ppl_ratio.unwrap_or(1.0) - 1.0),
                 y: 100.0 * m,

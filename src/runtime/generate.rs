@@ -110,7 +110,8 @@ pub struct GenStats {
     pub decode_secs: f64,
 }
 
-struct Row {
+/// One generating sequence of a batch (its prompt, tokens so far, position, key mask, random stream).
+struct Sequence {
     prompt: usize,
     tokens: Vec<u32>,
     pos: u32,
@@ -180,7 +181,7 @@ fn generate_batch(
     stats.prompt_tokens += chunk.iter().map(|&i| prompts[i].len()).sum::<usize>();
     let mut cache = KvCache::new(model.config().num_layers, len + params.max_new_tokens);
     let t0 = Instant::now();
-    let mask_tensor = |rows: &[&Row]| -> Result<Tensor> {
+    let mask_tensor = |rows: &[&Sequence]| -> Result<Tensor> {
         let w = rows[0].key_mask.len();
         let flat: Vec<u8> = rows
             .iter()
@@ -292,7 +293,7 @@ fn generate_batch(
 struct Prefill {
     ids: Vec<u32>,
     pos: Vec<u32>,
-    rows: Vec<Row>,
+    rows: Vec<Sequence>,
     len: usize,
     padded: bool,
 }
@@ -303,7 +304,7 @@ fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Pr
     let b = chunk.len();
     let mut ids = Vec::with_capacity(b * len);
     let mut pos = Vec::with_capacity(b * len);
-    let mut rows: Vec<Row> = Vec::with_capacity(b);
+    let mut rows: Vec<Sequence> = Vec::with_capacity(b);
     for &i in chunk {
         let p = &prompts[i];
         let pad = len - p.len();
@@ -311,7 +312,7 @@ fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Pr
         pos.extend((0..len).map(|j| j.saturating_sub(pad) as u32));
         let mut key_mask = vec![0u8; pad];
         key_mask.resize(len, 1);
-        rows.push(Row {
+        rows.push(Sequence {
             prompt: i,
             tokens: Vec::new(),
             pos: p.len() as u32,
@@ -334,7 +335,7 @@ fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Pr
 /// Takes token `id` for `row` at decoding step `step`: EOS ends the row; otherwise the token
 /// is kept, and a stop string or the token budget ends it.
 fn accept(
-    row: &mut Row,
+    row: &mut Sequence,
     id: u32,
     step: usize,
     tok: &Tokenizer,
@@ -370,7 +371,7 @@ fn accept(
 fn pick_tokens(
     logits: &Tensor,
     params: &GenParams,
-    rows: &mut [Row],
+    rows: &mut [Sequence],
     active: &[usize],
 ) -> Result<Vec<u32>> {
     if params.temperature <= 0.0 {
