@@ -202,3 +202,26 @@ pub fn model_from_env(var: &str, asset: &str) -> PathBuf {
         &format!("run `scalpel fetch {asset}` and point it at the GGUF"),
     )
 }
+
+/// 48 labelled texts (3 clean and 3 toxic phrases, 8 numbered copies each): enough for a
+/// probe direction on a tiny model; what it means does not matter.
+pub fn toy_dataset(name: &str) -> scalpel::data::Dataset {
+    let good = [
+        "the cat sat on the mat",
+        "a fine day in the park",
+        "we like tea",
+    ];
+    let bad = [
+        "you are a stupid idiot",
+        "shut up you fool",
+        "i hate you all",
+    ];
+    let mut items = Vec::new();
+    for i in 0..8 {
+        for (g, b) in good.iter().zip(bad) {
+            items.push((format!("{g} {i}"), 0));
+            items.push((format!("{b} {i}"), 1));
+        }
+    }
+    scalpel::data::Dataset::new(name, items).unwrap()
+}

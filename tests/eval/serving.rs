@@ -10,7 +10,6 @@ use std::path::Path;
 
 use crate::common::server::{self, all_f32};
 use scalpel::assets::FetchOptions;
-use scalpel::data::Dataset;
 use scalpel::eval::EvalOptions;
 use scalpel::pipeline::{self, adapters, Inputs, RunConfig, Serving};
 use scalpel::probe::{EpochChoice, Probe};
@@ -135,28 +134,6 @@ fn probe_features_from_a_server_agree_with_local_collection() {
     );
 }
 
-/// 48 labelled texts: enough for a probe direction; what it means does not matter here.
-fn small_dataset() -> Dataset {
-    let good = [
-        "the cat sat on the mat",
-        "a fine day in the park",
-        "we like tea",
-    ];
-    let bad = [
-        "you are a stupid idiot",
-        "shut up you fool",
-        "i hate you all",
-    ];
-    let mut items = Vec::new();
-    for i in 0..8 {
-        for (g, b) in good.iter().zip(bad) {
-            items.push((format!("{g} {i}"), 0));
-            items.push((format!("{b} {i}"), 1));
-        }
-    }
-    Dataset::new("small", items).unwrap()
-}
-
 fn continuations(report: &Path) -> Vec<String> {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
@@ -216,7 +193,7 @@ fn run_through_a_server_matches_the_local_run() {
     let inputs = || Inputs {
         fetch: &fetch,
         scorers: &scorers,
-        dataset: Some(small_dataset()),
+        dataset: Some(crate::common::toy_dataset("small")),
     };
     let local = pipeline::run(cfg("local", 4.0), inputs()).unwrap();
     let prepared = adapters::prepare(cfg("served", 4.0), inputs()).unwrap();
@@ -310,7 +287,7 @@ fn adapters_only_writes_the_adapters_and_a_stale_one_is_refused() {
     let inputs = || Inputs {
         fetch: &fetch,
         scorers: &scorers,
-        dataset: Some(small_dataset()),
+        dataset: Some(crate::common::toy_dataset("small")),
     };
     let prepared = adapters::prepare(cfg("a", 4.0), inputs()).unwrap();
     let labels: Vec<&str> = prepared.adapters.iter().map(|a| a.0.as_str()).collect();

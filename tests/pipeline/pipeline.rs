@@ -2,7 +2,6 @@
 //! edit, controls, evaluation, summary), every artefact written, the summary parseable.
 
 use scalpel::assets::FetchOptions;
-use scalpel::data::Dataset;
 use scalpel::eval::EvalOptions;
 use scalpel::formats::ggml::GgmlType;
 use scalpel::formats::tiny::{self, TinySpec};
@@ -10,29 +9,6 @@ use scalpel::pipeline::sweep::{self, SweepOptions};
 use scalpel::pipeline::{self, ablate, Inputs, RunConfig, RunSummary};
 use scalpel::probe::EpochChoice;
 use std::path::Path;
-
-/// 48 labelled texts the tiny model can tell apart only by chance; the pipeline does not
-/// care, it must run every stage.
-fn tiny_dataset() -> Dataset {
-    let good = [
-        "the cat sat on the mat",
-        "a fine day in the park",
-        "we like tea",
-    ];
-    let bad = [
-        "you are a stupid idiot",
-        "shut up you fool",
-        "i hate you all",
-    ];
-    let mut items = Vec::new();
-    for i in 0..8 {
-        for (g, b) in good.iter().zip(bad) {
-            items.push((format!("{g} {i}"), 0));
-            items.push((format!("{b} {i}"), 1));
-        }
-    }
-    Dataset::new("tiny", items).unwrap()
-}
 
 /// A tiny model of `blocks` blocks, three prompts, and a config that evaluates them with
 /// the `file` suite plus two short perplexity and KL windows, without caches.
@@ -79,7 +55,7 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     let mut cfg = tiny_config(dir.path(), 2);
     // A second behaviour on the edited model, from a labelled file.
     let tsv = dir.path().join("then.tsv");
-    let lines: Vec<String> = tiny_dataset()
+    let lines: Vec<String> = crate::common::toy_dataset("tiny")
         .items
         .iter()
         .map(|(t, l)| format!("{l}\t{t}"))
@@ -95,7 +71,7 @@ fn run_writes_every_artefact_on_a_tiny_model() {
         Inputs {
             fetch: &fetch,
             scorers: &scorers,
-            dataset: Some(tiny_dataset()),
+            dataset: Some(crate::common::toy_dataset("tiny")),
         },
     )
     .unwrap();
@@ -206,7 +182,7 @@ fn sweep_and_ablate_run_on_a_tiny_model() {
     let inputs = || Inputs {
         fetch: &fetch,
         scorers: &scorers,
-        dataset: Some(tiny_dataset()),
+        dataset: Some(crate::common::toy_dataset("tiny")),
     };
     let grid = SweepOptions {
         alphas: vec![8.0],
@@ -260,7 +236,7 @@ fn run_with_a_recipe_reports_it_with_its_controls() {
         Inputs {
             fetch: &fetch,
             scorers: &scorers,
-            dataset: Some(tiny_dataset()),
+            dataset: Some(crate::common::toy_dataset("tiny")),
         },
     )
     .unwrap();
