@@ -53,8 +53,14 @@ enum Matrix {
     Quant(Arc<QuantMatrix>),
 }
 
-/// From this many input rows on, a quantised matrix is widened to f32 for one GEMM.
+/// From this many input rows on, a matrix candle multiplies is widened to f32 for one GEMM.
 const GEMM_MIN_ROWS: usize = 16;
+
+/// From this many input rows on, a matrix of our kernels is widened to f32 for one GEMM
+/// (prompt processing, collection); fewer rows go through the kernels, whose batched path
+/// decodes each weight once per call. Measured on the default model (16 and 32 prompts,
+/// greedy, 2 threads): the GEMM led from about 100 rows of a prefill, the kernels below.
+const QUANT_GEMM_MIN_ROWS: usize = 64;
 
 /// The token embedding table: dense, or quantised rows dequantised on lookup so that a
 /// quantised table is never held in f32.
@@ -147,7 +153,7 @@ impl Linear {
                 let dims = x.dims().to_vec();
                 let k = *dims.last().expect("matmul input has a last dim");
                 let m = x.elem_count() / k;
-                if m >= GEMM_MIN_ROWS {
+                if m >= QUANT_GEMM_MIN_ROWS {
                     // Many input rows (prompt processing, probe collection): widening the
                     // weights once and calling the f32 GEMM beats m dot products per row;
                     // the values are the same, so results stay exact.

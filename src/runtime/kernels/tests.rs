@@ -121,6 +121,40 @@ fn exact_path_equals_the_dequantised_matmul_on_every_isa() {
     }
 }
 
+/// The batched path on every level, for batch sizes around its tile width (4) and its
+/// group of rows (4), against the same reference; and a row's products do not depend on
+/// the other rows of the batch (bit for bit).
+#[test]
+fn batched_path_equals_the_dequantised_matmul_on_every_isa() {
+    let isas = Isa::all_available();
+    for ty in TYPES {
+        for (s, &(n, k, m)) in [(70, 96, 3), (37, 256, 5), (9, 64, 16), (13, 32, 33)]
+            .iter()
+            .enumerate()
+        {
+            let (mat, wd) = matrix(ty, n, k, 21 + s as u64);
+            let x = inputs(m, k, 27 + s as u64);
+            for &isa in &isas {
+                let got = mat.matmul_batched(isa, &x, m);
+                for i in 0..m {
+                    for r in 0..n {
+                        let (want, abs) =
+                            reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
+                        let g = got[i * n + r] as f64;
+                        assert!(
+                            (g - want).abs() <= summation_bound(k, abs),
+                            "{ty:?} {isa:?} n={n} k={k} m={m} row {r} input {i}: {g} vs {want}"
+                        );
+                    }
+                }
+                // The last input alone (padded with three zero rows) gives the same bits.
+                let last = mat.matmul_batched(isa, &x[(m - 1) * k..], 1);
+                assert_eq!(last[..], got[(m - 1) * n..], "{ty:?} {isa:?} m={m}");
+            }
+        }
+    }
+}
+
 #[test]
 fn int8_path_equals_the_rounded_input_reference_on_every_isa() {
     let isas = Isa::all_available();
