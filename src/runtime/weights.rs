@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::kernels::{BlockType, Inputs, QuantMatrix};
+use super::kernels::{self, BlockType, Inputs, QuantMatrix, BATCHED_MIN_ROWS};
 use crate::formats::ggml::GgmlType;
 use crate::formats::names::{hf_name_in, Layout};
 use crate::formats::quant;
@@ -53,14 +53,12 @@ enum Matrix {
     Quant(Arc<QuantMatrix>),
 }
 
-/// From this many input rows on, a matrix candle multiplies is widened to f32 for one GEMM.
-const GEMM_MIN_ROWS: usize = 16;
-
-/// From this many input rows on, a matrix of our kernels is widened to f32 for one GEMM
-/// (prompt processing, collection); fewer rows go through the kernels, whose batched path
-/// decodes each weight once per call. Measured on the default model (16 and 32 prompts,
-/// greedy, 2 threads): the GEMM led from about 100 rows of a prefill, the kernels below.
-const QUANT_GEMM_MIN_ROWS: usize = 64;
+/// From this many input rows on, a quantised matrix is widened to f32 for one GEMM
+/// (prompt processing, collection); from [`BATCHED_MIN_ROWS`] rows up to here the kernels'
+/// batched path decodes each weight row once per call instead. Measured on the default
+/// model (16 and 32 prompts, greedy, 2 threads): the GEMM led from about 100 rows of a
+/// prefill, the batched kernels below.
+const GEMM_MIN_ROWS: usize = 64;
 
 /// The token embedding table: dense, or quantised rows dequantised on lookup so that a
 /// quantised table is never held in f32.
@@ -134,6 +132,16 @@ impl Linear {
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
+            Matrix::Candle(QMatMul::QTensor(q)) if batched_rows(q, x).is_some() => {
+                let (ty, n, k, m) = batched_rows(q, x).expect("checked by the guard");
+                let flat = x.flatten_all()?.to_vec1::<f32>()?;
+                let data = q.data()?;
+                let y = kernels::matmul_rows(ty, &data, n, k, &flat, m)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let mut out_dims = x.dims().to_vec();
+                *out_dims.last_mut().expect("non-empty") = n;
+                Tensor::from_vec(y, out_dims, x.device())?
+            }
             Matrix::Candle(QMatMul::QTensor(q))
                 if x.elem_count() / q.shape().dims()[1] >= GEMM_MIN_ROWS =>
             {
@@ -153,7 +161,7 @@ impl Linear {
                 let dims = x.dims().to_vec();
                 let k = *dims.last().expect("matmul input has a last dim");
                 let m = x.elem_count() / k;
-                if m >= QUANT_GEMM_MIN_ROWS {
+                if m >= GEMM_MIN_ROWS {
                     // Many input rows (prompt processing, probe collection): widening the
                     // weights once and calling the f32 GEMM beats m dot products per row;
                     // the values are the same, so results stay exact.
@@ -178,6 +186,23 @@ impl Linear {
             None => Ok(y),
         }
     }
+}
+
+/// For a quantised matrix candle would multiply and a batch of [`BATCHED_MIN_ROWS`] up
+/// to [`GEMM_MIN_ROWS`] input rows: its type and `(n, k, m)`, to go through the kernels'
+/// batched path (candle rounds the inputs of such a batch to 8 bits, and its
+/// per-row loop decodes the matrix once per input row).
+fn batched_rows(q: &QTensor, x: &Tensor) -> Option<(GgmlType, usize, usize, usize)> {
+    let dims = q.shape().dims();
+    let (n, k) = (dims[0], *dims.get(1)?);
+    let m = x.elem_count() / k.max(1);
+    let ty = ggml_type(q.dtype())?;
+    let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+    (quantised
+        && dims.len() == 2
+        && k.is_multiple_of(32)
+        && (BATCHED_MIN_ROWS..GEMM_MIN_ROWS).contains(&m))
+    .then_some((ty, n, k, m))
 }
 
 /// Reads tensors by role from one of the supported file formats.

@@ -24,6 +24,17 @@ use pulp::Simd;
 
 use super::q5_0::q5_0_block_as_q8_0;
 use super::{half_to_f32, BlockType, Q8_0_BLOCK_BYTES, QK};
+use crate::formats::{ggml::GgmlType, quant};
+
+/// How a weight row decodes to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// A type of these kernels, decoded in vector registers.
+    Block(BlockType),
+    /// Any other ggml type (the K-quants of the Gemma 3 and Qwen2 files), decoded by
+    /// [`quant::decode_row`]; its row size is checked by the caller.
+    Ggml(GgmlType),
+}
 
 /// Weight rows decoded per group (the tile height on every level).
 pub(super) const GROUP: usize = 4;
@@ -36,7 +47,7 @@ pub(super) const INPUTS: usize = 4;
 /// input rows of `k` followed by zero rows up to a multiple of [`INPUTS`]; the products go
 /// to `dst[row·m + input]`.
 pub(super) struct Chunk<'a> {
-    pub ty: BlockType,
+    pub ty: Rows,
     pub w: &'a [u8],
     pub rb: usize,
     pub nrows: usize,
@@ -145,10 +156,18 @@ fn tile<S: Simd, const NR: usize, const NI: usize>(
     out
 }
 
-/// One row of `ty` decoded to f32, the same values as `QuantMatrix::dequantize_row`
-/// (fixed-size loops the compiler vectorises under the level's target features).
+/// One row decoded to f32: a type of these kernels to the same values as
+/// `QuantMatrix::dequantize_row` (fixed-size loops the compiler vectorises under the
+/// level's target features), any other through `formats::quant`.
 #[inline(always)]
-fn decode_row<S: Simd>(simd: S, ty: BlockType, row: &[u8], out: &mut [f32]) {
+fn decode_row<S: Simd>(simd: S, ty: Rows, row: &[u8], out: &mut [f32]) {
+    let ty = match ty {
+        Rows::Block(ty) => ty,
+        Rows::Ggml(t) => {
+            quant::decode_row(t, row, out).expect("row size checked before the product");
+            return;
+        }
+    };
     let bb = ty.block_bytes();
     for (b, blk) in row.chunks_exact(bb).enumerate() {
         let o: &mut [f32; QK] = (&mut out[b * QK..(b + 1) * QK]).try_into().expect("32");

@@ -22,6 +22,7 @@ use half::f16;
 use rayon::prelude::*;
 
 mod batched;
+pub use batched::Rows;
 pub mod int8;
 pub mod isa;
 mod q4_1;
@@ -32,6 +33,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86_exact;
 
+use crate::formats::{ggml::GgmlType, quant};
 use isa::Isa;
 use q5_0::{q5_0_block_as_q8_0, q5_0_row_as_q8_0};
 
@@ -264,44 +266,103 @@ impl QuantMatrix {
     /// The product through [`batched`]: each weight row decoded once and multiplied with
     /// every input row (exact, as the dequantised f32 matmul up to summation order).
     fn matmul_batched(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
-        let k = self.k;
-        let mut padded = x[..m * k].to_vec();
-        padded.resize(m.next_multiple_of(batched::INPUTS) * k, 0.0);
-        let rb = self.row_bytes();
-        let threads = rayon::current_num_threads().max(1);
-        let chunk = self
-            .n
-            .div_ceil(threads * 4)
-            .next_multiple_of(batched::GROUP)
-            .max(16);
-        let mut cols = vec![0f32; self.n * m];
-        cols.par_chunks_mut(chunk * m)
-            .enumerate()
-            .for_each(|(c, dst)| {
-                let r0 = c * chunk;
-                let nrows = dst.len() / m;
-                isa::dispatch(
-                    isa,
-                    batched::Chunk {
-                        ty: self.ty,
-                        w: &self.data[r0 * rb..(r0 + nrows) * rb],
-                        rb,
-                        nrows,
-                        x: &padded,
-                        m,
-                        k,
-                        dst,
-                    },
-                )
-            });
-        transpose(&cols, self.n, m)
+        let rows = Rows::Block(self.ty);
+        batched_product(
+            isa,
+            rows,
+            &self.data,
+            self.row_bytes(),
+            self.n,
+            self.k,
+            x,
+            m,
+        )
     }
+}
+
+/// `y = x Wᵀ` for `x` row-major `[m, k]` and `[n, k]` weights of ggml type `ty` (any type
+/// [`crate::formats::quant`] decodes), through the batched path on the active level:
+/// every weight row decoded once, exact up to summation order. For the types these
+/// kernels do not multiply themselves (K-quants), where candle would round the inputs to
+/// 8 bits or widen the whole matrix per call.
+pub fn matmul_rows(
+    ty: GgmlType,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+) -> anyhow::Result<Vec<f32>> {
+    anyhow::ensure!(
+        k.is_multiple_of(QK) && x.len() >= m * k,
+        "{ty} matmul: width {k} (a multiple of 32 needed) or {} inputs for {m} rows",
+        x.len()
+    );
+    let rb = quant::row_bytes(ty, k)?;
+    anyhow::ensure!(
+        data.len() == n * rb,
+        "{ty} matrix of {n}×{k} needs {} bytes, got {}",
+        n * rb,
+        data.len()
+    );
+    Ok(batched_product(
+        isa::active(),
+        Rows::Ggml(ty),
+        data,
+        rb,
+        n,
+        k,
+        x,
+        m,
+    ))
+}
+
+/// The batched product, rows split across threads in a few chunks per thread.
+#[allow(clippy::too_many_arguments)]
+fn batched_product(
+    isa: Isa,
+    rows: Rows,
+    data: &[u8],
+    rb: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    let mut padded = x[..m * k].to_vec();
+    padded.resize(m.next_multiple_of(batched::INPUTS) * k, 0.0);
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n
+        .div_ceil(threads * 4)
+        .next_multiple_of(batched::GROUP)
+        .max(16);
+    let mut cols = vec![0f32; n * m];
+    cols.par_chunks_mut(chunk * m)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let r0 = c * chunk;
+            let nrows = dst.len() / m;
+            isa::dispatch(
+                isa,
+                batched::Chunk {
+                    ty: rows,
+                    w: &data[r0 * rb..(r0 + nrows) * rb],
+                    rb,
+                    nrows,
+                    x: &padded,
+                    m,
+                    k,
+                    dst,
+                },
+            )
+        });
+    transpose(&cols, n, m)
 }
 
 /// From this many input rows on, the exact product goes through [`batched`]: its tiles
 /// take 4 inputs, so 2 rows waste half of them (measured a tie with the single-row
 /// kernels in 2-prompt generation; 4 prompts 1.2–1.5× faster batched).
-const BATCHED_MIN_ROWS: usize = 3;
+pub const BATCHED_MIN_ROWS: usize = 3;
 
 /// The 8-bit-input kernels serve fewer input rows than this; larger batches (prompt
 /// processing, collection, batched generation) stay exact.

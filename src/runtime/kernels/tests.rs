@@ -155,6 +155,37 @@ fn batched_path_equals_the_dequantised_matmul_on_every_isa() {
     }
 }
 
+/// The batched path for the ggml types only `formats::quant` decodes (the K-quants of the
+/// Gemma 3 and Qwen2 files), against that decoder's values summed in f64.
+#[test]
+fn batched_path_takes_k_quants() {
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q5_1] {
+        let (n, k, m) = (11, 512, 6);
+        let mut r = rng(31);
+        let w: Vec<f32> = (0..n * k).map(|_| r() * 0.3).collect();
+        let data: Vec<u8> = w
+            .chunks_exact(k)
+            .flat_map(|row| quant::encode_row(ty, row).unwrap())
+            .collect();
+        let wd = quant::decode_tensor(ty, &data, k).unwrap();
+        let x = inputs(m, k, 33);
+        let got = matmul_rows(ty, &data, n, k, &x, m).unwrap();
+        for i in 0..m {
+            for r in 0..n {
+                let (want, abs) = reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
+                let g = got[i * n + r] as f64;
+                assert!(
+                    (g - want).abs() <= summation_bound(k, abs),
+                    "{ty} row {r} input {i}: {g} vs {want}"
+                );
+            }
+        }
+    }
+    // Sizes that do not fit are refused, not read out of bounds.
+    assert!(matmul_rows(GgmlType::Q4_K, &[0; 100], 2, 256, &[0.0; 256], 1).is_err());
+    assert!(matmul_rows(GgmlType::Q4_K, &[0; 144], 1, 256, &[0.0; 100], 1).is_err());
+}
+
 #[test]
 fn int8_path_equals_the_rounded_input_reference_on_every_isa() {
     let isas = Isa::all_available();
