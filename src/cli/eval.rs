@@ -8,7 +8,7 @@ use scalpel::eval::openai::Endpoint;
 use scalpel::eval::run::check_tokenizers;
 use scalpel::eval::suites::{fingerprint, parse_suites, preflight, Scorers, Suite, DEFAULT_SUITES};
 use scalpel::eval::{run_suites, EvalOptions, Subject};
-use scalpel::runtime::{LoadOptions, Model, Precision};
+use scalpel::runtime::{LoadOptions, Model};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,10 +41,6 @@ pub struct EvalArgs {
     /// Seed of sampling, subsampling and bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// How local models hold their matrices. f32 is the default because batched generation
-    /// on the default Q4_1 model ran 17x faster than native Q4_1 and 4.6x faster than Q8_0.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
     /// Generate MODEL's continuations with an OpenAI-compatible server
     /// (e.g. http://127.0.0.1:8080); MODEL is still loaded for tokenizing, ppl and KL.
     #[arg(long)]
@@ -82,7 +78,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let fetch = FetchOptions::from_env()?;
     let cache = (!a.no_cache).then(|| fetch.cache_dir.join("eval"));
     let default_suites = parse_suites(DEFAULT_SUITES)?;
-    let mut cfg = a.opts.config(&default_suites, a.seed, a.precision, cache);
+    let mut cfg = a.opts.config(&default_suites, a.seed, cache);
     if a.opts.prompts.is_some() && !cfg.suites.contains(&Suite::File) {
         cfg.suites.push(Suite::File);
     }
@@ -102,7 +98,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         })
         .transpose()?;
     let opts = LoadOptions {
-        precision: a.precision,
+        precision: a.opts.precision,
     };
     let model = Model::load(&a.model, &opts)?;
     let subject = Subject {

@@ -9,7 +9,6 @@
 use crate::eval::suites::Suite;
 use crate::eval::{EvalConfig, EvalOptions};
 use crate::probe::FitOptions;
-use crate::runtime::Precision;
 use crate::surgery::recipes::RecipeSettings;
 use crate::surgery::{EditOptions, SelectOptions};
 use anyhow::{bail, ensure, Context, Result};
@@ -278,7 +277,7 @@ impl RunConfig {
         let mut suites = self.behaviour.spec().suites.to_vec();
         suites.extend([Suite::Ppl, Suite::Kl]);
         let cache = if self.cache { cache_dir } else { None };
-        self.eval.config(&suites, self.seed, Precision::F32, cache)
+        self.eval.config(&suites, self.seed, cache)
     }
 }
 

@@ -59,7 +59,11 @@ pub struct Session<'a> {
     pub model_path: PathBuf,
     pub model_sha256: String,
     pub eval: EvalConfig,
+    /// The base model in f32, what the probe's activations are collected from.
     pub base: Model,
+    /// The base model at the evaluation's precision, when it is not f32 (evaluation runs
+    /// on it; [`Session::eval_base`]).
+    eval_base: Option<Model>,
     pub file: ModelFile,
     fetch: &'a FetchOptions,
     scorers: &'a Scorers,
@@ -94,6 +98,13 @@ impl<'a> Session<'a> {
         )
         .with_context(|| format!("loading {}", model_path.display()))?;
         preflight(&base, &eval, inputs.fetch)?;
+        let eval_base = match eval.precision {
+            Precision::F32 => None,
+            precision => Some(
+                Model::load(&model_path, &LoadOptions { precision })
+                    .with_context(|| format!("loading {}", model_path.display()))?,
+            ),
+        };
         let file = ModelFile::open(&model_path)?;
         let dataset = match (inputs.dataset, &cfg.data_file) {
             (Some(d), _) => d,
@@ -121,6 +132,7 @@ impl<'a> Session<'a> {
             model_sha256,
             eval,
             base,
+            eval_base,
             file,
             fetch: inputs.fetch,
             scorers: inputs.scorers,
@@ -278,11 +290,16 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The base model evaluations run on (at the evaluation's precision).
+    fn eval_base(&self) -> &Model {
+        self.eval_base.as_ref().unwrap_or(&self.base)
+    }
+
     /// The base subject for [`run_suites`].
     fn base_subject(&self) -> Subject<'_> {
         Subject {
             label: "base".into(),
-            model: &self.base,
+            model: self.eval_base(),
             endpoint: self.served.as_ref().and_then(|s| s.get(BASE)),
             fingerprint: self.base_fingerprint.clone(),
         }
@@ -375,7 +392,7 @@ impl<'a> Session<'a> {
         let edited = Model::load(
             &model_out,
             &LoadOptions {
-                precision: Precision::F32,
+                precision: self.eval.precision,
             },
         )?;
         let subject = Subject {

@@ -28,6 +28,7 @@ use crate::formats::quant;
     serde::Serialize,
     serde::Deserialize,
 )]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     /// As stored in the file (quantised GGUF matrices stay quantised).
     #[default]
@@ -37,6 +38,7 @@ pub enum Precision {
     /// Quantised matrices re-quantised to Q8_0 at load: candle has SIMD kernels for Q8_0
     /// but not for every type (Q4_1 is a scalar loop), so this trades a small rounding
     /// error for speed in single-stream generation.
+    #[serde(rename = "q8-0")]
     Q8_0,
     /// Quantised matrices as stored, their inputs rounded to 8 bits per block of 32 and
     /// multiplied with integer dot products (AVX2, AVX-512 VNNI) as llama.cpp does:

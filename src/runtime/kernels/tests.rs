@@ -159,7 +159,12 @@ fn batched_path_equals_the_dequantised_matmul_on_every_isa() {
 /// Gemma 3 and Qwen2 files), against that decoder's values summed in f64.
 #[test]
 fn batched_path_takes_k_quants() {
-    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q5_1] {
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_1,
+    ] {
         let (n, k, m) = (11, 512, 6);
         let mut r = rng(31);
         let w: Vec<f32> = (0..n * k).map(|_| r() * 0.3).collect();
