@@ -50,57 +50,52 @@ pub fn quantize_input(x: &[f32]) -> QuantInput {
     out
 }
 
-/// Portable Q4_1 × 8-bit rows: integer sums per block, one f32 scale each.
+/// Portable Q4_1 row × 8-bit input: integer sums per block, one f32 scale each.
 #[inline(always)]
-pub(super) fn q4_1_rows_portable<const R: usize>(rows: [&[u8]; R], xq: &QuantInput) -> [f32; R] {
-    let mut acc = [0f32; R];
+pub(super) fn q4_1_row_portable(row: &[u8], xq: &QuantInput) -> f32 {
+    let mut acc = 0f32;
     for (b, q) in xq.q.chunks_exact(QK).enumerate() {
-        for r in 0..R {
-            let blk = &rows[r][b * Q4_1_BLOCK_BYTES..(b + 1) * Q4_1_BLOCK_BYTES];
-            let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-            let m = half_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
-            let mut isum = 0i32;
-            for j in 0..16 {
-                isum += (blk[4 + j] & 0x0F) as i32 * q[j] as i32;
-                isum += (blk[4 + j] >> 4) as i32 * q[j + 16] as i32;
-            }
-            acc[r] += d * xq.d[b] * isum as f32 + m * xq.s[b];
+        let blk = &row[b * Q4_1_BLOCK_BYTES..(b + 1) * Q4_1_BLOCK_BYTES];
+        let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        let m = half_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+        let mut isum = 0i32;
+        for j in 0..16 {
+            isum += (blk[4 + j] & 0x0F) as i32 * q[j] as i32;
+            isum += (blk[4 + j] >> 4) as i32 * q[j + 16] as i32;
         }
+        acc += d * xq.d[b] * isum as f32 + m * xq.s[b];
     }
     acc
 }
 
-/// Portable Q8_0 × 8-bit rows.
+/// Portable Q8_0 row × 8-bit input.
 #[inline(always)]
-pub(super) fn q8_0_rows_portable<const R: usize>(rows: [&[u8]; R], xq: &QuantInput) -> [f32; R] {
-    let mut acc = [0f32; R];
+pub(super) fn q8_0_row_portable(row: &[u8], xq: &QuantInput) -> f32 {
+    let mut acc = 0f32;
     for (b, q) in xq.q.chunks_exact(QK).enumerate() {
-        for r in 0..R {
-            let blk = &rows[r][b * Q8_0_BLOCK_BYTES..(b + 1) * Q8_0_BLOCK_BYTES];
-            let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-            let mut isum = 0i32;
-            for j in 0..QK {
-                isum += blk[2 + j] as i8 as i32 * q[j] as i32;
-            }
-            acc[r] += d * xq.d[b] * isum as f32;
+        let blk = &row[b * Q8_0_BLOCK_BYTES..(b + 1) * Q8_0_BLOCK_BYTES];
+        let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        let mut isum = 0i32;
+        for j in 0..QK {
+            isum += blk[2 + j] as i8 as i32 * q[j] as i32;
         }
+        acc += d * xq.d[b] * isum as f32;
     }
     acc
 }
 
-/// Runs `$k::<1>` over `$nrows` rows of `$w` (`$rb` bytes each) for every input; `$dst[row·m + input]`. A macro, not a closure, so that the kernels
-/// inline into the caller's target features.
+/// Runs the row kernel `$k` over `$nrows` rows of `$w` (`$rb` bytes each) for every input;
+/// `$dst[row·m + input]`. A macro, not a closure, so that the kernels inline into the
+/// caller's target features.
 macro_rules! each_row {
     ($w:expr, $rb:expr, $nrows:expr, $inputs:expr, $dst:expr, $k:ident) => {{
         let m = $inputs.len();
         // One row at a time in memory order (see `ExactChunk` in the module root).
-        let mut r = 0;
-        while r < $nrows {
-            let rows = [&$w[r * $rb..(r + 1) * $rb]];
+        for r in 0..$nrows {
+            let row = &$w[r * $rb..(r + 1) * $rb];
             for (i, xq) in $inputs.iter().enumerate() {
-                $dst[r * m + i] = $k::<1>(rows, xq)[0];
+                $dst[r * m + i] = $k(row, xq);
             }
-            r += 1;
         }
     }};
 }
@@ -117,23 +112,26 @@ pub(super) fn chunk(
     let k = inputs.first().map_or(0, |x| x.q.len());
     let rb = k / QK * ty.block_bytes();
     assert!(w.len() >= nrows * rb && dst.len() >= nrows * inputs.len());
-    assert!(inputs.iter().all(|x| x.q.len() == k && x.d.len() == k / QK));
+    assert!(inputs
+        .iter()
+        .all(|x| x.q.len() == k && x.d.len() == k / QK && x.s.len() == k / QK));
     #[cfg(target_arch = "x86_64")]
-    {
-        if isa == Isa::Avx512 && std::is_x86_feature_detected!("avx512vnni") {
-            // SAFETY: the CPU has AVX-512 F/VL and VNNI (the Avx512 level is only chosen
-            // when available; VNNI checked here); sizes checked by the asserts above.
+    if std::is_x86_feature_detected!("f16c") {
+        if isa == Isa::Avx512 && isa.available() && std::is_x86_feature_detected!("avx512vnni") {
+            // SAFETY: the CPU has AVX-512 F/VL (the level is available), VNNI and F16C
+            // (checked here); sizes checked by the asserts above.
             return unsafe { x86::chunk_vnni(ty, w, rb, nrows, inputs, dst) };
         }
         if matches!(isa, Isa::Avx2 | Isa::Avx512) && isa.available() {
-            // SAFETY: AVX2 and FMA are part of both levels, which `available` checked.
+            // SAFETY: AVX2 and FMA are part of both levels, which `available` checked;
+            // F16C checked above.
             return unsafe { x86::chunk_avx2(ty, w, rb, nrows, inputs, dst) };
         }
     }
     let _ = isa;
     match ty {
-        BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_rows_portable),
-        _ => each_row!(w, rb, nrows, inputs, dst, q8_0_rows_portable),
+        BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_row_portable),
+        _ => each_row!(w, rb, nrows, inputs, dst, q8_0_row_portable),
     }
 }
 
@@ -167,76 +165,107 @@ mod x86 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
-    macro_rules! q4_1_rows {
+    /// Q4_1 row × 8-bit input. Scale and minimum of a block come from one F16C
+    /// conversion (a bit-twiddling conversion with branches per scale was a large part of
+    /// this kernel's profile), and even and odd blocks go to two accumulators, two
+    /// independent multiply–add chains.
+    macro_rules! q4_1_row {
         ($name:ident, $feat:literal, $dot:ident) => {
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn $name<const R: usize>(rows: [&[u8]; R], xq: &QuantInput) -> [f32; R] {
-                let mut acc = [_mm256_setzero_ps(); R];
-                let mut acc_min = [0f32; R];
-                for b in 0..xq.d.len() {
+            unsafe fn $name(row: &[u8], xq: &QuantInput) -> f32 {
+                let nb = xq.d.len();
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut acc_min = _mm_setzero_ps();
+                // One block's `d·dx·Σ q_w q_x` as 8 lanes; its `m·sx` into `acc_min`.
+                let block = |b: usize, acc_min: &mut __m128| {
+                    let p = row.as_ptr().add(b * Q4_1_BLOCK_BYTES);
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+                    let dx = _mm_load_ss(xq.d.as_ptr().add(b));
+                    let sx = _mm_load_ss(xq.s.as_ptr().add(b));
+                    *acc_min = _mm_fmadd_ss(_mm_movehdup_ps(dm), sx, *acc_min);
                     let q = _mm256_loadu_si256(xq.q.as_ptr().add(b * QK) as *const __m256i);
-                    let (dx, sx) = (xq.d[b], xq.s[b]);
-                    for r in 0..R {
-                        let p = rows[r].as_ptr().add(b * Q4_1_BLOCK_BYTES);
-                        let d = half_to_f32((p as *const u16).read_unaligned().to_le());
-                        let m = half_to_f32((p.add(2) as *const u16).read_unaligned().to_le());
-                        let isum = _mm256_cvtepi32_ps($dot(nibbles(p.add(4)), q));
-                        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), isum, acc[r]);
-                        acc_min[r] += m * sx;
-                    }
+                    let isum = _mm256_cvtepi32_ps($dot(nibbles(p.add(4)), q));
+                    (_mm256_broadcastss_ps(_mm_mul_ss(dm, dx)), isum)
+                };
+                let mut b = 0;
+                while b + 1 < nb {
+                    let (s0, v0) = block(b, &mut acc_min);
+                    let (s1, v1) = block(b + 1, &mut acc_min);
+                    acc0 = _mm256_fmadd_ps(s0, v0, acc0);
+                    acc1 = _mm256_fmadd_ps(s1, v1, acc1);
+                    b += 2;
                 }
-                std::array::from_fn(|r| hsum(acc[r]) + acc_min[r])
+                if b < nb {
+                    let (s0, v0) = block(b, &mut acc_min);
+                    acc0 = _mm256_fmadd_ps(s0, v0, acc0);
+                }
+                hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(acc_min)
             }
         };
     }
 
-    macro_rules! q8_0_rows {
+    /// Q8_0 row × 8-bit input, as [`q4_1_row`].
+    macro_rules! q8_0_row {
         ($name:ident, $feat:literal, $dot:ident) => {
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn $name<const R: usize>(rows: [&[u8]; R], xq: &QuantInput) -> [f32; R] {
-                let mut acc = [_mm256_setzero_ps(); R];
-                for b in 0..xq.d.len() {
+            unsafe fn $name(row: &[u8], xq: &QuantInput) -> f32 {
+                let nb = xq.d.len();
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let block = |b: usize| {
+                    let p = row.as_ptr().add(b * Q8_0_BLOCK_BYTES);
+                    let d =
+                        _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const u16).read_unaligned() as i32));
+                    let dx = _mm_load_ss(xq.d.as_ptr().add(b));
                     let q = _mm256_loadu_si256(xq.q.as_ptr().add(b * QK) as *const __m256i);
-                    let dx = xq.d[b];
-                    for r in 0..R {
-                        let p = rows[r].as_ptr().add(b * Q8_0_BLOCK_BYTES);
-                        let d = half_to_f32((p as *const u16).read_unaligned().to_le());
-                        let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
-                        // Signed × signed as |w| × (q·sign w), llama.cpp's trick for an
-                        // unsigned × signed instruction.
-                        let isum = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-                        let isum = _mm256_cvtepi32_ps(isum);
-                        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), isum, acc[r]);
-                    }
+                    let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                    // Signed × signed as |w| × (q·sign w), llama.cpp's trick for an
+                    // unsigned × signed instruction.
+                    let isum = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+                    (
+                        _mm256_broadcastss_ps(_mm_mul_ss(d, dx)),
+                        _mm256_cvtepi32_ps(isum),
+                    )
+                };
+                let mut b = 0;
+                while b + 1 < nb {
+                    let (s0, v0) = block(b);
+                    let (s1, v1) = block(b + 1);
+                    acc0 = _mm256_fmadd_ps(s0, v0, acc0);
+                    acc1 = _mm256_fmadd_ps(s1, v1, acc1);
+                    b += 2;
                 }
-                std::array::from_fn(|r| hsum(acc[r]))
+                if b < nb {
+                    let (s0, v0) = block(b);
+                    acc0 = _mm256_fmadd_ps(s0, v0, acc0);
+                }
+                hsum(_mm256_add_ps(acc0, acc1))
             }
         };
     }
 
-    q4_1_rows!(q4_1_rows_avx2, "avx2,fma", dot_u8_i8_avx2);
-    q8_0_rows!(q8_0_rows_avx2, "avx2,fma", dot_u8_i8_avx2);
+    q4_1_row!(q4_1_row_avx2, "avx2,fma,f16c", dot_u8_i8_avx2);
+    q8_0_row!(q8_0_row_avx2, "avx2,fma,f16c", dot_u8_i8_avx2);
 
     /// Σ u·s with one VNNI instruction.
     #[inline(always)]
     unsafe fn dot_u8_i8_vnni(u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
     }
-    q4_1_rows!(
-        q4_1_rows_vnni,
-        "avx2,fma,avx512f,avx512vl,avx512vnni",
+    q4_1_row!(
+        q4_1_row_vnni,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
         dot_u8_i8_vnni
     );
-    q8_0_rows!(
-        q8_0_rows_vnni,
-        "avx2,fma,avx512f,avx512vl,avx512vnni",
+    q8_0_row!(
+        q8_0_row_vnni,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
         dot_u8_i8_vnni
     );
 
     /// [`super::chunk`] with AVX2. Callers check the CPU and the sizes.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn chunk_avx2(
         ty: BlockType,
         w: &[u8],
@@ -246,13 +275,13 @@ mod x86 {
         dst: &mut [f32],
     ) {
         match ty {
-            BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_rows_avx2),
-            _ => each_row!(w, rb, nrows, inputs, dst, q8_0_rows_avx2),
+            BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_row_avx2),
+            _ => each_row!(w, rb, nrows, inputs, dst, q8_0_row_avx2),
         }
     }
 
     /// [`super::chunk`] with AVX-512 VNNI. Callers check the CPU and the sizes.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
     pub(super) unsafe fn chunk_vnni(
         ty: BlockType,
         w: &[u8],
@@ -262,8 +291,8 @@ mod x86 {
         dst: &mut [f32],
     ) {
         match ty {
-            BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_rows_vnni),
-            _ => each_row!(w, rb, nrows, inputs, dst, q8_0_rows_vnni),
+            BlockType::Q4_1 => each_row!(w, rb, nrows, inputs, dst, q4_1_row_vnni),
+            _ => each_row!(w, rb, nrows, inputs, dst, q8_0_row_vnni),
         }
     }
 }
