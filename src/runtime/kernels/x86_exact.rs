@@ -105,7 +105,8 @@ unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
 /// Q8_0 row · f32 inputs. The scale is converted in-register (F16C), and each block's two
 /// halves go to their own accumulator: two short multiply–add chains per block instead of
 /// one of five, and no call that spills the accumulator (the previous kernel called `half`
-/// per scale and kept its accumulator on the stack).
+/// per scale and kept its accumulator on the stack). `vpmovsxbd` from memory stays: an
+/// in-lane `vpshufb` + shift widening, faster for Q4_1, measured slower here.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_0_avx2(w: &[u8], x: &[f32]) -> f32 {
     use std::arch::x86_64::*;
@@ -196,41 +197,54 @@ unsafe fn dot_q8_0_avx512(w: &[u8], x: &[f32]) -> f32 {
 
 /// Q4_1 row · f32 inputs (`sums`: Σ x per block, for the minimum term), as
 /// [`dot_q8_0_avx2`]: scale and minimum converted together by F16C, low and high nibbles
-/// on their own accumulators.
+/// on their own accumulators. The nibbles are widened in-lane: the 16 bytes broadcast to
+/// both halves of a register, one `vpshufb` puts bytes 0..8 (8..16) into the eight 32-bit
+/// lanes, and a mask or a shift leaves the low or high nibble. This replaced four
+/// lane-crossing `vpmovzxbd`, and measured 1.11–1.13× the kernel's throughput (one
+/// thread, 30 matrices of 1536 × 576, best of 20, same process); a second pair of
+/// accumulators (two blocks per step) measured no faster and is not used.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_avx2(w: &[u8], x: &[f32], sums: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let nb = w.len() / Q4_1_BLOCK_BYTES;
     assert!(x.len() >= nb * QK && sums.len() >= nb);
-    let low = _mm_set1_epi8(0x0F);
-    let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    let low = _mm256_set1_epi32(0x0F);
+    let z = -1i8;
+    // Byte i of the block into dword i (bytes 0..8), then 8..16.
+    let sel0 = _mm256_setr_epi8(
+        0, z, z, z, 1, z, z, z, 2, z, z, z, 3, z, z, z, 4, z, z, z, 5, z, z, z, 6, z, z, z, 7, z,
+        z, z,
+    );
+    let sel1 = _mm256_setr_epi8(
+        8, z, z, z, 9, z, z, z, 10, z, z, z, 11, z, z, z, 12, z, z, z, 13, z, z, z, 14, z, z, z,
+        15, z, z, z,
+    );
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut acc_min = _mm_setzero_ps();
     for b in 0..nb {
         let p = w.as_ptr().add(b * Q4_1_BLOCK_BYTES);
-        // [d, m] as f32 from the two leading f16 values.
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
-        let d = _mm256_broadcastss_ps(dm);
         acc_min = _mm_fmadd_ss(
             _mm_movehdup_ps(dm),
             _mm_load_ss(sums.as_ptr().add(b)),
             acc_min,
         );
-        let packed = _mm_loadu_si128(p.add(4) as *const __m128i);
-        // Elements 0..16 are the low nibbles, 16..32 the high ones.
-        let lo = _mm_and_si128(packed, low);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+        let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(4) as *const __m128i));
+        let a = _mm256_shuffle_epi8(both, sel0);
+        let c = _mm256_shuffle_epi8(both, sel1);
+        let f = |v: __m256i| _mm256_cvtepi32_ps(v);
         let xp = x.as_ptr().add(b * QK);
         let t0 = _mm256_fmadd_ps(
-            widen(_mm_srli_si128(lo, 8)),
+            f(_mm256_and_si256(c, low)),
             _mm256_loadu_ps(xp.add(8)),
-            _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xp)),
+            _mm256_mul_ps(f(_mm256_and_si256(a, low)), _mm256_loadu_ps(xp)),
         );
         let t1 = _mm256_fmadd_ps(
-            widen(_mm_srli_si128(hi, 8)),
+            f(_mm256_srli_epi32(c, 4)),
             _mm256_loadu_ps(xp.add(24)),
-            _mm256_mul_ps(widen(hi), _mm256_loadu_ps(xp.add(16))),
+            _mm256_mul_ps(f(_mm256_srli_epi32(a, 4)), _mm256_loadu_ps(xp.add(16))),
         );
+        let d = _mm256_broadcastss_ps(dm);
         acc0 = _mm256_fmadd_ps(d, t0, acc0);
         acc1 = _mm256_fmadd_ps(d, t1, acc1);
     }
