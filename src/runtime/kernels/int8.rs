@@ -45,12 +45,14 @@ pub fn quantize_input(x: &[f32]) -> QuantInput {
         .zip(out.q.chunks_exact_mut(QK))
         .enumerate()
     {
-        // `>` rather than `f32::max` (a libm call when not vectorised); both skip NaN.
+        // `>` as a select rather than `f32::max` (a libm call when not vectorised); both
+        // skip NaN. Over a fixed-size block so that it becomes `maxps`.
+        let xa: &[f32; QK] = xb.try_into().expect("a block of 32");
         let mut lanes = [0f32; 8];
-        for (j, v) in xb.iter().enumerate() {
-            let a = v.abs();
-            if a > lanes[j % 8] {
-                lanes[j % 8] = a;
+        for c in 0..QK / 8 {
+            for (l, m) in lanes.iter_mut().enumerate() {
+                let a = xa[c * 8 + l].abs();
+                *m = if a > *m { a } else { *m };
             }
         }
         let amax = lanes.iter().fold(0f32, |m, &a| if a > m { a } else { m });
