@@ -257,6 +257,58 @@ fn inputs_round_like_llamacpp() {
     assert_eq!((z.d[0], z.q.iter().any(|&v| v != 0)), (0.0, false));
 }
 
+/// Ties and near-ties round half away from zero, as `roundf` does: a block whose largest
+/// magnitude is 127 has scale 1, so each value is rounded as written.
+#[test]
+fn input_rounding_breaks_ties_away_from_zero() {
+    let specials = [
+        127.0,
+        0.5,
+        -0.5,
+        2.5,
+        -2.5,
+        126.5,
+        -126.5,
+        1.5,
+        -1.5,
+        0.49999997,
+        -0.49999997,
+        1.4999999,
+        -1.4999999,
+        0.0,
+        -0.0,
+        3.0,
+        f32::MIN_POSITIVE,
+        -100.25,
+        99.75,
+    ];
+    let mut x = [0f32; QK];
+    x[..specials.len()].copy_from_slice(&specials);
+    let q = quantize_input(&x);
+    assert_eq!(q.d[0], 1.0);
+    for (j, v) in x.iter().enumerate() {
+        assert_eq!(q.q[j] as f32, v.round(), "{v}");
+    }
+    let sum: f32 = x.iter().map(|v| v.round()).sum();
+    assert_eq!(q.s[0], sum);
+}
+
+/// A NaN or infinite input gives the codes `roundf` would (NaN codes as 0), not garbage.
+#[test]
+fn input_rounding_of_non_finite_values_matches_roundf() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = inputs(1, QK, 5);
+        x[3] = bad;
+        let q = quantize_input(&x);
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (j, v) in x.iter().enumerate() {
+            assert_eq!(q.q[j], (v * id).round() as i8, "{bad} at {j}");
+        }
+    }
+}
+
 #[test]
 fn half_conversion_matches_the_half_crate_for_every_value() {
     for h in 0..=u16::MAX {
