@@ -73,6 +73,27 @@ fn summation_bound(k: usize, abs: f64) -> f64 {
     k as f64 * f64::powi(2.0, -23) * abs + 1e-30
 }
 
+/// Asserts that `got` (`[m, n]`) is the product of the reference weights `wd` (`[n, k]`)
+/// and the inputs `x` (`[m, k]`) within the summation bound; `what` names the case.
+fn assert_product(
+    got: &[f32],
+    wd: &[f32],
+    x: &[f32],
+    (n, k, m): (usize, usize, usize),
+    what: &str,
+) {
+    for i in 0..m {
+        for r in 0..n {
+            let (want, abs) = reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
+            let g = got[i * n + r] as f64;
+            assert!(
+                (g - want).abs() <= summation_bound(k, abs),
+                "{what} n={n} k={k} m={m} row {r} input {i}: {g} vs {want}"
+            );
+        }
+    }
+}
+
 /// llama.cpp's input rounding, written out independently of `int8::quantize_input`.
 fn rounded_like_llamacpp(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let mut out = Vec::with_capacity(x.len());
@@ -105,17 +126,8 @@ fn exact_path_equals_the_dequantised_matmul_on_every_isa() {
             let runs = isas.iter().flat_map(|&i| [(i, true), (i, false)]);
             for (isa, intrinsics) in runs {
                 let got = mat.matmul_with(isa, &x, m, intrinsics);
-                for i in 0..m {
-                    for r in 0..n {
-                        let (want, abs) =
-                            reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
-                        let g = got[i * n + r] as f64;
-                        assert!(
-                            (g - want).abs() <= summation_bound(k, abs),
-                            "{ty:?} {isa:?} (intrinsics {intrinsics}) n={n} k={k} row {r} input {i}: {g} vs {want}"
-                        );
-                    }
-                }
+                let what = format!("{ty:?} {isa:?} (intrinsics {intrinsics})");
+                assert_product(&got, &wd, &x, (n, k, m), &what);
             }
         }
     }
@@ -136,17 +148,7 @@ fn batched_path_equals_the_dequantised_matmul_on_every_isa() {
             let x = inputs(m, k, 27 + s as u64);
             for &isa in &isas {
                 let got = mat.matmul_batched(isa, &x, m);
-                for i in 0..m {
-                    for r in 0..n {
-                        let (want, abs) =
-                            reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
-                        let g = got[i * n + r] as f64;
-                        assert!(
-                            (g - want).abs() <= summation_bound(k, abs),
-                            "{ty:?} {isa:?} n={n} k={k} m={m} row {r} input {i}: {g} vs {want}"
-                        );
-                    }
-                }
+                assert_product(&got, &wd, &x, (n, k, m), &format!("{ty:?} {isa:?} batched"));
                 // The last input alone (padded with three zero rows) gives the same bits.
                 let last = mat.matmul_batched(isa, &x[(m - 1) * k..], 1);
                 assert_eq!(last[..], got[(m - 1) * n..], "{ty:?} {isa:?} m={m}");
@@ -175,16 +177,7 @@ fn batched_path_takes_k_quants() {
         let wd = quant::decode_tensor(ty, &data, k).unwrap();
         let x = inputs(m, k, 33);
         let got = matmul_rows(ty, &data, n, k, &x, m).unwrap();
-        for i in 0..m {
-            for r in 0..n {
-                let (want, abs) = reference(&wd[r * k..(r + 1) * k], &x[i * k..(i + 1) * k]);
-                let g = got[i * n + r] as f64;
-                assert!(
-                    (g - want).abs() <= summation_bound(k, abs),
-                    "{ty} row {r} input {i}: {g} vs {want}"
-                );
-            }
-        }
+        assert_product(&got, &wd, &x, (n, k, m), &format!("{ty} batched"));
     }
     // Sizes that do not fit are refused, not read out of bounds.
     assert!(matmul_rows(GgmlType::Q4_K, &[0; 100], 2, 256, &[0.0; 256], 1).is_err());
