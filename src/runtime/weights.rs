@@ -133,55 +133,30 @@ pub struct Linear {
 impl Linear {
     /// Applies the layer to `[.., in]`, giving `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let k = *x.dims().last().expect("matmul input has a last dim");
+        let m = x.elem_count() / k.max(1);
         let y = match &self.weight {
-            Matrix::Candle(QMatMul::QTensor(q)) if batched_rows(q, x).is_some() => {
-                let (ty, n, k, m) = batched_rows(q, x).expect("checked by the guard");
-                let flat = x.flatten_all()?.to_vec1::<f32>()?;
-                let data = q.data()?;
-                let y = kernels::matmul_rows(ty, &data, n, k, &flat, m)
+            Matrix::Candle(QMatMul::QTensor(q)) if batched_rows(q, m).is_some() => {
+                let (ty, n) = batched_rows(q, m).expect("checked by the guard");
+                let y = kernels::matmul_rows(ty, &q.data()?, n, k, &flat(x)?, m)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                let mut out_dims = x.dims().to_vec();
-                *out_dims.last_mut().expect("non-empty") = n;
-                Tensor::from_vec(y, out_dims, x.device())?
+                with_width(y, x, n)?
             }
-            Matrix::Candle(QMatMul::QTensor(q))
-                if x.elem_count() / q.shape().dims()[1] >= GEMM_MIN_ROWS =>
-            {
-                // candle multiplies some types (Q5_0, Q5_1, ...) with a scalar loop per
-                // input row; for many rows, widening the weights once and calling the f32
-                // GEMM is an order of magnitude faster.
-                let w = q.dequantize(x.device())?;
-                let dims = x.dims().to_vec();
-                let k = *dims.last().expect("matmul input has a last dim");
-                let m = x.elem_count() / k;
-                let mut out_dims = dims;
-                *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
-                x.reshape((m, k))?.matmul(&w.t()?)?.reshape(out_dims)?
+            // candle multiplies some types (Q5_0, Q5_1, ...) with a scalar loop per input
+            // row; for many rows, widening the weights once and calling the f32 GEMM is an
+            // order of magnitude faster.
+            Matrix::Candle(QMatMul::QTensor(q)) if m >= GEMM_MIN_ROWS => {
+                gemm(x, &q.dequantize(x.device())?)?
             }
             Matrix::Candle(w) => w.forward(x)?,
-            Matrix::Quant(w) => {
-                let dims = x.dims().to_vec();
-                let k = *dims.last().expect("matmul input has a last dim");
-                let m = x.elem_count() / k;
-                if m >= GEMM_MIN_ROWS {
-                    // Many input rows (prompt processing, probe collection): widening the
-                    // weights once and calling the f32 GEMM beats m dot products per row;
-                    // the values are the same, so results stay exact.
-                    let wt = Tensor::from_vec(w.dequantize(), (w.n, w.k), x.device())?;
-                    let y = x.reshape((m, k))?.matmul(&wt.t()?)?;
-                    let mut out_dims = dims;
-                    *out_dims.last_mut().expect("non-empty") = w.n;
-                    return match &self.bias {
-                        Some(b) => y.reshape(out_dims)?.broadcast_add(b),
-                        None => y.reshape(out_dims),
-                    };
-                }
-                let flat = x.flatten_all()?.to_vec1::<f32>()?;
-                let y = w.matmul(&flat, m);
-                let mut out_dims = dims;
-                *out_dims.last_mut().expect("non-empty") = w.n;
-                Tensor::from_vec(y, out_dims, x.device())?
-            }
+            // Many input rows (prompt processing, probe collection): widening the weights
+            // once and calling the f32 GEMM beats the kernels; the values are the same, so
+            // results stay exact.
+            Matrix::Quant(w) if m >= GEMM_MIN_ROWS => gemm(
+                x,
+                &Tensor::from_vec(w.dequantize(), (w.n, w.k), x.device())?,
+            )?,
+            Matrix::Quant(w) => with_width(w.matmul(&flat(x)?, m), x, w.n)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -190,21 +165,40 @@ impl Linear {
     }
 }
 
+/// `x` as one flat row-major vector.
+fn flat(x: &Tensor) -> candle_core::Result<Vec<f32>> {
+    x.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A row-major product `y` shaped as `x` with its last dimension `n`.
+fn with_width(y: Vec<f32>, x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("matmul input has a last dim") = n;
+    Tensor::from_vec(y, dims, x.device())
+}
+
+/// `x Wᵀ` with the f32 GEMM, for `x` `[.., k]` and dense `w` `[n, k]`.
+fn gemm(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().expect("matmul input has a last dim");
+    let mut out = dims;
+    *out.last_mut().expect("non-empty") = w.dim(0)?;
+    x.reshape((x.elem_count() / k, k))?
+        .matmul(&w.t()?)?
+        .reshape(out)
+}
+
 /// For a quantised matrix candle would multiply and a batch of [`BATCHED_MIN_ROWS`] up
-/// to [`GEMM_MIN_ROWS`] input rows: its type and `(n, k, m)`, to go through the kernels'
-/// batched path (candle rounds the inputs of such a batch to 8 bits, and its
-/// per-row loop decodes the matrix once per input row).
-fn batched_rows(q: &QTensor, x: &Tensor) -> Option<(GgmlType, usize, usize, usize)> {
+/// to [`GEMM_MIN_ROWS`] input rows: its type and output rows, to go through the kernels'
+/// batched path (candle rounds the inputs of such a batch to 8 bits, and its per-row loop
+/// decodes the matrix once per input row).
+fn batched_rows(q: &QTensor, m: usize) -> Option<(GgmlType, usize)> {
     let dims = q.shape().dims();
     let (n, k) = (dims[0], *dims.get(1)?);
-    let m = x.elem_count() / k.max(1);
     let ty = ggml_type(q.dtype())?;
     let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-    (quantised
-        && dims.len() == 2
-        && k.is_multiple_of(32)
-        && (BATCHED_MIN_ROWS..GEMM_MIN_ROWS).contains(&m))
-    .then_some((ty, n, k, m))
+    let rows = (BATCHED_MIN_ROWS..GEMM_MIN_ROWS).contains(&m);
+    (quantised && dims.len() == 2 && k.is_multiple_of(32) && rows).then_some((ty, n))
 }
 
 /// Reads tensors by role from one of the supported file formats.

@@ -31,14 +31,17 @@ fn long_names_stale_temporaries_pipes_and_signals() {
     ]);
     assert!(!dead.exists() && live.exists());
     std::fs::remove_file(&live).unwrap();
-    // A closed stdout: a quiet exit, no panic.
-    let mut child = bin()
+    // A closed stdout: a quiet exit, no panic. The pipe's read end is closed before the
+    // child starts, so its first write fails (closing it after the spawn raced the child,
+    // which could fill the pipe's buffer first and exit 0 on a busy machine).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = bin()
         .args(["inspect", m])
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
