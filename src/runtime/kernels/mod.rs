@@ -205,61 +205,68 @@ impl QuantMatrix {
             x.chunks_exact(k).map(int8::quantize_input).collect()
         };
         let mut cols: Vec<f32> = vec![0f32; self.n * m];
-        cols.par_chunks_mut(chunk * m)
-            .enumerate()
-            .for_each(|(c, dst)| {
-                let r0 = c * chunk;
-                let nrows = dst.len() / m;
-                let mut unpacked = Vec::new();
-                let (w, ty, rb) = if self.ty == BlockType::Q5_0 {
-                    unpacked.resize(nrows * q8_row_bytes, 0u8);
-                    for (j, out) in unpacked.chunks_exact_mut(q8_row_bytes).enumerate() {
-                        let r = r0 + j;
-                        q5_0_row_as_q8_0(isa, &self.data[r * row_bytes..(r + 1) * row_bytes], out);
-                    }
-                    (&unpacked[..], BlockType::Q8_0, q8_row_bytes)
-                } else {
-                    (
-                        &self.data[r0 * row_bytes..(r0 + nrows) * row_bytes],
-                        self.ty,
-                        row_bytes,
-                    )
-                };
-                #[cfg(target_arch = "x86_64")]
-                if exact && intrinsics && isa.available() && matches!(isa, Isa::Avx512 | Isa::Avx2)
-                {
-                    // SAFETY: the level is available (checked), and it includes the
-                    // features each function enables (AVX-512 F and F16C for the
-                    // x86-64-v4 level, which has F16C on every CPU that has it — checked
-                    // again here — and AVX2 + FMA for v3); sizes as in `ExactChunk`.
-                    let v4 = isa == Isa::Avx512 && std::is_x86_feature_detected!("f16c");
-                    unsafe {
-                        if v4 {
-                            x86_exact::chunk_avx512(ty, w, rb, nrows, x, k, &block_sums, dst);
-                        } else {
-                            x86_exact::chunk_avx2(ty, w, rb, nrows, x, k, &block_sums, dst);
-                        }
-                    }
-                    return;
+        let work = |(c, dst): (usize, &mut [f32])| {
+            let r0 = c * chunk;
+            let nrows = dst.len() / m;
+            let mut unpacked = Vec::new();
+            let (w, ty, rb) = if self.ty == BlockType::Q5_0 {
+                unpacked.resize(nrows * q8_row_bytes, 0u8);
+                for (j, out) in unpacked.chunks_exact_mut(q8_row_bytes).enumerate() {
+                    let r = r0 + j;
+                    q5_0_row_as_q8_0(isa, &self.data[r * row_bytes..(r + 1) * row_bytes], out);
                 }
-                if exact {
-                    isa::dispatch(
-                        isa,
-                        ExactChunk {
-                            ty,
-                            w,
-                            rb,
-                            nrows,
-                            x,
-                            k,
-                            sums: &block_sums,
-                            dst,
-                        },
-                    );
-                } else {
-                    int8::chunk(isa, ty, w, nrows, &quantised, dst);
+                (&unpacked[..], BlockType::Q8_0, q8_row_bytes)
+            } else {
+                (
+                    &self.data[r0 * row_bytes..(r0 + nrows) * row_bytes],
+                    self.ty,
+                    row_bytes,
+                )
+            };
+            #[cfg(target_arch = "x86_64")]
+            if exact && intrinsics && isa.available() && matches!(isa, Isa::Avx512 | Isa::Avx2) {
+                // SAFETY: the level is available (checked), and it includes the
+                // features each function enables (AVX-512 F and F16C for the
+                // x86-64-v4 level, which has F16C on every CPU that has it — checked
+                // again here — and AVX2 + FMA for v3); sizes as in `ExactChunk`.
+                let v4 = isa == Isa::Avx512 && std::is_x86_feature_detected!("f16c");
+                unsafe {
+                    if v4 {
+                        x86_exact::chunk_avx512(ty, w, rb, nrows, x, k, &block_sums, dst);
+                    } else {
+                        x86_exact::chunk_avx2(ty, w, rb, nrows, x, k, &block_sums, dst);
+                    }
                 }
-            });
+                return;
+            }
+            if exact {
+                isa::dispatch(
+                    isa,
+                    ExactChunk {
+                        ty,
+                        w,
+                        rb,
+                        nrows,
+                        x,
+                        k,
+                        sums: &block_sums,
+                        dst,
+                    },
+                );
+            } else {
+                int8::chunk(isa, ty, w, nrows, &quantised, dst);
+            }
+        };
+        let serial_max = if exact {
+            SERIAL_MAX_EXACT
+        } else {
+            SERIAL_MAX_INT8
+        };
+        if self.n * k * m <= serial_max {
+            cols.chunks_mut(chunk * m).enumerate().for_each(work);
+        } else {
+            cols.par_chunks_mut(chunk * m).enumerate().for_each(work);
+        }
         transpose(&cols, self.n, m)
     }
 
@@ -363,6 +370,17 @@ fn batched_product(
 /// take 4 inputs, so 2 rows waste half of them (measured a tie with the single-row
 /// kernels in 2-prompt generation; 4 prompts 1.2–1.5× faster batched).
 pub const BATCHED_MIN_ROWS: usize = 3;
+
+/// Up to this many weight × input products, the single-row kernels run on the calling
+/// thread: handing a small matrix to rayon's threads cost more than the second thread
+/// saved. Single-stream greedy generation on the default model (2 threads, quiet machine,
+/// `scalpel bench --generate`): 8-bit inputs 77–91 tok/s with every matrix split against
+/// 108–114 with the per-layer matrices (up to 1536 × 576) on one thread; the exact
+/// kernels do more work per weight and gained only from the 576-wide ones (q, k, v, o).
+/// The output head (49152 × 576) stays split.
+const SERIAL_MAX_INT8: usize = 1 << 20;
+/// [`SERIAL_MAX_INT8`] for the exact kernels.
+const SERIAL_MAX_EXACT: usize = 1 << 19;
 
 /// The 8-bit-input kernels serve fewer input rows than this; larger batches (prompt
 /// processing, collection, batched generation) stay exact.
