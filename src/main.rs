@@ -10,6 +10,7 @@ use scalpel::formats::io::remove_live_temps;
 
 fn main() {
     pin_thread_count();
+    keep_freed_memory();
     handle_signals();
     let matches = cli::Cli::command()
         .try_get_matches()
@@ -45,6 +46,25 @@ fn pin_thread_count() {
         if let Ok(n) = std::thread::available_parallelism() {
             std::env::set_var("RAYON_NUM_THREADS", n.get().to_string());
         }
+    }
+}
+
+/// Lets glibc's malloc serve allocations of up to 1 GiB from its heap and keep freed memory
+/// (up to 1 GiB) for reuse, instead of mapping fresh pages for every large tensor and
+/// unmapping them on free. A forward pass over many tokens allocates and frees tensors of
+/// tens to hundreds of MiB per layer (and the GEMM path widens every matrix into one), and
+/// each fresh mapping is paid again in page faults and zeroing: WikiText-2 perplexity over
+/// 8 windows measured 41 s with glibc's defaults and 27 s with this (peak RSS 760 → 850
+/// MB), single-stream generation 65–68 → 74–78 tok/s, batched generation and collection
+/// unchanged (`scalpel eval MODEL --suite ppl --ppl-windows 8`, `scalpel bench`, quiet,
+/// 2 runs each). Other allocators and C libraries are left as they are.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called first in main, before any other
+    // thread exists. A value this glibc refuses leaves its default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 
