@@ -165,7 +165,7 @@ impl EvalOptions {
 }
 
 impl Default for EvalConfig {
-    /// `scalpel eval` with no flags: the default suites at the full profile, seed 0, f32.
+    /// `scalpel eval` with no flags: the default suites at the full profile, seed 0, native.
     fn default() -> Self {
         let suites = parse_suites(DEFAULT_SUITES).expect("the default suites are known");
         EvalOptions::default().config(&suites, 0, None)

@@ -185,87 +185,41 @@ impl QuantMatrix {
         }
         let k = self.k;
         let x = &x[..m * k];
-        let row_bytes = self.row_bytes();
-        let q8_row_bytes = k / QK * Q8_0_BLOCK_BYTES;
         // A few chunks per thread: even shares for the small matrices of one token, and
         // the thread hand-off negligible against the work of a chunk.
         let threads = rayon::current_num_threads().max(1);
-        let chunk = self.n.div_ceil(threads * 4).next_multiple_of(4).max(16);
         let exact = self.inputs == Inputs::Exact;
-        // Exact: Σ x over each block, once per input row (Q4_1's `m·Σ x` term).
-        // Int8: the inputs rounded to 8 bits, once per input row.
-        let block_sums: Vec<f32> = if exact {
-            x.chunks_exact(QK).map(|b| b.iter().sum()).collect()
-        } else {
-            Vec::new()
-        };
-        let quantised: Vec<int8::QuantInput> = if exact {
-            Vec::new()
-        } else {
-            x.chunks_exact(k).map(int8::quantize_input).collect()
+        let p = RowProduct {
+            mat: self,
+            isa,
+            intrinsics,
+            x,
+            m,
+            chunk: self.n.div_ceil(threads * 4).next_multiple_of(4).max(16),
+            // Exact: Σ x over each block, once per input row (Q4_1's `m·Σ x` term).
+            sums: if exact {
+                x.chunks_exact(QK).map(|b| b.iter().sum()).collect()
+            } else {
+                Vec::new()
+            },
+            // Int8: the inputs rounded to 8 bits, once per input row.
+            quantised: if exact {
+                Vec::new()
+            } else {
+                x.chunks_exact(k).map(int8::quantize_input).collect()
+            },
         };
         let mut cols: Vec<f32> = vec![0f32; self.n * m];
-        let work = |(c, dst): (usize, &mut [f32])| {
-            let r0 = c * chunk;
-            let nrows = dst.len() / m;
-            let mut unpacked = Vec::new();
-            let (w, ty, rb) = if self.ty == BlockType::Q5_0 {
-                unpacked.resize(nrows * q8_row_bytes, 0u8);
-                for (j, out) in unpacked.chunks_exact_mut(q8_row_bytes).enumerate() {
-                    let r = r0 + j;
-                    q5_0_row_as_q8_0(isa, &self.data[r * row_bytes..(r + 1) * row_bytes], out);
-                }
-                (&unpacked[..], BlockType::Q8_0, q8_row_bytes)
-            } else {
-                (
-                    &self.data[r0 * row_bytes..(r0 + nrows) * row_bytes],
-                    self.ty,
-                    row_bytes,
-                )
-            };
-            #[cfg(target_arch = "x86_64")]
-            if exact && intrinsics && isa.available() && matches!(isa, Isa::Avx512 | Isa::Avx2) {
-                // SAFETY: the level is available (checked), and it includes the
-                // features each function enables (AVX-512 F and F16C for the
-                // x86-64-v4 level, which has F16C on every CPU that has it — checked
-                // again here — and AVX2 + FMA for v3); sizes as in `ExactChunk`.
-                let v4 = isa == Isa::Avx512 && std::is_x86_feature_detected!("f16c");
-                unsafe {
-                    if v4 {
-                        x86_exact::chunk_avx512(ty, w, rb, nrows, x, k, &block_sums, dst);
-                    } else {
-                        x86_exact::chunk_avx2(ty, w, rb, nrows, x, k, &block_sums, dst);
-                    }
-                }
-                return;
-            }
-            if exact {
-                isa::dispatch(
-                    isa,
-                    ExactChunk {
-                        ty,
-                        w,
-                        rb,
-                        nrows,
-                        x,
-                        k,
-                        sums: &block_sums,
-                        dst,
-                    },
-                );
-            } else {
-                int8::chunk(isa, ty, w, nrows, &quantised, dst);
-            }
-        };
         let serial_max = if exact {
             SERIAL_MAX_EXACT
         } else {
             SERIAL_MAX_INT8
         };
+        let work = |(c, dst): (usize, &mut [f32])| p.chunk(c, dst);
         if self.n * k * m <= serial_max {
-            cols.chunks_mut(chunk * m).enumerate().for_each(work);
+            cols.chunks_mut(p.chunk * m).enumerate().for_each(work);
         } else {
-            cols.par_chunks_mut(chunk * m).enumerate().for_each(work);
+            cols.par_chunks_mut(p.chunk * m).enumerate().for_each(work);
         }
         transpose(&cols, self.n, m)
     }
@@ -364,6 +318,99 @@ fn batched_product(
             )
         });
     transpose(&cols, n, m)
+}
+
+/// One single-row product's inputs, shared by the chunks of output rows.
+struct RowProduct<'a> {
+    mat: &'a QuantMatrix,
+    isa: Isa,
+    /// Whether x86 runs its hand-written exact kernels (see `matmul_with`).
+    intrinsics: bool,
+    x: &'a [f32],
+    m: usize,
+    /// Output rows per chunk.
+    chunk: usize,
+    sums: Vec<f32>,
+    quantised: Vec<int8::QuantInput>,
+}
+
+impl RowProduct<'_> {
+    /// Weight rows `r0 .. r0 + nrows` as the kernels take them, with their type and row
+    /// size: Q5_0 rows rewritten into `buf` as the Q8_0 rows of the same values.
+    fn rows<'b>(
+        &'b self,
+        r0: usize,
+        nrows: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> (&'b [u8], BlockType, usize) {
+        let (mat, row_bytes) = (self.mat, self.mat.row_bytes());
+        if mat.ty != BlockType::Q5_0 {
+            return (
+                &mat.data[r0 * row_bytes..(r0 + nrows) * row_bytes],
+                mat.ty,
+                row_bytes,
+            );
+        }
+        let q8_row_bytes = mat.k / QK * Q8_0_BLOCK_BYTES;
+        buf.resize(nrows * q8_row_bytes, 0u8);
+        for (j, out) in buf.chunks_exact_mut(q8_row_bytes).enumerate() {
+            let r = r0 + j;
+            q5_0_row_as_q8_0(self.isa, &mat.data[r * row_bytes..(r + 1) * row_bytes], out);
+        }
+        (&buf[..], BlockType::Q8_0, q8_row_bytes)
+    }
+
+    /// Output rows `c·chunk ..` into `dst[row·m + input]`, on the chosen kernels.
+    fn chunk(&self, c: usize, dst: &mut [f32]) {
+        let RowProduct {
+            mat,
+            isa,
+            intrinsics,
+            x,
+            m,
+            chunk,
+            ref sums,
+            ref quantised,
+        } = *self;
+        let k = mat.k;
+        let exact = mat.inputs == Inputs::Exact;
+        let nrows = dst.len() / m;
+        let mut unpacked = Vec::new();
+        let (w, ty, rb) = self.rows(c * chunk, nrows, &mut unpacked);
+        #[cfg(target_arch = "x86_64")]
+        if exact && intrinsics && isa.available() && matches!(isa, Isa::Avx512 | Isa::Avx2) {
+            // SAFETY: the level is available (checked), and it includes the
+            // features each function enables (AVX-512 F and F16C for the
+            // x86-64-v4 level, which has F16C on every CPU that has it — checked
+            // again here — and AVX2 + FMA for v3); sizes as in `ExactChunk`.
+            let v4 = isa == Isa::Avx512 && std::is_x86_feature_detected!("f16c");
+            unsafe {
+                if v4 {
+                    x86_exact::chunk_avx512(ty, w, rb, nrows, x, k, sums, dst);
+                } else {
+                    x86_exact::chunk_avx2(ty, w, rb, nrows, x, k, sums, dst);
+                }
+            }
+            return;
+        }
+        if exact {
+            isa::dispatch(
+                isa,
+                ExactChunk {
+                    ty,
+                    w,
+                    rb,
+                    nrows,
+                    x,
+                    k,
+                    sums,
+                    dst,
+                },
+            );
+        } else {
+            int8::chunk(isa, ty, w, nrows, quantised, dst);
+        }
+    }
 }
 
 /// From this many input rows on, the exact product goes through [`batched`]: its tiles
