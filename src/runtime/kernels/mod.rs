@@ -16,7 +16,8 @@
 //! - [`int8`]: the opt-in path that rounds inputs to 8 bits per block and multiplies with
 //!   integer dot products (AVX2, AVX-512 VNNI), as llama.cpp does; not bit-exact.
 //!
-//! Rows of the output are split across threads in a few chunks per thread.
+//! Rows of the output are split across threads in a few chunks per thread, except for the
+//! small products of one token, which run on the calling thread (see `SERIAL_MAX_INT8`).
 
 use half::f16;
 use rayon::prelude::*;
