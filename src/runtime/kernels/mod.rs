@@ -181,6 +181,9 @@ impl QuantMatrix {
     /// hand-written x86 kernels exist, so that tests exercise its AVX2 and AVX-512
     /// instantiations (the closest this machine gets to the NEON one).
     fn matmul_with(&self, isa: Isa, x: &[f32], m: usize, intrinsics: bool) -> Vec<f32> {
+        if m == 0 || self.n == 0 {
+            return Vec::new();
+        }
         if m >= BATCHED_MIN_ROWS && (self.inputs == Inputs::Exact || m >= INT8_MAX_ROWS) {
             return self.matmul_batched(isa, x, m);
         }
@@ -291,6 +294,9 @@ fn batched_product(
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
     let mut padded = x[..m * k].to_vec();
     padded.resize(m.next_multiple_of(batched::INPUTS) * k, 0.0);
     let threads = rayon::current_num_threads().max(1);

@@ -186,6 +186,12 @@ fn batched_path_takes_k_quants() {
         let got = matmul_rows(ty, &data, n, k, &x, m).unwrap();
         assert_product(&got, &wd, &x, (n, k, m), &format!("{ty} batched"));
     }
+    // No input rows give an empty product, not a panic.
+    assert!(matmul_rows(GgmlType::Q4_K, &[0; 144], 1, 256, &[], 0)
+        .unwrap()
+        .is_empty());
+    let (mat, _) = matrix(BlockType::Q4_1, 3, 64, 2);
+    assert!(mat.matmul(&[], 0).is_empty());
     // Sizes that do not fit are refused, not read out of bounds.
     assert!(matmul_rows(GgmlType::Q4_K, &[0; 100], 2, 256, &[0.0; 256], 1).is_err());
     assert!(matmul_rows(GgmlType::Q4_K, &[0; 144], 1, 256, &[0.0; 100], 1).is_err());
