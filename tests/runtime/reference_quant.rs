@@ -3,11 +3,12 @@
 //! to 8 bits, as llama.cpp does). They differ by that rounding only — the exact comparison
 //! is `reference.rs` — and scalpel's native path must equal its own f32 path.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use scalpel::runtime::{LoadOptions, Logits, Model, Precision};
 
 use crate::common::{cosine, top5, PROMPTS};
+use crate::reference::last_logits;
 
 #[test]
 #[ignore = "needs SCALPEL_MODEL"]
@@ -26,21 +27,7 @@ fn native_quantised_logits_agree_with_candle_quantized_llama() {
     let mut reference = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
     for prompt in PROMPTS {
         let ids = model.tokenizer.encode(prompt).unwrap();
-        let (out, _) = model
-            .forward_batch(std::slice::from_ref(&ids), &[], Logits::Last)
-            .unwrap();
-        let ours: Vec<f32> = out.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap();
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let theirs: Vec<f32> = reference
-            .forward(&input, 0)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let (ours, theirs) = last_logits(&model, &mut reference, &ids);
         let cos = cosine(&ours, &theirs);
         eprintln!(
             "{prompt:?}: cosine {cos:.6}, top5 {:?} vs {:?}",
