@@ -9,8 +9,9 @@
 //! L1, and multiplied with every input row in register tiles of `NR` weight rows × `NI`
 //! inputs (`NR + NI` vector loads feed `NR·NI` multiply–adds).
 //!
-//! Numerics: a weight decodes to the same f32 as [`super::QuantMatrix::dequantize_row`]
-//! (`d·q + m` rounded after the product and after the sum, no fused multiply–add), and
+//! Numerics: a weight decodes to `d·q + m` rounded after the product and after the sum (no
+//! fused multiply–add), the values of `formats::quant`'s decoder (the same code serves
+//! [`super::QuantMatrix::dequantize_row`]), and
 //! each output is one f32 dot product of the decoded row with the input, lane-wise then
 //! reduced, so the result equals the dequantised f32 matmul up to summation order. An
 //! output's summation order does not depend on the other rows in the batch or on the tile
@@ -156,9 +157,26 @@ fn tile<S: Simd, const NR: usize, const NI: usize>(
     out
 }
 
-/// One row decoded to f32: a type of these kernels to the same values as
-/// `QuantMatrix::dequantize_row` (fixed-size loops the compiler vectorises under the
-/// level's target features), any other through `formats::quant`.
+/// One row of a type of these kernels decoded to f32 on a chosen level (what
+/// `QuantMatrix::dequantize_row` runs).
+pub(super) struct DecodeRow<'a> {
+    pub ty: BlockType,
+    pub row: &'a [u8],
+    pub out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for DecodeRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        decode_row(simd, Rows::Block(self.ty), self.row, self.out)
+    }
+}
+
+/// One row decoded to f32: a type of these kernels as `d·q (+ m)`, each product and sum
+/// rounded to f32 as the format's reference decoder does (fixed-size loops the compiler
+/// vectorises under the level's target features), any other through `formats::quant`.
 #[inline(always)]
 fn decode_row<S: Simd>(simd: S, ty: Rows, row: &[u8], out: &mut [f32]) {
     let ty = match ty {

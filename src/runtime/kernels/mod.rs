@@ -19,7 +19,6 @@
 //! Rows of the output are split across threads in a few chunks per thread, except for the
 //! small products of one token, which run on the calling thread (see `SERIAL_MAX_INT8`).
 
-use half::f16;
 use rayon::prelude::*;
 
 mod batched;
@@ -36,7 +35,7 @@ mod x86_exact;
 
 use crate::formats::{ggml::GgmlType, quant};
 use isa::Isa;
-use q5_0::{q5_0_block_as_q8_0, q5_0_row_as_q8_0};
+use q5_0::q5_0_row_as_q8_0;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
@@ -125,35 +124,18 @@ impl QuantMatrix {
     }
 
     /// Row `r` dequantised into `out` (embedding lookups read rows this way, so a quantised
-    /// embedding table is never held in f32).
+    /// embedding table is never held in f32): the batched path's decoder, on the active
+    /// instruction set.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        let w = &self.data[r * rb..(r + 1) * rb];
-        for (b, blk) in w.chunks_exact(self.ty.block_bytes()).enumerate() {
-            let o = &mut out[b * QK..(b + 1) * QK];
-            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            match self.ty {
-                BlockType::Q4_1 => {
-                    let m = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-                    for j in 0..16 {
-                        o[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
-                        o[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
-                    }
-                }
-                BlockType::Q8_0 => {
-                    for j in 0..QK {
-                        o[j] = d * blk[2 + j] as i8 as f32;
-                    }
-                }
-                BlockType::Q5_0 => {
-                    let mut q8 = [0u8; Q8_0_BLOCK_BYTES];
-                    q5_0_block_as_q8_0(blk, &mut q8);
-                    for j in 0..QK {
-                        o[j] = d * q8[2 + j] as i8 as f32;
-                    }
-                }
-            }
-        }
+        isa::dispatch(
+            isa::active(),
+            batched::DecodeRow {
+                ty: self.ty,
+                row: &self.data[r * rb..(r + 1) * rb],
+                out,
+            },
+        )
     }
 
     /// The whole matrix dequantised, row-major `[n, k]`.

@@ -13,6 +13,7 @@ use super::int8::quantize_input;
 use super::isa::{self, Isa};
 use super::*;
 use crate::formats::{ggml::GgmlType, quant};
+use half::f16;
 
 fn rng(seed: u64) -> impl FnMut() -> f32 {
     let mut state = seed;
