@@ -225,3 +225,57 @@ pub fn toy_dataset(name: &str) -> scalpel::data::Dataset {
     }
     scalpel::data::Dataset::new(name, items).unwrap()
 }
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Davidson et al.'s tweets by row id, from `csv` (a path under the mirror:
+/// `SCALPEL_MIRROR`, else `../shared/mirror` beside the repository at `root`).
+pub fn davidson_tweets(
+    root: &std::path::Path,
+    csv: &str,
+) -> std::collections::HashMap<u64, String> {
+    let mirror = std::env::var_os("SCALPEL_MIRROR")
+        .map_or_else(|| root.join("../shared/mirror"), PathBuf::from);
+    let csv_path = mirror.join(csv);
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap_or_else(|e| {
+        panic!(
+            "Davidson tweets {} (set SCALPEL_MIRROR): {e}",
+            csv_path.display()
+        )
+    });
+    let tweet_col = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "tweet")
+        .unwrap();
+    reader
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[0].parse::<u64>().unwrap(), rec[tweet_col].to_string())
+        })
+        .collect()
+}
+
+/// The tweet of `row`, asserted to hash to `sha256` (the text the reference scored).
+pub fn checked_tweet<'a>(
+    tweets: &'a std::collections::HashMap<u64, String>,
+    row: u64,
+    sha256: &str,
+) -> &'a str {
+    let text = &tweets[&row];
+    assert_eq!(
+        sha256_hex(text.as_bytes()),
+        sha256,
+        "row {row}: text differs from the reference"
+    );
+    text
+}

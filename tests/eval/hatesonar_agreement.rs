@@ -5,9 +5,9 @@
 //! `$SCALPEL_MIRROR` (default `../shared/mirror`). Expectations: `tests/data/hatesonar_expected.json`,
 //! made by `scripts/hatesonar_expectations.py`.
 
+use crate::common::{checked_tweet, davidson_tweets, sha256_hex};
 use scalpel::eval::scorers::hatesonar::HateSonar;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 const TOLERANCE: f32 = 1e-5;
@@ -31,13 +31,6 @@ struct Row {
 struct Own {
     text: String,
     probs: [f32; 3],
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn max_diff(a: [f32; 3], b: [f32; 3]) -> f32 {
@@ -82,36 +75,11 @@ fn rust_port_matches_python_hatesonar() {
     );
 
     // Davidson tweets, read from the mirror and identified by row id + sha256.
-    let mirror = std::env::var_os("SCALPEL_MIRROR")
-        .map_or_else(|| root.join("../shared/mirror"), PathBuf::from);
-    let csv_path = mirror.join(&expected.davidson_csv);
-    let mut reader = csv::Reader::from_path(&csv_path).unwrap_or_else(|e| {
-        panic!(
-            "Davidson tweets {} (set SCALPEL_MIRROR): {e}",
-            csv_path.display()
-        )
-    });
-    let tweet_col = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "tweet")
-        .unwrap();
-    let mut tweets = std::collections::HashMap::new();
-    for rec in reader.records() {
-        let rec = rec.unwrap();
-        tweets.insert(rec[0].parse::<u64>().unwrap(), rec[tweet_col].to_string());
-    }
+    let tweets = davidson_tweets(&root, &expected.davidson_csv);
     let mut worst = 0.0f32;
     let mut crossed = 0;
     for e in &expected.davidson {
-        let text = &tweets[&e.row];
-        assert_eq!(
-            sha256_hex(text.as_bytes()),
-            e.sha256,
-            "row {}: text differs from the reference",
-            e.row
-        );
+        let text = checked_tweet(&tweets, e.row, &e.sha256);
         let got = sonar.probs(text);
         let d = max_diff(got, e.probs);
         assert!(

@@ -5,9 +5,9 @@
 //! the Davidson tweets under `$SCALPEL_MIRROR` (default `../shared/mirror`). Expectations:
 //! `tests/data/vader_expected.json`, made by `scripts/vader_expectations.py`.
 
+use crate::common::{checked_tweet, davidson_tweets, sha256_hex};
 use scalpel::eval::scorers::sentiment::{Polarity, Vader};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 /// Python sums valences in a different order only on 3.12+ (compensated `sum`); 1e-9 leaves
@@ -45,13 +45,6 @@ struct Expected {
     davidson_csv: String,
     davidson: Vec<Row>,
     own: Vec<Own>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Largest difference over the four scores; panics with `what` when above tolerance or when
@@ -116,35 +109,10 @@ fn rust_port_matches_python_vader() {
         expected.own.len()
     );
 
-    let mirror = std::env::var_os("SCALPEL_MIRROR")
-        .map_or_else(|| root.join("../shared/mirror"), PathBuf::from);
-    let csv_path = mirror.join(&expected.davidson_csv);
-    let mut reader = csv::Reader::from_path(&csv_path).unwrap_or_else(|e| {
-        panic!(
-            "Davidson tweets {} (set SCALPEL_MIRROR): {e}",
-            csv_path.display()
-        )
-    });
-    let tweet_col = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "tweet")
-        .unwrap();
-    let mut tweets = std::collections::HashMap::new();
-    for rec in reader.records() {
-        let rec = rec.unwrap();
-        tweets.insert(rec[0].parse::<u64>().unwrap(), rec[tweet_col].to_string());
-    }
+    let tweets = davidson_tweets(&root, &expected.davidson_csv);
     let mut worst = 0.0f64;
     for e in &expected.davidson {
-        let text = &tweets[&e.row];
-        assert_eq!(
-            sha256_hex(text.as_bytes()),
-            e.sha256,
-            "row {}: text differs from the reference",
-            e.row
-        );
+        let text = checked_tweet(&tweets, e.row, &e.sha256);
         worst = worst.max(check(
             vader.polarity_scores(text),
             &e.scores,
