@@ -2,13 +2,14 @@
 //! (the fluency of scored continuations and WikiText-2 perplexity) and the KL divergence of
 //! the next-token distributions of two models on the same text.
 //!
-//! Everything is computed from `Logits::All` forward passes over right-padded batches; the
+//! Everything is computed from forward passes over right-padded batches (teacher-forced
+//! scoring runs the output head only on the positions it scores; KL needs them all); the
 //! batch is sized by a token budget because a `[b, t, vocab]` f32 logits tensor is the
 //! largest allocation of an evaluation (49,152 × 1,024 tokens ≈ 200 MB for the default
 //! model), not the weights.
 
 use crate::eval::scorers::fluency::TextNll;
-use crate::runtime::{Logits, Model, Tokenizer};
+use crate::runtime::{Logits, Model, Point, Tokenizer};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor, D};
 
@@ -66,25 +67,12 @@ pub fn teacher_forced_nll(model: &Model, items: &[Scored]) -> Result<Vec<TextNll
             .max(1)
             .min(seqs.len() - start);
         let batch = &seqs[start..start + n];
-        let token_lists: Vec<Vec<u32>> = batch.iter().map(|s| s.1.clone()).collect();
-        let logp = log_probs(model, &token_lists)?;
-        for (row, (item, toks, first)) in batch.iter().enumerate() {
-            let lp = logp.get(row)?;
-            let mut sum = 0.0f64;
-            // Position p predicts token p + 1.
-            let targets: Vec<u32> = toks[*first..].to_vec();
-            let idx = Tensor::new(targets.as_slice(), lp.device())?.unsqueeze(1)?;
-            let picked = lp
-                .narrow(0, first - 1, targets.len())?
-                .gather(&idx, 1)?
-                .squeeze(1)?
-                .to_vec1::<f32>()?;
-            for v in picked {
-                sum -= v as f64;
-            }
+        let picked = target_log_probs(model, batch)?;
+        for ((item, toks, first), lp) in batch.iter().zip(picked) {
+            let sum: f64 = lp.iter().map(|&v| -(v as f64)).sum();
             out[*item] = TextNll {
                 nll_sum: sum.max(0.0),
-                n_tokens: targets.len(),
+                n_tokens: toks.len() - first,
             };
         }
         start += n;
@@ -92,14 +80,82 @@ pub fn teacher_forced_nll(model: &Model, items: &[Scored]) -> Result<Vec<TextNll
     Ok(out)
 }
 
-/// Log-softmax of every position's logits, `[b, t, vocab]`, for right-padded sequences.
-fn log_probs(model: &Model, seqs: &[Vec<u32>]) -> Result<Tensor> {
-    let (out, _mask) = model.forward_batch(seqs, &[], Logits::All)?;
+/// For each `(item, tokens, first)` of a right-padded batch, the log-probability of every
+/// token from `first` on given the tokens before it. The output head runs only on the
+/// positions that predict a scored token (position p predicts token p + 1), not on the
+/// context or the padding.
+fn target_log_probs(model: &Model, batch: &[(usize, Vec<u32>, usize)]) -> Result<Vec<Vec<f32>>> {
+    let seqs: Vec<Vec<u32>> = batch.iter().map(|s| s.1.clone()).collect();
+    let (out, _mask) = model.forward_batch(&seqs, &[Point::FinalNorm], Logits::None)?;
+    let h = out
+        .hidden
+        .first()
+        .context("the forward pass returned no final-norm states")?;
+    let (b, t, d) = h.dims3()?;
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (r, (_, toks, first)) in batch.iter().enumerate() {
+        for p in first - 1..toks.len() - 1 {
+            rows.push((r * t + p) as u32);
+            targets.push(toks[p + 1]);
+        }
+    }
+    let dev = h.device();
+    let h = h
+        .reshape((b * t, d))?
+        .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+    let lp = candle_nn::ops::log_softmax(&model.head_logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
+    let picked = lp
+        .gather(&Tensor::new(targets.as_slice(), dev)?.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .to_vec1::<f32>()?;
+    let mut rest = picked.as_slice();
+    Ok(batch
+        .iter()
+        .map(|(_, toks, first)| {
+            let (mine, tail) = rest.split_at(toks.len() - first);
+            rest = tail;
+            mine.to_vec()
+        })
+        .collect())
+}
+
+/// The logits of every position of one sequence, `t × vocab` row-major.
+fn all_logits(model: &Model, seq: &[u32]) -> Result<Vec<f32>> {
+    let (out, _mask) =
+        model.forward_batch(std::slice::from_ref(&seq.to_vec()), &[], Logits::All)?;
     let logits = out.logits.context("the forward pass returned no logits")?;
-    Ok(candle_nn::ops::log_softmax(
-        &logits.to_dtype(DType::F32)?,
-        D::Minus1,
-    )?)
+    Ok(logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+/// KL(p ‖ q) of the next-token distributions of each row of two `t × vocab` logit matrices,
+/// in nats. With `e_i = exp(p_i − max p)`, `KL = Σ e_i (p_i − q_i) / Σ e_i − lse(p) + lse(q)`,
+/// so each matrix is exponentiated once and nothing of its size is written: the candle
+/// version (two log-softmaxes, an exp, a difference, a product and a sum, each a full pass
+/// over 256 × 49,152 floats per window) took as long as the two forward passes. Sums are
+/// f64, rows run in parallel, and equal rows give exactly 0.
+fn kl_rows(p: &[f32], q: &[f32], vocab: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    p.par_chunks_exact(vocab)
+        .zip(q.par_chunks_exact(vocab))
+        .map(|(p, q)| {
+            let max_p = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max_q = q.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (mut sum_p, mut sum_q, mut weighted) = (0f64, 0f64, 0f64);
+            for (&a, &b) in p.iter().zip(q) {
+                let e = ((a - max_p) as f64).exp();
+                sum_p += e;
+                weighted += e * (a as f64 - b as f64);
+                sum_q += ((b - max_q) as f64).exp();
+            }
+            let lse_p = max_p as f64 + sum_p.ln();
+            let lse_q = max_q as f64 + sum_q.ln();
+            weighted / sum_p - lse_p + lse_q
+        })
+        .collect()
 }
 
 /// Non-overlapping windows of `window` tokens (the last partial window is dropped, as in
@@ -144,13 +200,11 @@ pub fn kl_per_window(base: &Model, edited: &Model, windows: &[Vec<u32>]) -> Resu
         edited.config().vocab_size
     );
     let mut out = Vec::with_capacity(windows.len());
+    let vocab = base.config().vocab_size;
     for w in windows {
-        // One window at a time: two `[1, t, vocab]` tensors and their difference.
-        let lp = log_probs(base, std::slice::from_ref(w))?;
-        let lq = log_probs(edited, std::slice::from_ref(w))?;
-        let kl = (lp.exp()? * (&lp - &lq)?)?.sum(D::Minus1)?; // [1, t]
-        let per_pos = kl.squeeze(0)?.to_vec1::<f32>()?;
-        let mean = per_pos.iter().map(|&v| v.max(0.0) as f64).sum::<f64>() / per_pos.len() as f64;
+        // One window at a time: two `t × vocab` logit matrices.
+        let per_pos = kl_rows(&all_logits(base, w)?, &all_logits(edited, w)?, vocab);
+        let mean = per_pos.iter().map(|&v| v.max(0.0)).sum::<f64>() / per_pos.len() as f64;
         out.push(mean);
     }
     Ok(out)
@@ -186,6 +240,51 @@ mod tests {
         assert_eq!(w, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         assert_eq!(windows(&toks, 4, Some(1)).len(), 1);
         assert!(windows(&toks, 1, None).is_empty());
+    }
+
+    /// KL(p ‖ q) straight from the definition: both softmaxes written out, f64 throughout.
+    fn kl_direct(p: &[f32], q: &[f32]) -> f64 {
+        let softmax = |x: &[f32]| {
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.into_iter().map(|v| v / z).collect::<Vec<f64>>()
+        };
+        let (sp, sq) = (softmax(p), softmax(q));
+        sp.iter().zip(&sq).map(|(a, b)| a * (a / b).ln()).sum()
+    }
+
+    #[test]
+    fn kl_rows_matches_the_definition_and_is_zero_on_equal_rows() {
+        // Two outcomes: p = (½, ½), q = (¼, ¾) (logits 0 and ln 3), so
+        // KL = ½ ln(½ / ¼) + ½ ln(½ / ¾) = ½ ln 2 + ½ ln(2/3).
+        let q1 = [0f32, 3f32.ln()];
+        let kl = kl_rows(&[5.0, 5.0], &q1, 2);
+        let want = 0.5 * 2f64.ln() + 0.5 * (2.0f64 / 3.0).ln();
+        assert!((kl[0] - want).abs() < 1e-7, "{} vs {want}", kl[0]);
+        // Random rows over a realistic vocabulary, logits of either sign and a wide range.
+        let vocab = 4099;
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 30.0 - 15.0
+        };
+        let p: Vec<f32> = (0..3 * vocab).map(|_| next()).collect();
+        let q: Vec<f32> = (0..3 * vocab).map(|_| next()).collect();
+        let got = kl_rows(&p, &q, vocab);
+        for (r, g) in got.iter().enumerate() {
+            let want = kl_direct(
+                &p[r * vocab..(r + 1) * vocab],
+                &q[r * vocab..(r + 1) * vocab],
+            );
+            assert!(
+                (g - want).abs() < 1e-9 * want.max(1.0),
+                "row {r}: {g} vs {want}"
+            );
+        }
+        assert!(kl_rows(&p, &p, vocab).iter().all(|&v| v == 0.0));
     }
 
     #[test]

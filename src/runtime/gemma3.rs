@@ -52,7 +52,7 @@ pub struct Gemma3 {
     embed: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Linear,
+    pub(crate) lm_head: Linear,
     rope_local: Rope,
     rope_global: Rope,
 }

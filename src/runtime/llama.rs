@@ -42,7 +42,7 @@ pub struct Llama {
     embed: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Linear,
+    pub(crate) lm_head: Linear,
     rope: Rope,
 }
 

@@ -86,6 +86,14 @@ impl Net {
     pub fn hidden_size(&self) -> usize {
         self.cfg().hidden_size
     }
+
+    /// The output head (vocab × d).
+    fn head(&self) -> &weights::Linear {
+        match self {
+            Net::Llama(n) => &n.lm_head,
+            Net::Gemma3(n) => &n.lm_head,
+        }
+    }
 }
 
 /// Errors when `t` holds a NaN or an infinity. Reads contiguous CPU f32 storage in place
@@ -189,6 +197,17 @@ impl Model {
             self.tokenizer.bos_token().as_deref(),
             self.tokenizer.eos_token().as_deref(),
         )
+    }
+
+    /// Logits of final-norm states `[n, d]` (what [`Point::FinalNorm`] captures): the output
+    /// head alone, the same product a forward pass ends with. Teacher-forced scoring asks
+    /// the pass for the final norm and runs the head only on the positions it scores,
+    /// because on short texts the head (vocab × d, the largest matrix) and the log-softmax
+    /// over the vocabulary at context and padding positions were most of the cost.
+    pub fn head_logits(&self, h: &Tensor) -> Result<Tensor> {
+        let logits = self.net.head().forward(h)?;
+        ensure_finite(&logits, "logits")?;
+        Ok(logits)
     }
 
     /// Runs a right-padded batch of token sequences and returns the requested points
