@@ -604,7 +604,7 @@ def main():
     ap.add_argument("--bin", required=True, help="the scalpel binary")
     ap.add_argument("--model", help="GGUF model (default: `scalpel fetch`)")
     ap.add_argument("--python", default=sys.executable, help="the peers' Python")
-    ap.add_argument("--quick", action="store_true", help="128 texts, 16 prompts, a 64-token stream, 2 runs, 0.1B and 0.5B models")
+    ap.add_argument("--quick", action="store_true", help="128 texts, 32 prompts (one batch, as evaluation runs them), a 64-token stream, 2 runs, 0.1B and 0.5B models")
     ap.add_argument("--sections", default="collect,generate,edit,scaling")
     ap.add_argument("--runs", type=int, help="timed runs per figure (default 3, --quick 2)")
     ap.add_argument("--threads", type=int, default=2)
@@ -638,7 +638,7 @@ def main():
         raise BenchError("the collect and generate sections need numpy (bench/requirements.txt)")
     cfg.runs = cfg.runs or (2 if cfg.quick else 3)
     cfg.texts = 128 if cfg.quick else 512
-    cfg.prompts = 16 if cfg.quick else 64
+    cfg.prompts = 32 if cfg.quick else 64
     cfg.long_tokens = 64 if cfg.quick else 256
     cfg.edit_runs = cfg.runs
     cfg.scaling_runs = cfg.runs

@@ -4,7 +4,7 @@
 # growing size. Prints the tables and writes bench/results/{results.json,results.md,scaling.svg}.
 #
 #   bash bench/run.sh            # the sizes (512 texts, 64 prompts, 0.1-3B models)
-#   bash bench/run.sh --quick    # 128 texts, 16 prompts, 2 runs, 0.1B and 0.5B models
+#   bash bench/run.sh --quick    # 128 texts, 32 prompts, 2 runs, 0.1B and 0.5B models
 #   bash bench/run.sh --quick --runs 3 --sizes 0.1B,0.5B,1B,3B   # the README's table:
 #                                # 34 min at load 5-11 on 2 cores; the full run is longer
 #   bash bench/run.sh --sections collect,generate --runs 5

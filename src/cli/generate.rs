@@ -37,7 +37,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub stop: Vec<String>,
     /// Prompts per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// How matrices are held in memory.
     #[arg(long, value_enum, default_value_t = Precision::Native)]

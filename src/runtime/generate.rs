@@ -40,7 +40,7 @@ impl Default for GenParams {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
-            batch_size: 16,
+            batch_size: 32,
         }
     }
 }
