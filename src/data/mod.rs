@@ -132,6 +132,32 @@ impl Dataset {
         }
     }
 
+    /// At most `n` items, a seeded sample stratified by class: each class keeps its share of
+    /// `n` (rounded, at least one item of a class that has any); kept items stay in their
+    /// original order. Everything when `n` covers the dataset.
+    pub fn subsample(&self, n: usize, seed: u64) -> Dataset {
+        let total = self.items.len();
+        if n >= total {
+            return self.clone();
+        }
+        let mut rng = SplitMix64::new(seed);
+        let mut chosen = Vec::with_capacity(n);
+        for label in [DESIRABLE, UNDESIRABLE] {
+            let mut idx: Vec<usize> = (0..total).filter(|&i| self.items[i].1 == label).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let share = ((idx.len() * n) as f64 / total as f64).round() as usize;
+            rng.shuffle(&mut idx);
+            chosen.extend_from_slice(&idx[..share.clamp(1, idx.len())]);
+        }
+        chosen.sort_unstable();
+        Dataset {
+            name: self.name.clone(),
+            items: chosen.into_iter().map(|i| self.items[i].clone()).collect(),
+        }
+    }
+
     /// Seeded split stratified by class: `round(n * test_fraction)` items of each class go to
     /// the second set. Both sets come out shuffled. `split(seed, 0.1)` is the 90/10 split.
     pub fn split(&self, seed: u64, test_fraction: f64) -> (Dataset, Dataset) {
@@ -292,6 +318,23 @@ mod tests {
         assert_eq!(b.items.iter().filter(|(_, l)| *l == 1).count(), 30);
         assert_ne!(b, d.balanced(2));
         assert_eq!(b, d.balanced(1));
+    }
+
+    #[test]
+    fn subsample_keeps_class_shares_order_and_seed() {
+        let d = ds(300, 100);
+        let s = d.subsample(40, 3);
+        assert_eq!(s.counts(), [30, 10]);
+        assert_eq!(s, d.subsample(40, 3));
+        assert_ne!(s, d.subsample(40, 4));
+        // Kept items keep their original order (a subsequence of the dataset).
+        let mut rest = d.items.iter();
+        assert!(s.items.iter().all(|it| rest.any(|x| x == it)));
+        assert_eq!(d.balanced(0).subsample(20, 1).counts(), [10, 10]);
+        assert_eq!(d.subsample(400, 3), d);
+        assert_eq!(d.subsample(1000, 3), d);
+        // A rare class keeps at least one item.
+        assert_eq!(ds(1000, 1).subsample(10, 0).counts()[1], 1);
     }
 
     #[test]

@@ -102,6 +102,13 @@ impl Behaviour {
     }
 }
 
+/// Probe texts the quick profile trains on (a seeded stratified sample of the balanced
+/// set). Collecting the probe's activations is compute-bound (every text through every
+/// block), and all 8,326 balanced Davidson tweets took half of a quick run from an empty
+/// cache; on the default model 2,000 of them give a probe of the same held-out accuracy
+/// (docs/performance.md). `--full` or `--probe-texts N` uses more.
+pub const QUICK_PROBE_TEXTS: usize = 2000;
+
 /// Every setting of `scalpel run` (and the base of `sweep` / `ablate` / `compare`). As clap
 /// `Args` these are also those commands' flags; the defaults are the flags' (the paper's
 /// recipe, the quick evaluation profile, the paper's epoch 9).
@@ -130,6 +137,10 @@ pub struct RunConfig {
     /// (config file only).
     #[arg(skip = true)]
     pub balance: bool,
+    /// At most N probe texts: a seeded sample stratified by class, taken after balancing
+    /// (default: all; quick profile: 2000).
+    #[arg(long, value_name = "N")]
+    pub probe_texts: Option<usize>,
     /// Seed of balancing, the probe split and training, prompt sampling and the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -251,6 +262,12 @@ impl RunConfig {
         );
         self.select.count.validate().context("config [select]")?;
         self.probe.validate().context("config [probe]")?;
+        if let Some(n) = self.probe_texts {
+            ensure!(
+                n >= 2,
+                "config: probe_texts = {n} is invalid: the probe needs at least one text of each class"
+            );
+        }
         for (key, v) in [
             ("batch_size", self.eval.batch_size),
             ("bootstrap", self.eval.bootstrap),
@@ -264,6 +281,13 @@ impl RunConfig {
         // evaluator's own validation, on the settings this config resolves to.
         self.eval_config(None).validate().context("config [eval]")?;
         Ok(())
+    }
+
+    /// How many probe texts to keep at most: `probe_texts`, else the profile's size (`None`:
+    /// all of them).
+    pub fn probe_text_limit(&self) -> Option<usize> {
+        self.probe_texts
+            .or((self.eval.profile == Profile::Quick).then_some(QUICK_PROBE_TEXTS))
     }
 
     /// The resolved config as TOML (recorded in the output folder).

@@ -122,6 +122,10 @@ impl<'a> Session<'a> {
         } else {
             dataset
         };
+        let dataset = match cfg.probe_text_limit() {
+            Some(n) => dataset.subsample(n, cfg.seed),
+            None => dataset,
+        };
         dataset.validate()?;
         let model_sha256 = probe::model_fingerprint(&model_path, Some(&inputs.fetch.cache_dir))?;
         // The same content hash the evaluation cache uses; computed once above.
