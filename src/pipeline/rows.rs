@@ -15,6 +15,9 @@ pub struct ProbeInfo {
     pub file: PathBuf,
     pub dataset: String,
     pub texts: usize,
+    /// Texts the dataset had before the profile's sample (`texts` when all were used).
+    #[serde(default)]
+    pub texts_available: usize,
     pub test_accuracy: f64,
     pub test_roc_auc: f64,
     pub train_accuracy: f64,

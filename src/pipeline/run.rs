@@ -425,10 +425,17 @@ pub fn render(s: &RunSummary) -> String {
     let p = &s.probe;
     let _ = writeln!(
         m,
-        "## Probe\n\nAt `{}` on {} ({} texts): held-out accuracy {:.2} %, ROC AUC {:.4}, train accuracy {:.2} %, kept epoch {}; activations {}. File: `{}`.\n",
+        "## Probe\n\nAt `{}` on {} ({}): held-out accuracy {:.2} %, ROC AUC {:.4}, train accuracy {:.2} %, kept epoch {}; activations {}. File: `{}`.\n",
         p.point,
         p.dataset,
-        p.texts,
+        if p.texts < p.texts_available {
+            format!(
+                "{} of its {} texts, a seeded sample stratified by class; `--probe-texts N` or `--full` uses more",
+                p.texts, p.texts_available
+            )
+        } else {
+            format!("{} texts", p.texts)
+        },
         100.0 * p.test_accuracy,
         p.test_roc_auc,
         100.0 * p.train_accuracy,

@@ -68,6 +68,8 @@ pub struct Session<'a> {
     fetch: &'a FetchOptions,
     scorers: &'a Scorers,
     dataset: Dataset,
+    /// The probe dataset's size before the profile's sample ([`RunConfig::probe_text_limit`]).
+    available: usize,
     probes: BTreeMap<String, (Probe, ProbeInfo)>,
     scores: Option<Vec<Vec<f32>>>,
     neurons: Option<Vec<Vec<f32>>>,
@@ -122,6 +124,7 @@ impl<'a> Session<'a> {
         } else {
             dataset
         };
+        let available = dataset.items.len();
         let dataset = match cfg.probe_text_limit() {
             Some(n) => dataset.subsample(n, cfg.seed),
             None => dataset,
@@ -141,6 +144,7 @@ impl<'a> Session<'a> {
             fetch: inputs.fetch,
             scorers: inputs.scorers,
             dataset,
+            available,
             probes: BTreeMap::new(),
             scores: None,
             neurons: None,
@@ -245,6 +249,7 @@ impl<'a> Session<'a> {
             file: file.clone(),
             dataset: self.dataset.name.clone(),
             texts: self.dataset.items.len(),
+            texts_available: self.available,
             test_accuracy: r.test.accuracy,
             test_roc_auc: r.test.roc_auc,
             train_accuracy: r.train.accuracy,

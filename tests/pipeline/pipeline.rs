@@ -63,6 +63,8 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     std::fs::write(&tsv, lines.join("\n")).unwrap();
     cfg.then = vec![pipeline::Behaviour::Attitude];
     cfg.then_data_file = Some(tsv);
+    // The probe reads a stratified 40 of the 48 texts, and the summary says so.
+    cfg.probe_texts = Some(40);
     let out = cfg.out.clone();
     let fetch = FetchOptions::from_env().unwrap();
     let t0 = std::time::Instant::now();
@@ -84,6 +86,8 @@ fn run_writes_every_artefact_on_a_tiny_model() {
     assert!(out.join("then-attitude/summary.json").is_file());
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("## Then: attitude"), "{md}");
+    assert_eq!((s.probe.texts, s.probe.texts_available), (40, 48));
+    assert!(md.contains("(40 of its 48 texts, a seeded sample"), "{md}");
     let labels: Vec<&str> = s.rows.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(
         labels,
