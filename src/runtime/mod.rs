@@ -201,9 +201,10 @@ impl Model {
 
     /// Logits of final-norm states `[n, d]` (what [`Point::FinalNorm`] captures): the output
     /// head alone, the same product a forward pass ends with. Teacher-forced scoring asks
-    /// the pass for the final norm and runs the head only on the positions it scores,
-    /// because on short texts the head (vocab × d, the largest matrix) and the log-softmax
-    /// over the vocabulary at context and padding positions were most of the cost.
+    /// the pass for the final norm and runs the head only on the positions it scores: on
+    /// RTP prompts about half the positions are context or padding, and the head (vocab × d,
+    /// the largest matrix) and the log-softmax over the vocabulary there cost a sixth of
+    /// scoring.
     pub fn head_logits(&self, h: &Tensor) -> Result<Tensor> {
         let logits = self.net.head().forward(h)?;
         ensure_finite(&logits, "logits")?;
