@@ -133,23 +133,33 @@ impl Dataset {
     }
 
     /// At most `n` items, a seeded sample stratified by class: each class keeps its share of
-    /// `n` (rounded, at least one item of a class that has any); kept items stay in their
-    /// original order. Everything when `n` covers the dataset.
+    /// `n` (rounded; the last class present takes what is left, so rounding never adds an
+    /// item), and every class that has items keeps at least one when `n` allows; kept items
+    /// stay in their original order. Everything when `n` covers the dataset.
     pub fn subsample(&self, n: usize, seed: u64) -> Dataset {
         let total = self.items.len();
         if n >= total {
             return self.clone();
         }
         let mut rng = SplitMix64::new(seed);
+        let classes: Vec<Vec<usize>> = [DESIRABLE, UNDESIRABLE]
+            .iter()
+            .map(|&label| (0..total).filter(|&i| self.items[i].1 == label).collect())
+            .filter(|idx: &Vec<usize>| !idx.is_empty())
+            .collect();
         let mut chosen = Vec::with_capacity(n);
-        for label in [DESIRABLE, UNDESIRABLE] {
-            let mut idx: Vec<usize> = (0..total).filter(|&i| self.items[i].1 == label).collect();
-            if idx.is_empty() {
-                continue;
-            }
-            let share = ((idx.len() * n) as f64 / total as f64).round() as usize;
+        for (c, mut idx) in classes.iter().cloned().enumerate() {
+            // Classes after this one, each owed at least one item.
+            let later = classes.len() - 1 - c;
+            let left = n - chosen.len();
+            let share = if later == 0 {
+                left
+            } else {
+                ((idx.len() * n) as f64 / total as f64).round() as usize
+            };
+            let share = share.clamp(1, idx.len()).min(left.saturating_sub(later));
             rng.shuffle(&mut idx);
-            chosen.extend_from_slice(&idx[..share.clamp(1, idx.len())]);
+            chosen.extend_from_slice(&idx[..share]);
         }
         chosen.sort_unstable();
         Dataset {
@@ -333,8 +343,13 @@ mod tests {
         assert_eq!(d.balanced(0).subsample(20, 1).counts(), [10, 10]);
         assert_eq!(d.subsample(400, 3), d);
         assert_eq!(d.subsample(1000, 3), d);
-        // A rare class keeps at least one item.
-        assert_eq!(ds(1000, 1).subsample(10, 0).counts()[1], 1);
+        // A rare class keeps at least one item, and rounding never exceeds n.
+        assert_eq!(ds(1000, 1).subsample(10, 0).counts(), [9, 1]);
+        assert_eq!(ds(2, 2).subsample(3, 0).items.len(), 3);
+        for (n0, n1, n) in [(5, 5, 3), (7, 3, 5), (1, 9, 2)] {
+            let got = ds(n0, n1).subsample(n, 1);
+            assert_eq!(got.items.len(), n, "{n0}+{n1} -> {n}");
+        }
     }
 
     #[test]
