@@ -34,10 +34,7 @@ pub fn render(s: &CompareSummary) -> String {
         let (tox, rel) = match c.toxic {
             Some([e, lo, hi]) => (
                 format!("{e:.1} [{lo:.1}, {hi:.1}]"),
-                format!(
-                    "{:+.0} %",
-                    100.0 * (e - s.base_toxic_report[0]) / s.base_toxic_report[0].max(1e-9)
-                ),
+                relative_change(e, s.base_toxic_report[0]),
             ),
             None => ("–".into(), "–".into()),
         };
@@ -82,6 +79,17 @@ pub fn render(s: &CompareSummary) -> String {
         "\nPlot: `compare.svg` (toxicity against KL, one line per series through the base).\n",
     );
     md
+}
+
+/// The change from the base in percent of the base; "–" when the base has no toxic
+/// continuation, where a relative change has no meaning (dividing by ~0 printed
+/// "+1606816178116 %" on a 16-prompt pilot).
+fn relative_change(e: f64, base: f64) -> String {
+    if base > 0.0 {
+        format!("{:+.0} %", 100.0 * (e - base) / base)
+    } else {
+        "–".into()
+    }
 }
 
 /// Every series' front: % toxic (all prompts) against KL, through the base at 0.
@@ -208,4 +216,15 @@ pub fn fronts_svg(s: &CompareSummary) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_change;
+
+    #[test]
+    fn relative_change_is_undefined_on_a_zero_base() {
+        assert_eq!(relative_change(12.0, 16.0), "-25 %");
+        assert_eq!(relative_change(16.1, 0.0), "–");
+    }
 }
