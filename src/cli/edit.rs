@@ -5,9 +5,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use scalpel::formats::io::CopyAhead;
 use scalpel::formats::io::{check_not_input, check_outputs, OutKind};
 use scalpel::surgery::adapter::{Adapter, AdapterFormat, DEFAULT_MAX_RANK};
-use scalpel::surgery::{plan_edit, write_edited, EditOptions, SelectOptions, WriteOptions};
+use scalpel::surgery::{
+    copy_ahead, plan_edit, write_edited_ahead, EditOptions, SelectOptions, WriteOptions,
+};
 
 use scalpel::probe::Probe;
 use scalpel::surgery::recipes::{Recipe, RecipeSettings};
@@ -68,11 +71,12 @@ pub fn run(a: &EditArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     check_edit_outputs(a)?;
+    let ahead = start_copy(a)?;
     let (model, probe, sel) = run_selection(&a.model, &a.probe, &a.sel)?;
     let t_sel = t0.elapsed().as_secs_f64();
     let plan = plan_edit(&sel, &probe, &a.edit)?;
     let what = format!("K = {} of {} rows", sel.k, sel.total_rows);
-    write_outputs(a, &model, &plan, &what)?;
+    write_outputs(a, &model, &plan, &what, ahead)?;
     println!("per block    {}", per_block_line(&sel));
     println!(
         "wall {:.2} s (selection {:.2} s), peak RSS {} KiB",
@@ -87,10 +91,11 @@ pub fn run(a: &EditArgs) -> Result<()> {
 fn run_recipe(a: &EditArgs) -> Result<()> {
     let t0 = Instant::now();
     check_edit_outputs(a)?;
+    let ahead = start_copy(a)?;
     let probe = Probe::load(&a.probe)?;
     let model = ModelFile::open(&a.model)?;
     let (plan, what) = super::edit_recipe::recipe_plan(a, &model, &probe)?;
-    write_outputs(a, &model, &plan, &what)?;
+    write_outputs(a, &model, &plan, &what, ahead)?;
     println!(
         "wall {:.2} s, peak RSS {} KiB",
         t0.elapsed().as_secs_f64(),
@@ -115,10 +120,32 @@ fn check_edit_outputs(a: &EditArgs) -> Result<()> {
     check_outputs(&inputs, &outs, a.force)
 }
 
-/// Writes the edited model (with its patch) and the adapter, whichever were asked for.
-fn write_outputs(a: &EditArgs, model: &ModelFile, plan: &EditPlan, what: &str) -> Result<()> {
+fn write_options(a: &EditArgs) -> WriteOptions {
+    WriteOptions {
+        keep_precision: a.keep_precision,
+        force: a.force,
+        patch: a.patch.clone(),
+    }
+}
+
+/// The copy of the model to `--out`, started before selection so that the two overlap.
+fn start_copy(a: &EditArgs) -> Result<Option<CopyAhead>> {
     match &a.out {
-        Some(out) => write_model(a, model, plan, out, what)?,
+        Some(out) => copy_ahead(&a.model, out, &write_options(a)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the edited model (with its patch) and the adapter, whichever were asked for.
+fn write_outputs(
+    a: &EditArgs,
+    model: &ModelFile,
+    plan: &EditPlan,
+    what: &str,
+    ahead: Option<CopyAhead>,
+) -> Result<()> {
+    match &a.out {
+        Some(out) => write_model(a, model, plan, out, what, ahead)?,
         None => println!("{what}"),
     }
     if let Some(path) = &a.adapter {
@@ -134,13 +161,9 @@ fn write_model(
     plan: &EditPlan,
     out: &std::path::Path,
     what: &str,
+    ahead: Option<CopyAhead>,
 ) -> Result<()> {
-    let wopts = WriteOptions {
-        keep_precision: a.keep_precision,
-        force: a.force,
-        patch: a.patch.clone(),
-    };
-    let r = write_edited(model, plan, out, &wopts)?;
+    let r = write_edited_ahead(model, plan, out, &write_options(a), ahead)?;
     println!("edited {} rows in {} tensors ({what})", r.rows, r.tensors);
     println!(
         "change norm  intended {:.4}, stored {:.4} (error norm {:.4}, max |stored − intended| {:.3e})",

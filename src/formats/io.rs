@@ -30,7 +30,7 @@ mod copy;
 mod temp;
 
 pub use commit::commit;
-pub use copy::{copy_range, TensorSlot};
+pub use copy::{copy_range, CopyAhead, TensorSlot};
 pub use temp::{remove_live_temps, TempOut};
 
 use std::fs;

@@ -25,4 +25,4 @@ pub mod write;
 pub use edit::{plan_edit, EditOptions, EditPlan, Operation, RowEdit, Scale};
 pub use model::{Matrix, MatrixTensor, ModelFile};
 pub use select::{select, select_with, Count, Ranking, SelectOptions, Selection};
-pub use write::{write_edited, WriteOptions, WriteReport};
+pub use write::{copy_ahead, write_edited, write_edited_ahead, WriteOptions, WriteReport};

@@ -11,7 +11,7 @@ use super::edit::EditPlan;
 use super::model::ModelFile;
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::{GgufFile, GgufRewrite};
-use crate::formats::io::{check_outputs, commit, OutKind, TempOut, TensorSlot};
+use crate::formats::io::{check_outputs, commit, CopyAhead, OutKind, TempOut, TensorSlot};
 use crate::formats::patch::{Patch, PatchTensor, TensorDiff};
 use crate::formats::quant;
 use crate::formats::safetensors::{HfFolder, HfRewrite};
@@ -166,6 +166,29 @@ pub fn write_edited(
     out: &Path,
     opts: &WriteOptions,
 ) -> Result<WriteReport> {
+    write_edited_ahead(model, plan, out, opts, None)
+}
+
+/// Starts copying the model at `model` to a temporary for `out` while the caller selects
+/// and plans ([`CopyAhead`]), where [`write_edited_ahead`] can take the copy as its output:
+/// a GGUF file (what [`ModelFile::open`] reads a file as) kept in its own types. `None` for
+/// an HF folder and with `keep_precision`, whose layouts change.
+pub fn copy_ahead(model: &Path, out: &Path, opts: &WriteOptions) -> Result<Option<CopyAhead>> {
+    if model.is_dir() || opts.keep_precision {
+        return Ok(None);
+    }
+    CopyAhead::start(model, out).map(Some)
+}
+
+/// [`write_edited`] with a copy of the input started earlier ([`copy_ahead`]); the output is
+/// the same bytes with or without it.
+pub fn write_edited_ahead(
+    model: &ModelFile,
+    plan: &EditPlan,
+    out: &Path,
+    opts: &WriteOptions,
+    ahead: Option<CopyAhead>,
+) -> Result<WriteReport> {
     let groups = plan.by_tensor()?;
     let shapes = check_plan(model, &groups, opts)?;
     let mut outputs = vec![(out, model.format().out_kind())];
@@ -196,7 +219,9 @@ pub fn write_edited(
         Ok(())
     };
     let staged = match model {
-        ModelFile::Gguf(src) => stage_gguf(src, &shapes, opts.keep_precision, out, &mut edit)?,
+        ModelFile::Gguf(src) => {
+            stage_gguf(src, &shapes, opts.keep_precision, out, ahead, &mut edit)?
+        }
         ModelFile::Hf(src) => stage_hf(src, &shapes, opts.keep_precision, out, &mut edit)?,
     };
     report.bytes_written = staged.size()?;
@@ -260,6 +285,7 @@ fn stage_gguf(
     shapes: &Shapes,
     keep_precision: bool,
     out: &Path,
+    ahead: Option<CopyAhead>,
     edit: &mut Edit<'_>,
 ) -> Result<TempOut> {
     let ty_out = |ty: GgmlType| if keep_precision { GgmlType::F32 } else { ty };
@@ -267,7 +293,7 @@ fn stage_gguf(
     for (&name, &(_, _, ty)) in shapes {
         rw.replace(name, ty_out(ty))?;
     }
-    rw.stage_rows(out, &mut |info, bytes, slot| {
+    rw.stage_rows(out, ahead, &mut |info, bytes, slot| {
         let (n_rows, row_len, ty) = shapes[info.name.as_str()];
         let t = Touched {
             name: &info.name,

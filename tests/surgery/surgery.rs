@@ -482,3 +482,81 @@ fn a_failed_write_leaves_no_model_and_no_patch() {
         assert_eq!(before, after, "a temporary was left behind");
     }
 }
+
+/// The copy started before selection ([`copy_ahead`]) changes nothing in the output: the same
+/// bytes with and without it, in the GGUF's own types; with `--keep-precision` (a new layout,
+/// where the copy cannot serve) the writer drops it and writes the same file as without; a
+/// write that fails after taking it leaves no temporary.
+#[test]
+fn copy_ahead_gives_the_same_bytes_and_leaves_nothing_on_failure() {
+    use scalpel::formats::io::CopyAhead;
+    use scalpel::surgery::{copy_ahead, write_edited_ahead};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.gguf");
+    tiny::write_gguf(&src, &TinySpec::default(), 5, GgmlType::Q4_1).unwrap();
+    let model = ModelFile::open(&src).unwrap();
+    let probe = probe_for(&model);
+    let sel = select(
+        &model,
+        &probe,
+        &SelectOptions {
+            count: Count::Rows(12),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let plan = plan_edit(&sel, &probe, &EditOptions::default()).unwrap();
+    let names = || -> Vec<_> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    for keep_precision in [false, true] {
+        let wo = WriteOptions {
+            keep_precision,
+            ..Default::default()
+        };
+        let (plain, fast) = (dir.path().join("plain.gguf"), dir.path().join("fast.gguf"));
+        write_edited(&model, &plan, &plain, &wo).unwrap();
+        let ahead = match keep_precision {
+            false => copy_ahead(&src, &fast, &wo).unwrap(),
+            // `copy_ahead` declines this case; given one anyway, the writer must drop it.
+            true => Some(CopyAhead::start(&src, &fast).unwrap()),
+        };
+        assert!(ahead.is_some());
+        write_edited_ahead(&model, &plan, &fast, &wo, ahead).unwrap();
+        assert_eq!(
+            std::fs::read(&plain).unwrap(),
+            std::fs::read(&fast).unwrap(),
+            "keep_precision {keep_precision}"
+        );
+        std::fs::remove_file(&plain).unwrap();
+        std::fs::remove_file(&fast).unwrap();
+    }
+    assert!(copy_ahead(
+        &src,
+        &dir.path().join("x.gguf"),
+        &WriteOptions {
+            keep_precision: true,
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .is_none());
+    let before = names();
+    let bad = scalpel::surgery::EditPlan {
+        rows: vec![scalpel::surgery::edit::RowEdit {
+            tensor: "blk.1.ffn_gate.weight".into(),
+            row: 2,
+            delta: vec![f32::INFINITY; TinySpec::default().d].into(),
+        }],
+        info: serde_json::Value::Null,
+    };
+    let out = dir.path().join("o.gguf");
+    let ahead = copy_ahead(&src, &out, &WriteOptions::default()).unwrap();
+    assert!(write_edited_ahead(&model, &bad, &out, &WriteOptions::default(), ahead).is_err());
+    assert_eq!(before, names(), "a temporary or output was left behind");
+}

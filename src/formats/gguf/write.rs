@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use super::{align_up, GgufFile, MetaValue, TensorInfo, DEFAULT_ALIGNMENT, MAGIC};
 use crate::formats::ggml::GgmlType;
-use crate::formats::io::{check_outputs, commit, copy_range, OutKind, TempOut, TensorSlot};
+use crate::formats::io::{
+    check_outputs, commit, copy_range, CopyAhead, OutKind, TempOut, TensorSlot,
+};
 
 /// A tensor to write: its data's size follows from `dims` and `ty`.
 #[derive(Clone, Debug, PartialEq)]
@@ -282,7 +284,7 @@ impl<'a> GgufRewrite<'a> {
     /// [`GgufRewrite::write`] into a temporary beside `out`, not yet moved into place and
     /// with no check of `out` (the caller checked every output first).
     pub fn stage(&self, out: &Path, produce: &mut TensorProducer<'_>) -> Result<TempOut> {
-        self.stage_slots(out, true, &mut |info, bytes, slot| {
+        self.stage_slots(out, true, None, &mut |info, bytes, slot| {
             produce(info, bytes, slot)
         })
         .with_context(|| format!("writing GGUF {}", out.display()))
@@ -290,19 +292,27 @@ impl<'a> GgufRewrite<'a> {
 
     /// Like [`GgufRewrite::stage`], writing only rows: a replaced tensor whose type did not
     /// change is copied with the rest, and `produce` writes just the rows that change (its
-    /// offset does not move); one stored in a new type gets every row, in order.
-    pub fn stage_rows(&self, out: &Path, produce: &mut SlotProducer<'_>) -> Result<TempOut> {
-        self.stage_slots(out, false, produce)
+    /// offset does not move); one stored in a new type gets every row, in order. `ahead`, a
+    /// copy of the input started earlier, becomes the output when the output is the input
+    /// outside the rows `produce` writes; otherwise it is dropped and the copy made here.
+    pub fn stage_rows(
+        &self,
+        out: &Path,
+        ahead: Option<CopyAhead>,
+        produce: &mut SlotProducer<'_>,
+    ) -> Result<TempOut> {
+        self.stage_slots(out, false, ahead, produce)
             .with_context(|| format!("writing GGUF {}", out.display()))
     }
 
     /// The output, file to file: header, then every byte not replaced in as few
-    /// `copy_file_range` calls as the layout allows (one for the whole data section when no
-    /// size changes), then the replaced tensors' rows. `whole`: producers write every byte.
+    /// `copy_file_range` calls as the layout allows (one for the whole file when no size
+    /// changes), then the replaced tensors' rows. `whole`: producers write every byte.
     fn stage_slots(
         &self,
         out: &Path,
         whole: bool,
+        ahead: Option<CopyAhead>,
         produce: &mut SlotProducer<'_>,
     ) -> Result<TempOut> {
         let src = self.src;
@@ -316,16 +326,16 @@ impl<'a> GgufRewrite<'a> {
             })
             .collect();
         let lay = layout(src.version, &self.metadata, &specs)?;
-        let tmp = TempOut::file(out)?;
-        let file = tmp.open()?;
         let head = lay.head.len() as u64;
         let mut copies = Copies::default();
+        // Bytes that are not the input's: a changed header, padding the input lacks.
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
         // An unchanged header is copied with the data: one copy from offset 0, page-aligned
         // like `cp`'s (the kernel copies misaligned ranges noticeably slower).
         if src.data_start == head && same_bytes(src.file(), 0, &lay.head)? {
             copies.push(0, 0, head);
         } else {
-            file.write_all_at(&lay.head, 0)?;
+            writes.push((0, lay.head.clone()));
         }
         let mut slots = Vec::new();
         for (i, info) in src.tensors.iter().enumerate() {
@@ -346,10 +356,26 @@ impl<'a> GgufRewrite<'a> {
             }
             let pad = lay.pad(i);
             if !(prefill && copies.extend_if_zero(src.file(), s + size, d + size, pad)?) {
-                file.write_all_at(&vec![0u8; pad as usize], d + size)?;
+                writes.push((d + size, vec![0u8; pad as usize]));
             }
         }
-        copies.run(src.file(), &file)?;
+        let src_len = src.file().metadata()?.len();
+        let is_copy = writes.is_empty() && copies.runs == [(0, 0, src_len)];
+        let tmp = match ahead {
+            Some(a) if is_copy && a.copies(src.file())? => a.finish()?,
+            other => {
+                // Its temporary has our name for `out`: gone before we make ours.
+                drop(other);
+                let tmp = TempOut::file(out)?;
+                let file = tmp.open()?;
+                for (at, bytes) in &writes {
+                    file.write_all_at(bytes, *at)?;
+                }
+                copies.run(src.file(), &file)?;
+                tmp
+            }
+        };
+        let file = tmp.open()?;
         for (i, d, prefill) in slots {
             let (info, size) = (&src.tensors[i], lay.sizes[i]);
             let row_bytes = specs[i].ty.bytes_for(info.row_len()).unwrap_or(size);

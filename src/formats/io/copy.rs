@@ -7,9 +7,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::thread::JoinHandle;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::TempOut;
 
 /// Buffer of the fallback copy.
 const BUF: usize = 1 << 20;
@@ -104,6 +108,89 @@ fn buffered_copy(
         done += n as u64;
     }
     Ok(())
+}
+
+/// A whole input file being copied to the temporary of an output, on a thread of its own.
+///
+/// Started before the edit is planned, the copy (a kernel `memcpy` of the whole file, as long
+/// as `cp` takes) overlaps the row selection on the other core instead of following it; a
+/// writer whose output is the input byte for byte outside the edited rows takes the copy
+/// ([`CopyAhead::finish`]) and writes only the rows. A writer that cannot use it drops it:
+/// the drop waits for the copy and removes the temporary, before the writer makes its own
+/// under the same name.
+pub struct CopyAhead {
+    /// (device, inode, length) of the input when the copy started.
+    input: (u64, u64, u64),
+    job: Option<JoinHandle<Result<TempOut>>>,
+}
+
+impl CopyAhead {
+    /// Starts copying the file at `src` to a temporary for `dest`.
+    pub fn start(src: &Path, dest: &Path) -> Result<CopyAhead> {
+        let input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+        let m = input.metadata()?;
+        let id = (m.dev(), m.ino(), m.len());
+        let tmp = TempOut::file(dest)?;
+        let out = tmp.open()?;
+        let job = std::thread::Builder::new()
+            .name("copy-ahead".into())
+            .spawn(move || {
+                copy_range(&input, 0, &out, 0, id.2)
+                    .with_context(|| format!("copying to {}", tmp.path().display()))?;
+                start_writeback(&out, id.2);
+                Ok(tmp)
+            })?;
+        Ok(CopyAhead {
+            input: id,
+            job: Some(job),
+        })
+    }
+
+    /// Whether this is a copy of `file` as it is now (same file, same length).
+    pub fn copies(&self, file: &File) -> Result<bool> {
+        let m = file.metadata()?;
+        Ok((m.dev(), m.ino(), m.len()) == self.input)
+    }
+
+    /// The temporary with the whole input in it, once the copy is done.
+    pub fn finish(mut self) -> Result<TempOut> {
+        match self.job.take() {
+            Some(job) => job
+                .join()
+                .map_err(|_| anyhow!("the copy-ahead thread panicked"))?,
+            None => bail!("the copy-ahead was already taken"),
+        }
+    }
+}
+
+impl Drop for CopyAhead {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            // The temporary (dropped with the thread's result) is removed.
+            let _ = job.join();
+        }
+    }
+}
+
+/// Starts writing the first `len` bytes of `file` to disk without waiting, so that the final
+/// `fsync` (after the edited rows) waits for what is left instead of the whole copy: the
+/// disk works while the caller still selects rows. Only a hint; a refusal changes nothing.
+fn start_writeback(file: &File, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: the descriptor is an open file borrowed for the call; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                0,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, len);
 }
 
 /// The place of one tensor in an output file: rows are written to it with `pwrite`.
