@@ -14,7 +14,7 @@ use super::file::serialize_f32;
 use super::fingerprint::model_fingerprint;
 use crate::data::Dataset;
 use crate::formats::io::write_atomic;
-use crate::runtime::{Logits, Model, Point};
+use crate::runtime::{Logits, Model, Point, Precision};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor, D};
 use safetensors::SafeTensors;
@@ -162,6 +162,44 @@ pub fn collect(
     ds: &Dataset,
     opts: &CollectOptions,
 ) -> Result<(Vec<Activations>, CollectStats)> {
+    let mut run_on = |seqs: &[Vec<u32>], points: &[Point]| run(model, seqs, points, opts, &ds.name);
+    collect_with(model, model.precision, &mut run_on, ds, opts)
+}
+
+/// [`collect`] from the same model at `precision`, loaded by `load` only when the cache
+/// lacks a point: `keys` (the same file at any precision) tokenizes and names the cache
+/// entries. A run that evaluates a quantised model need not hold its f32 copy to find that
+/// the activations are cached.
+pub fn collect_loading<M: std::borrow::Borrow<Model>>(
+    keys: &Model,
+    precision: Precision,
+    load: &dyn Fn() -> Result<M>,
+    ds: &Dataset,
+    opts: &CollectOptions,
+) -> Result<(Vec<Activations>, CollectStats)> {
+    let mut run_on = |seqs: &[Vec<u32>], points: &[Point]| {
+        let model = load()?;
+        let model: &Model = model.borrow();
+        ensure!(
+            model.precision == precision && model.path == keys.path,
+            "collection: the model loaded for the forward passes is not {} at {precision:?}",
+            keys.path.display()
+        );
+        run(model, seqs, points, opts, &ds.name)
+    };
+    collect_with(keys, precision, &mut run_on, ds, opts)
+}
+
+/// Runs the model over the sequences at the points (a batch of missing points).
+type RunPoints<'r> = dyn FnMut(&[Vec<u32>], &[Point]) -> Result<Vec<Vec<f32>>> + 'r;
+
+fn collect_with(
+    model: &Model,
+    precision: Precision,
+    run_points: &mut RunPoints<'_>,
+    ds: &Dataset,
+    opts: &CollectOptions,
+) -> Result<(Vec<Activations>, CollectStats)> {
     ensure!(!opts.points.is_empty(), "no hidden-state point requested");
     ensure!(opts.max_tokens > 0, "--max-tokens must be at least 1");
     ensure!(opts.batch_size > 0, "batch size must be at least 1");
@@ -195,7 +233,7 @@ pub fn collect(
                 opts.points
                     .iter()
                     .map(|&p| {
-                        let key = cache_key(&stats.model_sha256, model, &data_hash, p, opts);
+                        let key = cache_key(&stats.model_sha256, precision, &data_hash, p, opts);
                         let name = hex(&Sha256::digest(key.as_bytes()));
                         dir.join("activations")
                             .join(format!("{}.safetensors", &name[..32]))
@@ -217,7 +255,7 @@ pub fn collect(
     if !missing.is_empty() {
         let points: Vec<Point> = missing.iter().map(|&k| opts.points[k]).collect();
         let start = Instant::now();
-        let mats = run(model, &seqs, &points, opts, &ds.name)?;
+        let mats = run_points(&seqs, &points)?;
         stats.secs = start.elapsed().as_secs_f64();
         stats.texts = n;
         stats.tokens = seqs.iter().map(Vec::len).sum();
@@ -231,7 +269,7 @@ pub fn collect(
                 write_cached(
                     &paths[k],
                     &act,
-                    &cache_key_meta(&stats, model, ds, opts, act.point),
+                    &cache_key_meta(&stats, model, precision, ds, opts, act.point),
                 )?;
             }
             out[k] = Some(act);
@@ -243,14 +281,14 @@ pub fn collect(
 /// The string the cache file name is the hash of.
 fn cache_key(
     model_sha: &str,
-    model: &Model,
+    precision: Precision,
     data_hash: &str,
     p: Point,
     o: &CollectOptions,
 ) -> String {
     format!(
         "scalpel-activations-v1|model={model_sha}|precision={:?}|data={data_hash}|point={}|pool={}|max_tokens={}",
-        model.precision,
+        precision,
         point_name(p),
         o.pool.name(),
         o.max_tokens
@@ -260,6 +298,7 @@ fn cache_key(
 fn cache_key_meta(
     stats: &CollectStats,
     model: &Model,
+    precision: Precision,
     ds: &Dataset,
     o: &CollectOptions,
     p: Point,
@@ -268,7 +307,7 @@ fn cache_key_meta(
     BTreeMap::from([
         (
             "key".into(),
-            cache_key(&stats.model_sha256, model, &data_hash, p, o),
+            cache_key(&stats.model_sha256, precision, &data_hash, p, o),
         ),
         ("model_path".into(), model.path.display().to_string()),
         ("dataset".into(), ds.name.clone()),

@@ -31,8 +31,8 @@ mod standardize;
 pub mod train;
 
 pub use collect::{
-    collect, concat_row, mean_pool, mlp_blocks, parse_points, point_name, Activations,
-    CollectOptions, CollectStats, Pool,
+    collect, collect_loading, concat_row, mean_pool, mlp_blocks, parse_points, point_name,
+    Activations, CollectOptions, CollectStats, Pool,
 };
 pub use file::{Direction, Probe};
 pub use fingerprint::model_fingerprint;

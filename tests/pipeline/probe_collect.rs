@@ -3,7 +3,7 @@
 
 use scalpel::data::Dataset;
 use scalpel::formats::tiny::{self, TinySpec};
-use scalpel::probe::{collect, parse_points, CollectOptions, Pool};
+use scalpel::probe::{collect, collect_loading, parse_points, CollectOptions, Pool};
 use scalpel::runtime::{LoadOptions, Logits, Model, Point, Precision};
 use std::path::Path;
 
@@ -191,6 +191,67 @@ fn truncation_is_counted_and_cache_is_hit_and_keyed() {
     other.items[0].1 = 1;
     collect(&model, &other, &opts(vec![Point::FinalNorm], 8)).unwrap();
     assert_eq!(entries(), 4);
+}
+
+/// `collect_loading` finds the entries `collect` wrote for the f32 model while holding only the
+/// native one, loads the f32 model only for a point the cache lacks, gives the same numbers,
+/// and refuses a loader that returns another precision.
+#[test]
+fn collect_loading_loads_only_on_a_cache_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f32_model, _) = tiny_model(dir.path());
+    let native = Model::load(
+        &f32_model.path,
+        &LoadOptions {
+            precision: Precision::Native,
+        },
+    )
+    .unwrap();
+    let ds = dataset();
+    let opts = |points: Vec<Point>| CollectOptions {
+        points,
+        max_tokens: 16,
+        cache_dir: Some(dir.path().join("cache")),
+        ..CollectOptions::default()
+    };
+    let (want, _) = collect(&f32_model, &ds, &opts(vec![Point::FinalNorm])).unwrap();
+    let loads = std::cell::Cell::new(0);
+    let load = |precision| {
+        loads.set(loads.get() + 1);
+        Model::load(&f32_model.path, &LoadOptions { precision })
+    };
+    let f32_load = || load(Precision::F32);
+    let (hit, s) = collect_loading(
+        &native,
+        Precision::F32,
+        &f32_load,
+        &ds,
+        &opts(vec![Point::FinalNorm]),
+    )
+    .unwrap();
+    assert_eq!((loads.get(), s.cached_points), (0, 1));
+    assert_eq!(hit, want);
+    let points = vec![Point::FinalNorm, Point::Residual(1)];
+    let (both, s) = collect_loading(
+        &native,
+        Precision::F32,
+        &f32_load,
+        &ds,
+        &opts(points.clone()),
+    )
+    .unwrap();
+    assert_eq!((loads.get(), s.cached_points, s.computed_points), (1, 1, 1));
+    assert_eq!(both, collect(&f32_model, &ds, &opts(points)).unwrap().0);
+    let wrong = || load(Precision::Native);
+    let e = collect_loading(
+        &native,
+        Precision::F32,
+        &wrong,
+        &ds,
+        &opts(vec![Point::Residual(0)]),
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("forward passes"), "{e:#}");
 }
 
 #[test]
