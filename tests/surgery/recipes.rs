@@ -400,6 +400,24 @@ fn profs_finds_a_planted_subspace_and_projects_it_out_of_ffn_down() {
     );
 }
 
+/// The number of columns of `m` (rows × cols) that Gram–Schmidt finds independent: a column
+/// counts when its residual after the earlier ones is above `tol`.
+fn column_rank(m: &[Vec<f64>], tol: f64) -> usize {
+    let mut basis: Vec<Vec<f64>> = Vec::new();
+    for j in 0..m[0].len() {
+        let mut v: Vec<f64> = m.iter().map(|r| r[j]).collect();
+        for q in &basis {
+            let c: f64 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+        }
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if n > tol {
+            basis.push(v.iter().map(|x| x / n).collect());
+        }
+    }
+    basis.len()
+}
+
 #[test]
 fn profs_recipe_edits_the_upper_half_from_measured_residuals() {
     let dir = tempfile::tempdir().unwrap();
@@ -447,6 +465,28 @@ fn profs_recipe_edits_the_upper_half_from_measured_residuals() {
     let (cplan, _) = plan_recipe(&model, &probe(spec.d), &m, &ctl).unwrap();
     assert_eq!(cplan.rows.len(), plan.rows.len());
     assert_ne!(cplan.rows[0].delta, plan.rows[0].delta);
+    // Per block, the control's change has the recipe's Frobenius norm, and lies in a rank-k
+    // subspace of the residual (ΔW = −g·UUᵀW, k = 2 by default): its columns span 2
+    // dimensions, found by Gram–Schmidt with a relative tolerance.
+    for name in ["blk.2.ffn_down.weight", "blk.3.ffn_down.weight"] {
+        let delta = |p: &scalpel::surgery::EditPlan| -> Vec<Vec<f64>> {
+            let mut r: Vec<_> = p.rows.iter().filter(|r| r.tensor == name).collect();
+            r.sort_by_key(|r| r.row);
+            r.iter()
+                .map(|r| r.delta.iter().map(|&x| x as f64).collect())
+                .collect()
+        };
+        let (a, b) = (delta(&plan), delta(&cplan));
+        let frob = |m: &[Vec<f64>]| m.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(
+            (frob(&a) - frob(&b)).abs() <= 1e-5 * frob(&a),
+            "{name}: |ΔW| {} vs control {}",
+            frob(&a),
+            frob(&b)
+        );
+        assert_eq!(column_rank(&b, 1e-4 * frob(&b)), 2, "{name}");
+        assert_eq!(column_rank(&a, 1e-4 * frob(&a)), 2, "{name}");
+    }
     let bad = RecipeOptions {
         control: Control::RandomNeurons(4),
         ..opts(Recipe::Profs, 1.0, 1)

@@ -386,8 +386,9 @@ fn plan_aura(
     scale_rows_plan(model, Matrix::Up, &f, info)
 }
 
-/// `profs`: each edited block's rank-k subspace of the residual states (a random one for the
-/// random-direction control) projected out of `ffn_down`.
+/// `profs`: each edited block's rank-k subspace of the residual states projected out of
+/// `ffn_down` (for the random-direction control, a random subspace with a change of the
+/// same size, [`profs::matched_random_subspace`]).
 fn plan_profs(
     model: &ModelFile,
     probe: &Probe,
@@ -403,16 +404,15 @@ fn plan_profs(
     let d = probe.width();
     let mut subspaces = Vec::new();
     for &b in &edit_blocks {
+        let Some(Some(x)) = res.get(b) else {
+            bail!("profs: no residual states measured after block {b}");
+        };
+        let (x1, x0) = split_by_label(x, d, measured.labels)?;
+        let toxic = profs::subspace(&x1, &x0, d, opts.rank)?;
         let u = match opts.control {
-            Control::None => {
-                let Some(Some(x)) = res.get(b) else {
-                    bail!("profs: no residual states measured after block {b}");
-                };
-                let (x1, x0) = split_by_label(x, d, measured.labels)?;
-                profs::subspace(&x1, &x0, d, opts.rank)?
-            }
+            Control::None => toxic,
             Control::RandomDirection(s) => {
-                profs::random_subspace(d, opts.rank, s.wrapping_add(b as u64))?
+                profs::matched_random_subspace(model, b, &toxic, s.wrapping_add(b as u64))?
             }
             Control::RandomNeurons(_) => return no_control(opts.recipe, "random-neuron"),
         };

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{bail, ensure, Result};
 
 use crate::surgery::edit::{random_direction, EditPlan, RowEdit};
-use crate::surgery::model::{Matrix, ModelFile};
+use crate::surgery::model::{Matrix, MatrixTensor, ModelFile};
 
 /// Iterations of the orthogonal iteration (the projector converges geometrically in the
 /// eigenvalue gap; this many leave it converged to f32 precision for gaps above ~5 %).
@@ -118,7 +118,8 @@ pub fn random_subspace(d: usize, k: usize, seed: u64) -> Result<Vec<Vec<f64>>> {
     Ok(q)
 }
 
-/// `ffn_down ← (I − s·UUᵀ)·ffn_down` for every block with a subspace (`subspaces[b]`).
+/// `ffn_down ← (I − s·UUᵀ)·ffn_down` for every block with a subspace (`subspaces[b]`; U
+/// orthonormal for the recipe, scaled for its control, [`matched_random_subspace`]).
 pub fn projection_plan(
     model: &ModelFile,
     subspaces: &[(usize, Vec<Vec<f64>>)],
@@ -141,19 +142,7 @@ pub fn projection_plan(
                 t.n_rows
             );
         }
-        // C = UᵀW (k × n_ff), streaming W's rows.
-        let mut c = vec![vec![0f64; t.row_len]; u.len()];
-        let mut row = vec![0f32; t.row_len];
-        for r in 0..t.n_rows {
-            model.read_row(t, r, &mut row)?;
-            for (ck, uk) in c.iter_mut().zip(u) {
-                let w = uk[r];
-                ck.iter_mut()
-                    .zip(&row)
-                    .for_each(|(a, &x)| *a += w * x as f64);
-            }
-        }
-        model.release(&t.name);
+        let c = coefficients(model, t, u)?;
         for r in 0..t.n_rows {
             let mut delta = vec![0f64; t.row_len];
             for (ck, uk) in c.iter().zip(u) {
@@ -172,6 +161,65 @@ pub fn projection_plan(
         }
     }
     Ok(EditPlan { rows, info })
+}
+
+/// C = UᵀW (k × n_ff) for block `t`'s `ffn_down` W, streaming W's rows.
+fn coefficients(model: &ModelFile, t: &MatrixTensor, u: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
+    let mut c = vec![vec![0f64; t.row_len]; u.len()];
+    let mut row = vec![0f32; t.row_len];
+    for r in 0..t.n_rows {
+        model.read_row(t, r, &mut row)?;
+        for (ck, uk) in c.iter_mut().zip(u) {
+            let w = uk[r];
+            ck.iter_mut()
+                .zip(&row)
+                .for_each(|(a, &x)| *a += w * x as f64);
+        }
+    }
+    model.release(&t.name);
+    Ok(c)
+}
+
+/// The random-direction control of ProFS in block `block`: a random orthonormal rank-k
+/// subspace ([`random_subspace`]) whose basis is scaled by √g, so that the control's change
+/// `−s·g·U_rU_rᵀ·W` has the Frobenius norm of the recipe's `−s·U_tU_tᵀ·W` (`toxic` = U_t):
+/// g = ‖U_tᵀW‖ / ‖U_rᵀW‖. The same size of change, in directions the probe data did not
+/// pick. Unscaled, the random subspace barely touches W (the toxic one aligns with W's large
+/// output directions) and reached a tenth of the recipe's KL on the default model, so it
+/// could not be compared at matched damage.
+pub fn matched_random_subspace(
+    model: &ModelFile,
+    block: usize,
+    toxic: &[Vec<f64>],
+    seed: u64,
+) -> Result<Vec<Vec<f64>>> {
+    let tensors = model.matrix_tensors(Matrix::Down)?;
+    let Some(t) = tensors.get(block) else {
+        bail!(
+            "block {block} does not exist (the model has {} blocks)",
+            tensors.len()
+        );
+    };
+    ensure!(
+        toxic.iter().all(|v| v.len() == t.n_rows),
+        "{}: subspace vectors must have the hidden size {}",
+        t.name,
+        t.n_rows
+    );
+    let frob = |c: Vec<Vec<f64>>| c.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
+    let mut u = random_subspace(t.n_rows, toxic.len(), seed)?;
+    let (want, got) = (
+        frob(coefficients(model, t, toxic)?),
+        frob(coefficients(model, t, &u)?),
+    );
+    ensure!(
+        got > 0.0 && want.is_finite(),
+        "{}: the random subspace does not touch the weights; cannot match the change's size",
+        t.name
+    );
+    let c = (want / got).sqrt();
+    u.iter_mut().flatten().for_each(|x| *x *= c);
+    Ok(u)
 }
 
 fn normalise(v: &mut [f64]) -> Result<()> {
