@@ -6,8 +6,39 @@
 
 use super::{BlockType, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
 
-/// One chunk of rows (`dst[row·m + input]`) with AVX-512 F + F16C. Callers check the CPU
-/// and the sizes (`w` holds `nrows` rows of `rb` bytes; `x` is `m × k`, `sums` `m × k/32`).
+/// One chunk of rows times every input, `dst[row·m + input]`: one row at a time in memory
+/// order (see `ExactChunk` in the module root), each against every input. The sizes are
+/// checked here once, for the dot kernels' unchecked loads. A macro rather than a generic
+/// function so that each expansion sits inside its own `#[target_feature]` function, where
+/// the dot kernels of that level inline.
+macro_rules! rows_times_inputs {
+    ($ty:expr, $w:expr, $rb:expr, $nrows:expr, $x:expr, $k:expr, $sums:expr, $dst:expr,
+     $q4_1:ident, $q8_0:ident) => {{
+        let (ty, w, rb, nrows, x, k, sums, dst) = ($ty, $w, $rb, $nrows, $x, $k, $sums, $dst);
+        let m = x.len() / k;
+        let nb = k / QK;
+        assert!(
+            w.len() >= nrows * rb
+                && rb == nb * ty.block_bytes()
+                && sums.len() >= m * nb
+                && dst.len() >= nrows * m
+        );
+        for r in 0..nrows {
+            let row = &w[r * rb..(r + 1) * rb];
+            for i in 0..m {
+                let xs = &x[i * k..(i + 1) * k];
+                dst[r * m + i] = match ty {
+                    BlockType::Q4_1 => $q4_1(row, xs, &sums[i * nb..(i + 1) * nb]),
+                    _ => $q8_0(row, xs),
+                };
+            }
+        }
+    }};
+}
+
+/// One chunk of rows (`dst[row·m + input]`) with AVX-512 F + F16C. Callers check the CPU;
+/// the sizes (`w` holds `nrows` rows of `rb` bytes; `x` is `m × k`, `sums` `m × k/32`) are
+/// asserted here.
 #[target_feature(enable = "avx512f,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn chunk_avx512(
@@ -20,18 +51,18 @@ pub(super) unsafe fn chunk_avx512(
     sums: &[f32],
     dst: &mut [f32],
 ) {
-    let m = x.len() / k;
-    let nb = k / QK;
-    for r in 0..nrows {
-        let row = &w[r * rb..(r + 1) * rb];
-        for i in 0..m {
-            let xs = &x[i * k..(i + 1) * k];
-            dst[r * m + i] = match ty {
-                BlockType::Q4_1 => dot_avx512(row, xs, &sums[i * nb..(i + 1) * nb]),
-                _ => dot_q8_0_avx512(row, xs),
-            };
-        }
-    }
+    rows_times_inputs!(
+        ty,
+        w,
+        rb,
+        nrows,
+        x,
+        k,
+        sums,
+        dst,
+        dot_avx512,
+        dot_q8_0_avx512
+    );
 }
 
 /// [`chunk_avx512`] with AVX2 + FMA: the F16C kernels below where the CPU has F16C (every
@@ -76,20 +107,7 @@ unsafe fn chunk_avx2_f16c(
     sums: &[f32],
     dst: &mut [f32],
 ) {
-    let m = x.len() / k;
-    let nb = k / QK;
-    assert!(w.len() >= nrows * rb && rb == nb * ty.block_bytes() && sums.len() >= m * nb);
-    // One row at a time in memory order (see `ExactChunk` in the module root).
-    for r in 0..nrows {
-        let row = &w[r * rb..(r + 1) * rb];
-        for i in 0..m {
-            let xs = &x[i * k..(i + 1) * k];
-            dst[r * m + i] = match ty {
-                BlockType::Q4_1 => dot_avx2(row, xs, &sums[i * nb..(i + 1) * nb]),
-                _ => dot_q8_0_avx2(row, xs),
-            };
-        }
-    }
+    rows_times_inputs!(ty, w, rb, nrows, x, k, sums, dst, dot_avx2, dot_q8_0_avx2);
 }
 
 /// The sum of the eight lanes.
