@@ -484,17 +484,29 @@ fn cosines(
             None => &gt,
         };
         let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
-        for ((a, b), &wi) in gt
-            .chunks_exact(LANES)
-            .zip(scaled.chunks_exact(LANES))
-            .zip(w)
-        {
-            for j in 0..LANES {
-                let (a, b) = (a[j] as f64, b[j] as f64);
-                norm2[j] += a * a;
-                dot[j] += b * wi as f64;
-                nn[j] += b * b;
+        if v.row_gain.is_some() {
+            for ((a, b), &wi) in gt
+                .chunks_exact(LANES)
+                .zip(scaled.chunks_exact(LANES))
+                .zip(w)
+            {
+                for j in 0..LANES {
+                    let (a, b) = (a[j] as f64, b[j] as f64);
+                    norm2[j] += a * a;
+                    dot[j] += b * wi as f64;
+                    nn[j] += b * b;
+                }
             }
+        } else {
+            // The rows as compared are the stored rows: one sum of squares serves both.
+            for (a, &wi) in gt.chunks_exact(LANES).zip(w) {
+                for j in 0..LANES {
+                    let a = a[j] as f64;
+                    norm2[j] += a * a;
+                    dot[j] += a * wi as f64;
+                }
+            }
+            nn = norm2;
         }
         for j in 0..k {
             // A zero row (or direction) has no direction: rank it as orthogonal.
