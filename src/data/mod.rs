@@ -148,9 +148,10 @@ impl Dataset {
             .filter(|idx: &Vec<usize>| !idx.is_empty())
             .collect();
         let mut chosen = Vec::with_capacity(n);
-        for (c, mut idx) in classes.iter().cloned().enumerate() {
+        let count = classes.len();
+        for (c, mut idx) in classes.into_iter().enumerate() {
             // Classes after this one, each owed at least one item.
-            let later = classes.len() - 1 - c;
+            let later = count - 1 - c;
             let left = n - chosen.len();
             let share = if later == 0 {
                 left
