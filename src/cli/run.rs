@@ -213,6 +213,11 @@ pub struct CompareArgs {
     /// Skip the prompting baseline (the same prompts after a politeness instruction).
     #[arg(long)]
     pub no_prompting: bool,
+    /// `halves`: even prompts choose the best recipe, odd ones are reported; `confirm`: a
+    /// confirmation on fresh prompts (recipes and strengths chosen on other prompts), every
+    /// prompt reported.
+    #[arg(long, value_enum, default_value = "halves")]
+    pub split: scalpel::pipeline::compare::PromptSplit,
 }
 
 /// Runs `scalpel compare`.
@@ -226,6 +231,7 @@ pub fn compare(a: &CompareArgs, m: &ArgMatches) -> Result<()> {
         kl_targets: parse_list(&a.kl_targets, "--kl-targets")?,
         ppl_targets: parse_list(&a.ppl_targets, "--ppl-targets")?,
         prompting: !a.no_prompting,
+        split: a.split,
     };
     let fetch = FetchOptions::from_env()?;
     let scorers = Scorers::load(&fetch).context("loading the scorers")?;

@@ -13,6 +13,9 @@
 //! The RTP prompts are split in two by position (even = tuning, odd = report): the best
 //! recipe at each target is chosen on the tuning half and every number in the table is on
 //! the report half, so the choice is not tuned on the prompts it is reported on.
+//! `--split confirm` is for a confirmation on fresh prompts, once the recipe, the
+//! strengths and the target were chosen elsewhere: every prompt is reported and no best
+//! recipe is chosen.
 
 mod report;
 
@@ -46,6 +49,18 @@ pub enum ControlSet {
     None,
 }
 
+/// How the prompts are divided between choosing and reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptSplit {
+    /// Even positions tune (the best recipe is chosen on them), odd positions are reported.
+    #[default]
+    Halves,
+    /// A confirmation: the recipes, strengths and targets were chosen on other prompts, so
+    /// every prompt is reported and no best recipe is chosen.
+    Confirm,
+}
+
 /// The strengths swept per recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareOptions {
@@ -58,6 +73,9 @@ pub struct CompareOptions {
     pub ppl_targets: Vec<f64>,
     /// Evaluate the prompting baseline.
     pub prompting: bool,
+    /// Which prompts choose and which are reported.
+    #[serde(default)]
+    pub split: PromptSplit,
 }
 
 /// Default strength grids: the paper's α; damping factors for value-damp; pushes in row
@@ -138,6 +156,9 @@ pub struct CompareSummary {
     pub config: RunConfig,
     pub options: CompareOptions,
     pub model_sha256: String,
+    /// The suite whose prompts are scored (`rtp`, `toxigen`, `file`).
+    #[serde(default = "default_suite")]
+    pub suite: String,
     pub base_toxic_report: [f64; 3],
     /// Base % toxic on all prompts (the plot's starting point).
     pub base_toxic_all: f64,
@@ -150,6 +171,10 @@ pub struct CompareSummary {
     /// half [95 % CI].
     pub prompting: Option<(String, [f64; 3])>,
     pub wall_secs: f64,
+}
+
+fn default_suite() -> String {
+    "rtp".into()
 }
 
 /// The prompting baseline's instruction, put before every RTP prompt (raw completion).
@@ -205,10 +230,16 @@ pub fn sign_flip_p(d: &[f64], draws: usize, seed: u64) -> f64 {
     (hits + 1) as f64 / (draws + 1) as f64
 }
 
-fn halves(y: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let tune = y.iter().step_by(2).copied().collect();
-    let report = y.iter().skip(1).step_by(2).copied().collect();
-    (tune, report)
+/// The tuning and the reported outcomes of `y` (prompt order).
+fn split(y: &[f64], how: PromptSplit) -> (Vec<f64>, Vec<f64>) {
+    match how {
+        PromptSplit::Halves => {
+            let tune = y.iter().step_by(2).copied().collect();
+            let report = y.iter().skip(1).step_by(2).copied().collect();
+            (tune, report)
+        }
+        PromptSplit::Confirm => (Vec::new(), y.to_vec()),
+    }
 }
 
 fn pct(i: crate::eval::stats::Interval) -> [f64; 3] {
@@ -365,7 +396,7 @@ pub fn compare(
         let prompts = base_prompts(&points, &suite)?;
         let r = s.prompted_base(POLITE_INSTRUCTION, &prompts, 20, &out.join("prompting"))?;
         let (_, y) = toxic_outcomes(&r, "file", cfg.eval.threshold)?;
-        let (_, report) = halves(&y);
+        let (_, report) = split(&y, opts.split);
         let boot = BootstrapConfig {
             resamples: cfg.eval.bootstrap,
             seed: cfg.seed,
@@ -443,7 +474,7 @@ fn summarise(
                 vs_control: None,
             };
             if let Some((y, br)) = &hit {
-                let (tune, report) = halves(y);
+                let (tune, report) = split(y, opts.split);
                 cell.toxic = Some(pct(bootstrap_mean(&report, &boot)?));
                 cell.toxic_tune = crate::eval::stats::mean(&tune).map(|m| 100.0 * m);
                 cell.bracket = Some(*br);
@@ -455,7 +486,7 @@ fn summarise(
                     .into_iter()
                     .find_map(|c| at(&c, measure, target).map(|h| (c, h.0)));
                     if let Some((c, yc)) = ctl {
-                        let (_, rc) = halves(&yc);
+                        let (_, rc) = split(&yc, opts.split);
                         let d: Vec<f64> = report.iter().zip(&rc).map(|(a, b)| a - b).collect();
                         let i = pct(bootstrap_mean(&d, &boot)?);
                         cell.vs_control = Some((c, i, sign_flip_p(&d, 10_000, cfg.seed)));
@@ -476,12 +507,13 @@ fn summarise(
             best.push((measure.to_string(), target, c.1.series.clone()));
         }
     }
-    let (_, base_report_half) = halves(base);
+    let (_, base_report_half) = split(base, opts.split);
     Ok(CompareSummary {
         scalpel_version: env!("CARGO_PKG_VERSION").into(),
         config: cfg.clone(),
         options: opts.clone(),
         model_sha256: sha.to_string(),
+        suite: cfg.first_suite(),
         base_toxic_report: pct(bootstrap_mean(&base_report_half, &boot)?),
         base_toxic_all: 100.0 * crate::eval::stats::mean(base).unwrap_or(f64::NAN),
         prompts: base.len(),
@@ -524,6 +556,62 @@ mod tests {
             .collect();
         assert!(sign_flip_p(&noise, 2000, 1) > 0.5);
         assert_eq!(sign_flip_p(&noise, 500, 3), sign_flip_p(&noise, 500, 3));
+    }
+
+    fn point(series: &str, strength: f32, kl: f64, toxic: Vec<f64>) -> SweepPoint {
+        SweepPoint {
+            series: series.into(),
+            strength,
+            kl,
+            ppl_ratio: f64::NAN,
+            toxic,
+            prompts: None,
+            row: Row {
+                label: series.into(),
+                suites: Vec::new(),
+                wikitext_ppl: None,
+                ppl_ratio: None,
+                kl: None,
+                edit: None,
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_confirmation_reports_every_prompt_and_chooses_no_recipe() {
+        let base = vec![1.0, 1.0, 1.0, 0.0, 1.0, 0.0];
+        let points = vec![
+            point("aura", 1.0, 0.2, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+            point("aura control-random-rows", 1.0, 0.2, base.clone()),
+        ];
+        let mut opts = CompareOptions {
+            grids: vec![(Recipe::Aura, vec![1.0])],
+            controls: ControlSet::Matched,
+            kl_targets: vec![0.2],
+            ppl_targets: Vec::new(),
+            prompting: false,
+            split: PromptSplit::Confirm,
+        };
+        let mut cfg = RunConfig::default();
+        cfg.eval.bootstrap = 200;
+        let ids = (0..6).map(|i| i.to_string()).collect();
+        let base = Some((ids, base));
+        let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+        // All six prompts: the base is 4/6 toxic, the recipe 1/6, its control 4/6.
+        assert!((s.base_toxic_report[0] - 400.0 / 6.0).abs() < 1e-9);
+        let cell = &s.cells[0];
+        assert!((cell.toxic.unwrap()[0] - 100.0 / 6.0).abs() < 1e-9);
+        assert!((cell.vs_control.as_ref().unwrap().1[0] + 50.0).abs() < 1e-9);
+        assert!(cell.toxic_tune.is_none() && s.best.is_empty());
+        let md = render(&s);
+        assert!(md.contains("all reported") && md.contains("No best recipe"));
+        // The same outcomes split in halves: only the odd prompts are reported.
+        opts.split = PromptSplit::Halves;
+        let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+        assert!((s.base_toxic_report[0] - 100.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s.best.len(), 1);
+        assert!(render(&s).contains("3 tuning / 3 report"));
     }
 
     #[test]

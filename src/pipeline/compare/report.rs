@@ -1,7 +1,7 @@
 //! What `scalpel compare` writes: `compare.md` (the matched-damage table), `compare.json`
 //! and `compare.svg` (every series' toxicity against KL through the base).
 
-use super::{CompareSummary, SweepPoint};
+use super::{CompareSummary, PromptSplit, SweepPoint};
 use crate::formats::io::write_atomic;
 use anyhow::Result;
 use std::fmt::Write;
@@ -14,12 +14,27 @@ pub(super) fn write_outputs(s: &CompareSummary, out: &std::path::Path) -> Result
 
 /// The markdown report.
 pub fn render(s: &CompareSummary) -> String {
+    let confirm = s.options.split == PromptSplit::Confirm;
+    let split = if confirm {
+        "all reported: a confirmation, the recipes and strengths were chosen on other prompts"
+            .to_string()
+    } else {
+        format!(
+            "{} tuning / {} report, by position",
+            s.prompts.div_ceil(2),
+            s.prompts / 2
+        )
+    };
+    let on = if confirm {
+        "all prompts"
+    } else {
+        "the report half"
+    };
     let mut md = format!(
-        "# scalpel compare\n\nModel sha256 `{}`; {} RTP prompts ({} tuning / {} report, by position); wall {:.0} s. Base on the report half: {:.1} % toxic [{:.1}, {:.1}]. Toxicity is interpolated per prompt between the two sweep points that bracket each damage target (the base is strength 0); \"–\" = the series never reaches that damage. Δ vs control: paired difference on the report half (points of % toxic, 95 % bootstrap) and sign-flip permutation p against the recipe's random-neuron control (random-direction control where it has none).\n\n",
+        "# scalpel compare\n\nModel sha256 `{}`; {} {} prompts ({split}); wall {:.0} s. Base on {on}: {:.1} % toxic [{:.1}, {:.1}]. Toxicity is interpolated per prompt between the two sweep points that bracket each damage target (the base is strength 0); \"–\" = the series never reaches that damage. Δ vs control: paired difference on {on} (points of % toxic, 95 % bootstrap) and sign-flip permutation p against the recipe's random-neuron control (random-direction control where it has none).\n\n",
         s.model_sha256,
         s.prompts,
-        s.prompts.div_ceil(2),
-        s.prompts / 2,
+        suite_name(&s.suite),
         s.wall_secs,
         s.base_toxic_report[0],
         s.base_toxic_report[1],
@@ -53,7 +68,11 @@ pub fn render(s: &CompareSummary) -> String {
             c.series
         );
     }
-    md.push_str("\nBest recipe per target (chosen on the tuning half): ");
+    if confirm {
+        md.push_str("\nNo best recipe is chosen: a confirmation reports every prompt.");
+    } else {
+        md.push_str("\nBest recipe per target (chosen on the tuning half): ");
+    }
     let best: Vec<String> = s
         .best
         .iter()
@@ -63,7 +82,7 @@ pub fn render(s: &CompareSummary) -> String {
     if let Some((instr, [e, lo, hi])) = &s.prompting {
         let _ = write!(
             md,
-            "\n\nPrompting baseline (no edit, KL 0; each prompt preceded by \"{instr}\"): {e:.1} % toxic [{lo:.1}, {hi:.1}] on the report half."
+            "\n\nPrompting baseline (no edit, KL 0; each prompt preceded by \"{instr}\"): {e:.1} % toxic [{lo:.1}, {hi:.1}] on {on}."
         );
     }
     md.push_str("\n\n## Sweep points (all prompts)\n\n| series | strength | KL | ppl ratio | % toxic |\n|---|---|---|---|---|\n");
@@ -92,6 +111,16 @@ fn relative_change(e: f64, base: f64) -> String {
     }
 }
 
+/// How a suite is named in the report's prose.
+fn suite_name(suite: &str) -> &str {
+    match suite {
+        "rtp" => "RTP",
+        "toxigen" => "ToxiGen",
+        "file" => "prompt-file",
+        other => other,
+    }
+}
+
 /// Every series' front: % toxic (all prompts) against KL, through the base at 0.
 pub fn fronts_svg(s: &CompareSummary) -> String {
     const W: f64 = 720.0;
@@ -115,11 +144,12 @@ pub fn fronts_svg(s: &CompareSummary) -> String {
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="20" text-anchor="middle" font-size="14">RTP % toxic against KL(base ‖ edited), every recipe and control</text>
+<text x="{}" y="20" text-anchor="middle" font-size="14">{} % toxic against KL(base ‖ edited), every recipe and control</text>
 <text x="{}" y="{}" text-anchor="middle">KL on WikiText-2 (nats/token)</text>
 <text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">% toxic (all prompts)</text>
 "#,
         (W - R) / 2.0,
+        suite_name(&s.suite),
         L + (W - L - R) / 2.0,
         H - 10.0,
         (T + H - B) / 2.0,
