@@ -17,7 +17,7 @@ mod value;
 mod write;
 
 pub use read::GgufFile;
-pub use value::{MetaType, MetaValue};
+pub use value::{MetaType, MetaValue, StringArray};
 pub use write::{write_gguf, GgufRewrite, SlotProducer, TensorProducer, TensorSpec};
 
 use crate::formats::ggml::GgmlType;

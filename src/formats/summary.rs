@@ -110,7 +110,7 @@ fn summarize_gguf(g: &GgufFile) -> ModelSummary {
     let tok = g.get_str("tokenizer.ggml.model").ok();
     let vocab_size = g
         .get("tokenizer.ggml.tokens")
-        .and_then(MetaValue::as_array)
+        .and_then(MetaValue::as_strings)
         .map(|a| a.len() as u64);
     ModelSummary {
         format: ModelFormat::Gguf,

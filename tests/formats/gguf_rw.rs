@@ -221,6 +221,13 @@ fn ours(v: &MetaValue) -> String {
             let v: Vec<String> = items.iter().map(ours).collect();
             format!("[{}]", v.join(", "))
         }
+        MetaValue::Strings(a) => {
+            let v: Vec<String> = a
+                .iter()
+                .map(|s| format!("str {:?}", String::from_utf8_lossy(s)))
+                .collect();
+            format!("[{}]", v.join(", "))
+        }
     }
 }
 

@@ -96,12 +96,9 @@ impl GgufFile {
     /// An array of strings (lossy for non-UTF-8 entries); error if missing or another type.
     pub fn get_strings(&self, key: &str) -> Result<Vec<String>> {
         match self.get(key) {
-            Some(MetaValue::Array(MetaType::String, items)) => Ok(items
+            Some(MetaValue::Strings(a)) => Ok(a
                 .iter()
-                .map(|v| match v {
-                    MetaValue::String(b) => String::from_utf8_lossy(b).into_owned(),
-                    _ => String::new(),
-                })
+                .map(|b| String::from_utf8_lossy(b).into_owned())
                 .collect()),
             Some(_) => bail!(
                 "{}: key {key} is not an array of strings",
@@ -221,8 +218,11 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.take(8, what)?.try_into()?))
     }
     fn bytes(&mut self, what: &str) -> Result<Vec<u8>> {
+        Ok(self.str_bytes(what)?.to_vec())
+    }
+    fn str_bytes(&mut self, what: &str) -> Result<&'a [u8]> {
         let n = self.u64(what)?;
-        Ok(self.take(n, what)?.to_vec())
+        self.take(n, what)
     }
     fn string(&mut self, what: &str) -> Result<String> {
         let b = self.bytes(what)?;
@@ -253,6 +253,13 @@ impl<'a> Cursor<'a> {
                 let n = self.u64(key)?;
                 if n > self.remaining() / et.min_size() {
                     bail!("metadata key {key}: absurd array length {n}");
+                }
+                if et == MetaType::String {
+                    let mut a = super::StringArray::with_capacity(n as usize);
+                    for _ in 0..n {
+                        a.push(self.str_bytes(key)?);
+                    }
+                    return Ok(MetaValue::Strings(a));
                 }
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {

@@ -187,6 +187,13 @@ fn put_value(buf: &mut Vec<u8>, v: &MetaValue) -> Result<()> {
         MetaValue::U64(x) => buf.extend_from_slice(&x.to_le_bytes()),
         MetaValue::I64(x) => buf.extend_from_slice(&x.to_le_bytes()),
         MetaValue::F64(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::Strings(a) => {
+            buf.extend_from_slice(&(super::MetaType::String as u32).to_le_bytes());
+            buf.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for s in a.iter() {
+                put_str(buf, s);
+            }
+        }
         MetaValue::Array(et, items) => {
             buf.extend_from_slice(&(*et as u32).to_le_bytes());
             buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
