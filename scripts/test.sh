@@ -79,8 +79,8 @@ for a in "$@"; do
     if [ "$a" = -- ]; then sep=(); fi
 done
 cargo test --release --locked "$@" "${sep[@]}" --include-ignored "${skips[@]}"
-# The suite above ran the kernels on the best instruction set this CPU has; run the kernel
-# and runtime tests again on every lower one it can execute (SCALPEL_ISA forces a level;
+# The suite above ran the kernels on the best instruction set this CPU has; run the kernel,
+# runtime and selection tests again on every lower one it can execute (SCALPEL_ISA forces a level;
 # docs/cpu-support.md). SCALPEL_TEST_ISAS="avx2 scalar" picks the levels by hand, "" none.
 if [ -z "${SCALPEL_TEST_ISAS+set}" ]; then
     SCALPEL_TEST_ISAS="scalar"
@@ -94,7 +94,9 @@ if [ -z "${SCALPEL_TEST_ISAS+set}" ]; then
     esac
 fi
 for isa in $SCALPEL_TEST_ISAS; do
-    echo "== SCALPEL_ISA=$isa: kernel and runtime tests" >&2
+    echo "== SCALPEL_ISA=$isa: kernel, runtime and selection tests" >&2
     SCALPEL_ISA=$isa cargo test --release --locked --lib runtime::kernels
     SCALPEL_ISA=$isa cargo test --release --locked --test runtime -- --include-ignored runtime:: runtime_tiny::
+    # Selection's cosines are dispatched too (decode and f64 sums compiled per level).
+    SCALPEL_ISA=$isa cargo test --release --locked --test surgery -- gguf_ hf_ variants_and_determinism
 done

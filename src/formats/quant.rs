@@ -51,6 +51,14 @@ pub fn can_encode(ty: GgmlType) -> bool {
 
 /// Decodes one row: `bytes` must be exactly `row_bytes(ty, out.len())` long.
 pub fn decode_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    decode_row_inline(ty, bytes, out)
+}
+
+/// [`decode_row`] inlined into its caller: a loop compiled for a wider instruction set
+/// (`pulp`'s dispatch) then decodes with it too — half-precision scales by F16C, blocks
+/// in vectors — where the shared copy runs the baseline code (2x slower in selection).
+#[inline(always)]
+pub fn decode_row_inline(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let need = row_bytes(ty, out.len())?;
     if bytes.len() != need {
         bail!(
@@ -64,7 +72,11 @@ pub fn decode_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let bs = ty.block_size();
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bs));
     match ty {
-        F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        F32 => {
+            for (b, y) in blocks {
+                y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
         F16 => {
             // Through a small aligned buffer so that `half` converts 8 values per instruction
             // (F16C) where the CPU has it; the conversion is exact either way.
@@ -77,54 +89,89 @@ pub fn decode_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
                 h.convert_to_f32_slice(y);
             }
         }
-        BF16 => blocks.for_each(|(b, y)| y[0] = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-        Q4_0 => blocks.for_each(|(b, y)| {
-            let d = half(b, 0);
-            for j in 0..16 {
-                y[j] = ((b[2 + j] & 0x0F) as i32 - 8) as f32 * d;
-                y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+        BF16 => {
+            for (b, y) in blocks {
+                y[0] = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             }
-        }),
-        Q4_1 => blocks.for_each(|(b, y)| {
-            let (d, m) = (half(b, 0), half(b, 2));
-            for j in 0..16 {
-                y[j] = (b[4 + j] & 0x0F) as f32 * d + m;
-                y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+        }
+        Q4_0 => {
+            for (b, y) in blocks {
+                let d = half(b, 0);
+                let (q, (lo, hi)) = (quants16(b, 2), y.split_at_mut(16));
+                for (y, &q) in lo.iter_mut().zip(q) {
+                    *y = ((q & 0x0F) as i32 - 8) as f32 * d;
+                }
+                for (y, &q) in hi.iter_mut().zip(q) {
+                    *y = ((q >> 4) as i32 - 8) as f32 * d;
+                }
             }
-        }),
-        Q5_0 => blocks.for_each(|(b, y)| {
-            let d = half(b, 0);
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            for j in 0..16 {
-                let (lo, hi) = q5_pair(b[6 + j], qh, j);
-                y[j] = (lo as i32 - 16) as f32 * d;
-                y[j + 16] = (hi as i32 - 16) as f32 * d;
+        }
+        Q4_1 => {
+            for (b, y) in blocks {
+                let (d, m) = (half(b, 0), half(b, 2));
+                let (q, (lo, hi)) = (quants16(b, 4), y.split_at_mut(16));
+                // Low nibbles, then high ones: two loops the compiler vectorises.
+                for (y, &q) in lo.iter_mut().zip(q) {
+                    *y = (q & 0x0F) as f32 * d + m;
+                }
+                for (y, &q) in hi.iter_mut().zip(q) {
+                    *y = (q >> 4) as f32 * d + m;
+                }
             }
-        }),
-        Q5_1 => blocks.for_each(|(b, y)| {
-            let (d, m) = (half(b, 0), half(b, 2));
-            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-            for j in 0..16 {
-                let (lo, hi) = q5_pair(b[8 + j], qh, j);
-                y[j] = lo as f32 * d + m;
-                y[j + 16] = hi as f32 * d + m;
+        }
+        Q5_0 => {
+            for (b, y) in blocks {
+                let d = half(b, 0);
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let (lo, hi) = q5_pair(b[6 + j], qh, j);
+                    y[j] = (lo as i32 - 16) as f32 * d;
+                    y[j + 16] = (hi as i32 - 16) as f32 * d;
+                }
             }
-        }),
-        Q8_0 => blocks.for_each(|(b, y)| {
-            let d = half(b, 0);
-            for j in 0..32 {
-                y[j] = b[2 + j] as i8 as f32 * d;
+        }
+        Q5_1 => {
+            for (b, y) in blocks {
+                let (d, m) = (half(b, 0), half(b, 2));
+                let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                for j in 0..16 {
+                    let (lo, hi) = q5_pair(b[8 + j], qh, j);
+                    y[j] = lo as f32 * d + m;
+                    y[j + 16] = hi as f32 * d + m;
+                }
             }
-        }),
-        Q8_1 => blocks.for_each(|(b, y)| {
-            let d = half(b, 0);
-            for j in 0..32 {
-                y[j] = b[4 + j] as i8 as f32 * d;
+        }
+        Q8_0 => {
+            for (b, y) in blocks {
+                let d = half(b, 0);
+                for j in 0..32 {
+                    y[j] = b[2 + j] as i8 as f32 * d;
+                }
             }
-        }),
-        Q4_K => blocks.for_each(|(b, y)| kquants::decode_q4_k(b, y)),
-        Q5_K => blocks.for_each(|(b, y)| kquants::decode_q5_k(b, y)),
-        Q6_K => blocks.for_each(|(b, y)| kquants::decode_q6_k(b, y)),
+        }
+        Q8_1 => {
+            for (b, y) in blocks {
+                let d = half(b, 0);
+                for j in 0..32 {
+                    y[j] = b[4 + j] as i8 as f32 * d;
+                }
+            }
+        }
+        Q4_K => {
+            for (b, y) in blocks {
+                kquants::decode_q4_k(b, y);
+            }
+        }
+        Q5_K => {
+            for (b, y) in blocks {
+                kquants::decode_q5_k(b, y);
+            }
+        }
+        Q6_K => {
+            for (b, y) in blocks {
+                kquants::decode_q6_k(b, y);
+            }
+        }
         _ => bail!("decoding {ty} is not supported"),
     }
     Ok(())
@@ -198,6 +245,15 @@ pub fn decode_tensor(ty: GgmlType, bytes: &[u8], row_len: usize) -> Result<Vec<f
     Ok(out)
 }
 
+/// The 16 quant bytes of a 4-bit block starting at `at`.
+#[inline(always)]
+fn quants16(b: &[u8], at: usize) -> &[u8; 16] {
+    b[at..at + 16]
+        .try_into()
+        .expect("a 4-bit block holds 16 quant bytes")
+}
+
+#[inline(always)]
 fn half(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }

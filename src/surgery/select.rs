@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::runtime::kernels;
+use anyhow::{bail, ensure, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -404,13 +405,13 @@ fn check_inputs(
 /// `Random` samples `k` rows with `seed`), and drops the rest.
 fn order(all: &mut Vec<SelectedRow>, ranking: Ranking, seed: u64, k: usize) {
     match ranking {
-        Ranking::AntiAligned => {
-            all.sort_by(|a, b| a.cosine.total_cmp(&b.cosine).then(key(a).cmp(&key(b))))
-        }
-        Ranking::Aligned => {
-            all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b))))
-        }
-        Ranking::Activation => all.sort_by(|a, b| {
+        Ranking::AntiAligned => first_k(all, k, |a, b| {
+            a.cosine.total_cmp(&b.cosine).then(key(a).cmp(&key(b)))
+        }),
+        Ranking::Aligned => first_k(all, k, |a, b| {
+            b.cosine.total_cmp(&a.cosine).then(key(a).cmp(&key(b)))
+        }),
+        Ranking::Activation => first_k(all, k, |a, b| {
             let (x, y) = (a.score.unwrap_or(0.0), b.score.unwrap_or(0.0));
             x.total_cmp(&y).then(key(a).cmp(&key(b)))
         }),
@@ -424,19 +425,115 @@ fn order(all: &mut Vec<SelectedRow>, ranking: Ranking, seed: u64, k: usize) {
     all.truncate(k);
 }
 
+/// The `k` first rows in `cmp`'s order, sorted: the order is total (ties broken by block
+/// and row), so this is the full sort's prefix without sorting the other ~95 %.
+fn first_k(
+    all: &mut [SelectedRow],
+    k: usize,
+    cmp: impl Fn(&SelectedRow, &SelectedRow) -> std::cmp::Ordering,
+) {
+    if k > 0 && k < all.len() {
+        all.select_nth_unstable_by(k - 1, &cmp);
+    }
+    let k = k.min(all.len());
+    all[..k].sort_by(&cmp);
+}
+
 fn key(r: &SelectedRow) -> (usize, usize) {
     (r.block, r.row)
 }
 
-/// Rows whose sums [`cosines`] runs side by side.
-const LANES: usize = 4;
+/// Partial sums per row in [`cosines`]: one vector of f64 on AVX-512.
+const LANES: usize = 8;
+
+type Lanes = [f64; LANES];
+
+/// Adds `x` into `acc` lane by lane, element `i` into lane `i % LANES`; the tail past the
+/// last whole group goes to lane 0 in order. A fixed order written out in the code, so every
+/// instruction set gives the same bits.
+#[inline(always)]
+fn lane_sums(x: &[f64], y: &[f64]) -> (Lanes, Lanes) {
+    let (mut xx, mut xy) = ([0f64; LANES], [0f64; LANES]);
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        // Whole arrays, so that the compiler sees one vector per operation.
+        let a: &[f64; LANES] = a.try_into().expect("chunks_exact");
+        let b: &[f64; LANES] = b.try_into().expect("chunks_exact");
+        for j in 0..LANES {
+            xx[j] += a[j] * a[j];
+            xy[j] += a[j] * b[j];
+        }
+    }
+    for (&a, &b) in xt.iter().zip(yt) {
+        xx[0] += a * a;
+        xy[0] += a * b;
+    }
+    (xx, xy)
+}
+
+/// `x` widened into `out` (a loop the compiler vectorises, unlike a conversion inside the
+/// sums).
+#[inline(always)]
+fn widen(x: &[f32], out: &mut [f64]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f64::from(v);
+    }
+}
+
+/// The lanes added pairwise in a fixed order.
+#[inline(always)]
+fn total(l: &Lanes) -> f64 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// Every row of one tensor: decoded and summed in one function compiled for the CPU's
+/// vector width (`decode_row` inlined into it), so the decode and the f64 sums vectorise.
+struct TensorCosines<'a> {
+    ty: crate::formats::ggml::GgmlType,
+    bytes: &'a [u8],
+    row_bytes: usize,
+    n_rows: usize,
+    w: &'a [f32],
+    gain: Option<&'a [f32]>,
+}
+
+impl pulp::WithSimd for TensorCosines<'_> {
+    /// Per row: (stored row's ‖r‖², dot of the compared row with w, compared row's ‖r‖²),
+    /// or the index of the row that failed to decode.
+    type Output = std::result::Result<Vec<(f64, f64, f64)>, (usize, anyhow::Error)>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+        let n = self.w.len();
+        let (mut g, mut gs) = (vec![0f32; n], vec![0f32; n]);
+        let (mut gd, mut w) = (vec![0f64; n], vec![0f64; n]);
+        widen(self.w, &mut w);
+        let mut out = Vec::with_capacity(self.n_rows);
+        for (r, row) in self.bytes.chunks_exact(self.row_bytes).enumerate() {
+            quant::decode_row_inline(self.ty, row, &mut g).map_err(|e| (r, e))?;
+            widen(&g, &mut gd);
+            let (xx, xw) = lane_sums(&gd, &w);
+            let norm2 = total(&xx);
+            match self.gain {
+                Some(gain) => {
+                    for ((s, &a), &k) in gs.iter_mut().zip(&g).zip(gain) {
+                        *s = a * k;
+                    }
+                    widen(&gs, &mut gd);
+                    let (ss, sw) = lane_sums(&gd, &w);
+                    out.push((norm2, total(&sw), total(&ss)));
+                }
+                // The rows as compared are the stored rows: one sum of squares serves both.
+                None => out.push((norm2, total(&xw), norm2)),
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// Appends the cosine of every row of `t` with `v.rank` (rows scaled by `v.row_gain` when
 /// norm-aware), accumulated in f64, and each stored row's norm.
-///
-/// Each row's sums are one dependent chain of f64 additions; [`LANES`] rows are summed side
-/// by side (rows transposed, one lane each) so the chains overlap, every row's sums still
-/// added in element order, so the values are those of one row at a time, bit for bit.
 fn cosines(
     model: &ModelFile,
     t: &MatrixTensor,
@@ -448,81 +545,44 @@ fn cosines(
     let n = t.row_len;
     // The tensor's bytes once, not one lookup by name per row.
     let (bytes, rb) = (model.tensor_bytes(&t.name)?, quant::row_bytes(t.ty, n)?);
-    let (mut g, mut gt) = (vec![0f32; n], vec![0f32; n * LANES]);
-    // The rows as compared (scaled by the gain when norm-aware), transposed like `gt`.
-    let mut gs = vec![0f32; if v.row_gain.is_some() { n * LANES } else { 0 }];
-    for first in (0..t.n_rows).step_by(LANES) {
-        let k = LANES.min(t.n_rows - first);
-        for j in 0..k {
-            let r = first + j;
-            let row = bytes.get(r * rb..(r + 1) * rb).with_context(|| {
-                format!(
-                    "{}: {} is shorter than its shape",
-                    model.path().display(),
-                    t.name
-                )
-            })?;
-            quant::decode_row(t.ty, row, &mut g)
-                .with_context(|| format!("{}: {} row {r}", model.path().display(), t.name))?;
-            gt.iter_mut()
-                .skip(j)
-                .step_by(LANES)
-                .zip(&g)
-                .for_each(|(d, &x)| *d = x);
-        }
-        let scaled = match &v.row_gain {
-            Some(gain) => {
-                for ((s, a), &k) in gs
-                    .chunks_exact_mut(LANES)
-                    .zip(gt.chunks_exact(LANES))
-                    .zip(gain)
-                {
-                    s.iter_mut().zip(a).for_each(|(s, &a)| *s = a * k);
-                }
-                &gs
-            }
-            None => &gt,
-        };
-        let (mut norm2, mut dot, mut nn) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
-        if v.row_gain.is_some() {
-            for ((a, b), &wi) in gt
-                .chunks_exact(LANES)
-                .zip(scaled.chunks_exact(LANES))
-                .zip(w)
-            {
-                for j in 0..LANES {
-                    let (a, b) = (a[j] as f64, b[j] as f64);
-                    norm2[j] += a * a;
-                    dot[j] += b * wi as f64;
-                    nn[j] += b * b;
-                }
-            }
+    let shorter = || {
+        format!(
+            "{}: {} is shorter than its shape",
+            model.path().display(),
+            t.name
+        )
+    };
+    let bytes = bytes.get(..t.n_rows * rb).with_context(shorter)?;
+    ensure!(
+        w.len() == n,
+        "{}: probe of width {} against rows of {n}",
+        t.name,
+        w.len()
+    );
+    let job = TensorCosines {
+        ty: t.ty,
+        bytes,
+        row_bytes: rb,
+        n_rows: t.n_rows,
+        w,
+        gain: v.row_gain.as_deref(),
+    };
+    let sums = kernels::isa::dispatch(kernels::isa::active(), job)
+        .map_err(|(r, e)| e.context(format!("{}: {} row {r}", model.path().display(), t.name)))?;
+    for (r, (norm2, dot, nn)) in sums.into_iter().enumerate() {
+        // A zero row (or direction) has no direction: rank it as orthogonal.
+        let cosine = if nn > 0.0 && w_norm > 0.0 {
+            (dot / (nn.sqrt() * w_norm)) as f32
         } else {
-            // The rows as compared are the stored rows: one sum of squares serves both.
-            for (a, &wi) in gt.chunks_exact(LANES).zip(w) {
-                for j in 0..LANES {
-                    let a = a[j] as f64;
-                    norm2[j] += a * a;
-                    dot[j] += a * wi as f64;
-                }
-            }
-            nn = norm2;
-        }
-        for j in 0..k {
-            // A zero row (or direction) has no direction: rank it as orthogonal.
-            let cosine = if nn[j] > 0.0 && w_norm > 0.0 {
-                (dot[j] / (nn[j].sqrt() * w_norm)) as f32
-            } else {
-                0.0
-            };
-            out.push(SelectedRow {
-                block: t.block,
-                row: first + j,
-                cosine,
-                score: None,
-                norm: norm2[j].sqrt() as f32,
-            });
-        }
+            0.0
+        };
+        out.push(SelectedRow {
+            block: t.block,
+            row: r,
+            cosine,
+            score: None,
+            norm: norm2.sqrt() as f32,
+        });
     }
     Ok(())
 }
