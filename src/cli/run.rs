@@ -218,15 +218,21 @@ pub struct CompareArgs {
     /// prompt reported.
     #[arg(long, value_enum, default_value = "halves")]
     pub split: scalpel::pipeline::compare::PromptSplit,
+    /// Strength grids of their own for some recipes' controls, e.g. `profs=4:8:16`: for a
+    /// control that never reaches the recipe's damage at the recipe's strengths.
+    #[arg(long, default_value = "")]
+    pub control_grids: String,
 }
 
 /// Runs `scalpel compare`.
 pub fn compare(a: &CompareArgs, m: &ArgMatches) -> Result<()> {
-    use scalpel::pipeline::compare::{compare, parse_grids, CompareOptions};
+    use scalpel::pipeline::compare::{compare, parse_control_grids, parse_grids, CompareOptions};
     use scalpel::pipeline::sweep::parse_list;
     let cfg = a.cfg.resolve(m, "runs/compare")?;
+    let grids = parse_grids(&a.recipes)?;
     let opts = CompareOptions {
-        grids: parse_grids(&a.recipes)?,
+        control_grids: parse_control_grids(&a.control_grids, &grids)?,
+        grids,
         controls: a.controls,
         kl_targets: parse_list(&a.kl_targets, "--kl-targets")?,
         ppl_targets: parse_list(&a.ppl_targets, "--ppl-targets")?,

@@ -76,6 +76,11 @@ pub struct CompareOptions {
     /// Which prompts choose and which are reported.
     #[serde(default)]
     pub split: PromptSplit,
+    /// Strength grids of their own for some recipes' controls, when a control at the
+    /// recipe's strengths never reaches the recipe's damage (ProFS's random subspace: KL
+    /// 0.005 where the recipe reaches 0.14), so that both are compared at matched damage.
+    #[serde(default)]
+    pub control_grids: Vec<(Recipe, Vec<f32>)>,
 }
 
 /// Default strength grids: the paper's α; damping factors for value-damp; pushes in row
@@ -113,6 +118,32 @@ pub fn parse_grids(spec: &str) -> Result<Vec<(Recipe, Vec<f32>)>> {
     }
     ensure!(!out.is_empty(), "no recipe to compare in {spec:?}");
     Ok(out)
+}
+
+/// Parses `--control-grids`: `profs=4:8:16`, a grid for every recipe named, each of them
+/// one of the compared `recipes`.
+pub fn parse_control_grids(
+    spec: &str,
+    recipes: &[(Recipe, Vec<f32>)],
+) -> Result<Vec<(Recipe, Vec<f32>)>> {
+    if spec.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        ensure!(
+            part.contains('='),
+            "control grid {part:?}: give the strengths, e.g. profs=4:8:16"
+        );
+    }
+    let grids = parse_grids(spec)?;
+    for (r, _) in &grids {
+        ensure!(
+            recipes.iter().any(|(c, _)| c == r),
+            "control grid for {}, which is not among the compared recipes",
+            r.name()
+        );
+    }
+    Ok(grids)
 }
 
 /// One evaluated model of a series.
@@ -331,6 +362,36 @@ fn series_variants(
     vs
 }
 
+/// Every model the comparison evaluates, in order, with its strength: each recipe at each
+/// strength of its grid with its controls, or, where the controls have a grid of their own
+/// (`control_grids`), the recipe on its grid and then the controls on theirs.
+fn jobs(cfg: &RunConfig, opts: &CompareOptions, paper_total: f64) -> Vec<(f32, Variant)> {
+    let is_control = |v: &Variant| v.label.contains("control");
+    let mut out = Vec::new();
+    for (r, grid) in &opts.grids {
+        let own = opts
+            .control_grids
+            .iter()
+            .find(|(c, _)| c == r)
+            .map(|c| &c.1);
+        for &s in grid {
+            for v in series_variants(cfg, *r, s, paper_total, opts.controls) {
+                if own.is_none() || !is_control(&v) {
+                    out.push((s, v));
+                }
+            }
+        }
+        for &s in own.into_iter().flatten() {
+            for v in series_variants(cfg, *r, s, paper_total, opts.controls) {
+                if is_control(&v) {
+                    out.push((s, v));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Runs the comparison and writes `compare.md`, `compare.json` and `compare.svg`.
 pub fn compare(
     mut cfg: RunConfig,
@@ -353,42 +414,38 @@ pub fn compare(
     let paper_total = paper_total_change(&s, &probe, &cfg)?;
     let mut points: Vec<SweepPoint> = Vec::new();
     let mut base: Option<(Vec<String>, Vec<f64>)> = None;
-    let total: usize = opts
-        .grids
-        .iter()
-        .map(|(r, g)| g.len() * series_variants(&cfg, *r, 1.0, paper_total, opts.controls).len())
-        .sum();
-    let mut done = 0;
-    for (r, grid) in &opts.grids {
-        for &strength in grid {
-            for v in series_variants(&cfg, *r, strength, paper_total, opts.controls) {
-                done += 1;
-                eprintln!("== [{done}/{total}] {} strength {strength}", v.label);
-                let dir = out.join(format!("{}-s{strength}", v.label.replace(' ', "_")));
-                let (row, report) = s.variant(&v, &dir, false)?;
-                if base.is_none() {
-                    let b = base_report(&report).context("the evaluation has no base")?;
-                    base = Some(toxic_outcomes(&b, &suite, cfg.eval.threshold)?);
-                }
-                let (ids, toxic) = toxic_outcomes(&report, &suite, cfg.eval.threshold)?;
-                ensure!(
-                    base.as_ref().is_some_and(|b| b.0 == ids),
-                    "{}: prompts differ from the base's",
-                    v.label
-                );
-                points.push(SweepPoint {
-                    series: v.label.clone(),
-                    strength,
-                    kl: row.kl.as_ref().map_or(f64::NAN, |k| k.estimate),
-                    ppl_ratio: row.ppl_ratio.unwrap_or(f64::NAN),
-                    toxic,
-                    prompts: points.is_empty().then(|| prompts_of(&report, &suite)),
-                    row,
-                });
-                let partial = summarise(&cfg, opts, &s.model_sha256, &base, &points, t0)?;
-                write_outputs(&partial, &out)?;
-            }
+    let jobs = jobs(&cfg, opts, paper_total);
+    for (done, (strength, v)) in jobs.iter().enumerate() {
+        let strength = *strength;
+        eprintln!(
+            "== [{}/{}] {} strength {strength}",
+            done + 1,
+            jobs.len(),
+            v.label
+        );
+        let dir = out.join(format!("{}-s{strength}", v.label.replace(' ', "_")));
+        let (row, report) = s.variant(v, &dir, false)?;
+        if base.is_none() {
+            let b = base_report(&report).context("the evaluation has no base")?;
+            base = Some(toxic_outcomes(&b, &suite, cfg.eval.threshold)?);
         }
+        let (ids, toxic) = toxic_outcomes(&report, &suite, cfg.eval.threshold)?;
+        ensure!(
+            base.as_ref().is_some_and(|b| b.0 == ids),
+            "{}: prompts differ from the base's",
+            v.label
+        );
+        points.push(SweepPoint {
+            series: v.label.clone(),
+            strength,
+            kl: row.kl.as_ref().map_or(f64::NAN, |k| k.estimate),
+            ppl_ratio: row.ppl_ratio.unwrap_or(f64::NAN),
+            toxic,
+            prompts: points.is_empty().then(|| prompts_of(&report, &suite)),
+            row,
+        });
+        let partial = summarise(&cfg, opts, &s.model_sha256, &base, &points, t0)?;
+        write_outputs(&partial, &out)?;
     }
     let mut summary = summarise(&cfg, opts, &s.model_sha256, &base, &points, t0)?;
     if opts.prompting {
@@ -592,6 +649,7 @@ mod tests {
             ppl_targets: Vec::new(),
             prompting: false,
             split: PromptSplit::Confirm,
+            control_grids: Vec::new(),
         };
         let mut cfg = RunConfig::default();
         cfg.eval.bootstrap = 200;
@@ -612,6 +670,45 @@ mod tests {
         assert!((s.base_toxic_report[0] - 100.0 / 3.0).abs() < 1e-9);
         assert_eq!(s.best.len(), 1);
         assert!(render(&s).contains("3 tuning / 3 report"));
+    }
+
+    #[test]
+    fn controls_with_a_grid_of_their_own_are_evaluated_on_it() {
+        let grids = parse_grids("paper=1,profs=0.5:1").unwrap();
+        let mut opts = CompareOptions {
+            control_grids: parse_control_grids("profs=4:8", &grids).unwrap(),
+            grids,
+            controls: ControlSet::Matched,
+            kl_targets: vec![0.1],
+            ppl_targets: Vec::new(),
+            prompting: false,
+            split: PromptSplit::Halves,
+        };
+        let got: Vec<(f32, String)> = jobs(&RunConfig::default(), &opts, 1.0)
+            .into_iter()
+            .map(|(s, v)| (s, v.label))
+            .collect();
+        let want = [
+            (1.0, "paper"),
+            (1.0, "paper control-random-rows"),
+            (0.5, "profs"),
+            (1.0, "profs"),
+            (4.0, "profs control-random-direction"),
+            (8.0, "profs control-random-direction"),
+        ];
+        let want: Vec<(f32, String)> = want.iter().map(|&(s, l)| (s, l.to_string())).collect();
+        assert_eq!(got, want);
+        opts.control_grids.clear();
+        assert_eq!(jobs(&RunConfig::default(), &opts, 1.0).len(), 6);
+        assert!(
+            parse_control_grids("aura=2", &opts.grids).is_err(),
+            "not compared"
+        );
+        assert!(
+            parse_control_grids("profs", &opts.grids).is_err(),
+            "no grid"
+        );
+        assert!(parse_control_grids("", &opts.grids).unwrap().is_empty());
     }
 
     #[test]
