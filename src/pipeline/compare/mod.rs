@@ -491,11 +491,14 @@ fn summarise(
             series.push(p.series.clone());
         }
     }
+    // Without a `ppl` suite no point has a perplexity ratio: no rows of dashes for it.
+    let has_ppl = points.iter().any(|p| p.ppl_ratio.is_finite());
+    let ppl_targets = opts.ppl_targets.iter().filter(|_| has_ppl);
     let targets: Vec<(&str, f64)> = opts
         .kl_targets
         .iter()
         .map(|&t| ("kl", t))
-        .chain(opts.ppl_targets.iter().map(|&t| ("ppl_ratio", t)))
+        .chain(ppl_targets.map(|&t| ("ppl_ratio", t)))
         .collect();
     let at = |name: &str, measure: &str, target: f64| {
         let pts: Vec<(f64, f32, &[f64])> = points
@@ -655,7 +658,9 @@ mod tests {
         cfg.eval.bootstrap = 200;
         let ids = (0..6).map(|i| i.to_string()).collect();
         let base = Some((ids, base));
+        opts.ppl_targets = vec![1.1];
         let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+        assert_eq!(s.cells.len(), 2, "no perplexity measured: no ppl rows");
         // All six prompts: the base is 4/6 toxic, the recipe 1/6, its control 4/6.
         assert!((s.base_toxic_report[0] - 400.0 / 6.0).abs() < 1e-9);
         let cell = &s.cells[0];
