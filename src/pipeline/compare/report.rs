@@ -1,7 +1,7 @@
 //! What `scalpel compare` writes: `compare.md` (the matched-damage table), `compare.json`
 //! and `compare.svg` (every series' toxicity against KL through the base).
 
-use super::{CompareSummary, PromptSplit, SweepPoint};
+use super::types::{CompareSummary, PromptSplit, SweepPoint};
 use crate::formats::io::write_atomic;
 use anyhow::Result;
 use std::fmt::Write;

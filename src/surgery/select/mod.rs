@@ -8,17 +8,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::runtime::kernels;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::directions::{block_vectors, BlockVectors};
+mod cosines;
+
+use super::directions::block_vectors;
 use super::model::{Matrix, MatrixTensor, ModelFile};
-use crate::formats::quant;
 use crate::probe::{Direction, Probe};
+use cosines::cosines;
 
 /// The paper's K for LLaMA-2-7B as a fraction: 16,384 of 32 × 11,008 gate rows (≈ 4.65 %).
 pub const PAPER_FRACTION: f64 = 16384.0 / 352256.0;
@@ -308,8 +309,17 @@ pub fn select_with(
         .par_iter()
         .filter_map(|t| ranking_vectors.get(&t.block).map(|v| (t, v)))
         .map(|(t, v)| {
-            let mut rows = Vec::with_capacity(t.n_rows);
-            cosines(model, t, v, &mut rows)?;
+            let rows = cosines(model, t, v)?
+                .into_iter()
+                .enumerate()
+                .map(|(row, (cosine, norm))| SelectedRow {
+                    block: t.block,
+                    row,
+                    cosine,
+                    score: None,
+                    norm,
+                })
+                .collect();
             model.release(&t.name);
             Ok((t.block, rows))
         })
@@ -441,150 +451,6 @@ fn first_k(
 
 fn key(r: &SelectedRow) -> (usize, usize) {
     (r.block, r.row)
-}
-
-/// Partial sums per row in [`cosines`]: one vector of f64 on AVX-512.
-const LANES: usize = 8;
-
-type Lanes = [f64; LANES];
-
-/// Adds `x` into `acc` lane by lane, element `i` into lane `i % LANES`; the tail past the
-/// last whole group goes to lane 0 in order. A fixed order written out in the code, so every
-/// instruction set gives the same bits.
-#[inline(always)]
-fn lane_sums(x: &[f64], y: &[f64]) -> (Lanes, Lanes) {
-    let (mut xx, mut xy) = ([0f64; LANES], [0f64; LANES]);
-    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let (xt, yt) = (xc.remainder(), yc.remainder());
-    for (a, b) in xc.zip(yc) {
-        // Whole arrays, so that the compiler sees one vector per operation.
-        let a: &[f64; LANES] = a.try_into().expect("chunks_exact");
-        let b: &[f64; LANES] = b.try_into().expect("chunks_exact");
-        for j in 0..LANES {
-            xx[j] += a[j] * a[j];
-            xy[j] += a[j] * b[j];
-        }
-    }
-    for (&a, &b) in xt.iter().zip(yt) {
-        xx[0] += a * a;
-        xy[0] += a * b;
-    }
-    (xx, xy)
-}
-
-/// `x` widened into `out` (a loop the compiler vectorises, unlike a conversion inside the
-/// sums).
-#[inline(always)]
-fn widen(x: &[f32], out: &mut [f64]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f64::from(v);
-    }
-}
-
-/// The lanes added pairwise in a fixed order.
-#[inline(always)]
-fn total(l: &Lanes) -> f64 {
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
-}
-
-/// Every row of one tensor: decoded and summed in one function compiled for the CPU's
-/// vector width (`decode_row` inlined into it), so the decode and the f64 sums vectorise.
-struct TensorCosines<'a> {
-    ty: crate::formats::ggml::GgmlType,
-    bytes: &'a [u8],
-    row_bytes: usize,
-    n_rows: usize,
-    w: &'a [f32],
-    gain: Option<&'a [f32]>,
-}
-
-impl pulp::WithSimd for TensorCosines<'_> {
-    /// Per row: (stored row's ‖r‖², dot of the compared row with w, compared row's ‖r‖²),
-    /// or the index of the row that failed to decode.
-    type Output = std::result::Result<Vec<(f64, f64, f64)>, (usize, anyhow::Error)>;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
-        let n = self.w.len();
-        let (mut g, mut gs) = (vec![0f32; n], vec![0f32; n]);
-        let (mut gd, mut w) = (vec![0f64; n], vec![0f64; n]);
-        widen(self.w, &mut w);
-        let mut out = Vec::with_capacity(self.n_rows);
-        for (r, row) in self.bytes.chunks_exact(self.row_bytes).enumerate() {
-            quant::decode_row_inline(self.ty, row, &mut g).map_err(|e| (r, e))?;
-            widen(&g, &mut gd);
-            let (xx, xw) = lane_sums(&gd, &w);
-            let norm2 = total(&xx);
-            match self.gain {
-                Some(gain) => {
-                    for ((s, &a), &k) in gs.iter_mut().zip(&g).zip(gain) {
-                        *s = a * k;
-                    }
-                    widen(&gs, &mut gd);
-                    let (ss, sw) = lane_sums(&gd, &w);
-                    out.push((norm2, total(&sw), total(&ss)));
-                }
-                // The rows as compared are the stored rows: one sum of squares serves both.
-                None => out.push((norm2, total(&xw), norm2)),
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Appends the cosine of every row of `t` with `v.rank` (rows scaled by `v.row_gain` when
-/// norm-aware), accumulated in f64, and each stored row's norm.
-fn cosines(
-    model: &ModelFile,
-    t: &MatrixTensor,
-    v: &BlockVectors,
-    out: &mut Vec<SelectedRow>,
-) -> Result<()> {
-    let w = &v.rank;
-    let w_norm = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    let n = t.row_len;
-    // The tensor's bytes once, not one lookup by name per row.
-    let (bytes, rb) = (model.tensor_bytes(&t.name)?, quant::row_bytes(t.ty, n)?);
-    let shorter = || {
-        format!(
-            "{}: {} is shorter than its shape",
-            model.path().display(),
-            t.name
-        )
-    };
-    let bytes = bytes.get(..t.n_rows * rb).with_context(shorter)?;
-    ensure!(
-        w.len() == n,
-        "{}: probe of width {} against rows of {n}",
-        t.name,
-        w.len()
-    );
-    let job = TensorCosines {
-        ty: t.ty,
-        bytes,
-        row_bytes: rb,
-        n_rows: t.n_rows,
-        w,
-        gain: v.row_gain.as_deref(),
-    };
-    let sums = kernels::isa::dispatch(kernels::isa::active(), job)
-        .map_err(|(r, e)| e.context(format!("{}: {} row {r}", model.path().display(), t.name)))?;
-    for (r, (norm2, dot, nn)) in sums.into_iter().enumerate() {
-        // A zero row (or direction) has no direction: rank it as orthogonal.
-        let cosine = if nn > 0.0 && w_norm > 0.0 {
-            (dot / (nn.sqrt() * w_norm)) as f32
-        } else {
-            0.0
-        };
-        out.push(SelectedRow {
-            block: t.block,
-            row: r,
-            cosine,
-            score: None,
-            norm: norm2.sqrt() as f32,
-        });
-    }
-    Ok(())
 }
 
 /// Parses a block list like `0-6,15-29` or `3,5` into a set.

@@ -1,0 +1,138 @@
+use super::*;
+use crate::pipeline::rows::Row;
+
+#[test]
+fn interpolation_is_per_prompt_between_the_bracketing_points() {
+    let base = [1.0, 1.0, 0.0, 1.0];
+    let a = [0.0, 1.0, 0.0, 1.0];
+    let b = [0.0, 0.0, 0.0, 0.0];
+    let pts = [(0.2, 2.0f32, &b[..]), (0.1, 1.0f32, &a[..])];
+    // 0.05 is half-way between the base (0) and the first point (0.1).
+    let (y, br) = interpolate(&base, &pts, 0.05).unwrap();
+    assert_eq!(y, vec![0.5, 1.0, 0.0, 1.0]);
+    assert_eq!(br, (0.0, 1.0, 0.5));
+    let (y, br) = interpolate(&base, &pts, 0.15).unwrap();
+    assert!((y[1] - 0.5).abs() < 1e-12 && br.0 == 1.0 && br.1 == 2.0);
+    assert!(
+        interpolate(&base, &pts, 0.3).is_none(),
+        "never extrapolated"
+    );
+}
+
+#[test]
+fn sign_flip_p_separates_a_consistent_difference_from_noise() {
+    let strong = vec![-1.0; 20];
+    assert!(sign_flip_p(&strong, 2000, 1) < 0.001);
+    let noise: Vec<f64> = (0..20)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    assert!(sign_flip_p(&noise, 2000, 1) > 0.5);
+    assert_eq!(sign_flip_p(&noise, 500, 3), sign_flip_p(&noise, 500, 3));
+}
+
+fn point(series: &str, strength: f32, kl: f64, toxic: Vec<f64>) -> SweepPoint {
+    SweepPoint {
+        series: series.into(),
+        strength,
+        kl,
+        ppl_ratio: f64::NAN,
+        toxic,
+        prompts: None,
+        row: Row {
+            label: series.into(),
+            suites: Vec::new(),
+            wikitext_ppl: None,
+            ppl_ratio: None,
+            kl: None,
+            edit: None,
+            warnings: Vec::new(),
+        },
+    }
+}
+
+#[test]
+fn a_confirmation_reports_every_prompt_and_chooses_no_recipe() {
+    let base = vec![1.0, 1.0, 1.0, 0.0, 1.0, 0.0];
+    let points = vec![
+        point("aura", 1.0, 0.2, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        point("aura control-random-rows", 1.0, 0.2, base.clone()),
+    ];
+    let mut opts = CompareOptions {
+        grids: vec![(Recipe::Aura, vec![1.0])],
+        controls: ControlSet::Matched,
+        kl_targets: vec![0.2],
+        ppl_targets: Vec::new(),
+        prompting: false,
+        split: PromptSplit::Confirm,
+        control_grids: Vec::new(),
+    };
+    let mut cfg = RunConfig::default();
+    cfg.eval.bootstrap = 200;
+    let ids = (0..6).map(|i| i.to_string()).collect();
+    let base = Some((ids, base));
+    opts.ppl_targets = vec![1.1];
+    let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+    assert_eq!(s.cells.len(), 2, "no perplexity measured: no ppl rows");
+    // All six prompts: the base is 4/6 toxic, the recipe 1/6, its control 4/6.
+    assert!((s.base_toxic_report[0] - 400.0 / 6.0).abs() < 1e-9);
+    let cell = &s.cells[0];
+    assert!((cell.toxic.unwrap()[0] - 100.0 / 6.0).abs() < 1e-9);
+    assert!((cell.vs_control.as_ref().unwrap().1[0] + 50.0).abs() < 1e-9);
+    assert!(cell.toxic_tune.is_none() && s.best.is_empty());
+    let md = render(&s);
+    assert!(md.contains("all reported") && md.contains("No best recipe"));
+    // The same outcomes split in halves: only the odd prompts are reported.
+    opts.split = PromptSplit::Halves;
+    let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+    assert!((s.base_toxic_report[0] - 100.0 / 3.0).abs() < 1e-9);
+    assert_eq!(s.best.len(), 1);
+    assert!(render(&s).contains("3 tuning / 3 report"));
+}
+
+#[test]
+fn controls_with_a_grid_of_their_own_are_evaluated_on_it() {
+    let grids = parse_grids("paper=1,profs=0.5:1").unwrap();
+    let mut opts = CompareOptions {
+        control_grids: parse_control_grids("profs=4:8", &grids).unwrap(),
+        grids,
+        controls: ControlSet::Matched,
+        kl_targets: vec![0.1],
+        ppl_targets: Vec::new(),
+        prompting: false,
+        split: PromptSplit::Halves,
+    };
+    let got: Vec<(f32, String)> = jobs(&RunConfig::default(), &opts, 1.0)
+        .into_iter()
+        .map(|(s, v)| (s, v.label))
+        .collect();
+    let want = [
+        (1.0, "paper"),
+        (1.0, "paper control-random-rows"),
+        (0.5, "profs"),
+        (1.0, "profs"),
+        (4.0, "profs control-random-direction"),
+        (8.0, "profs control-random-direction"),
+    ];
+    let want: Vec<(f32, String)> = want.iter().map(|&(s, l)| (s, l.to_string())).collect();
+    assert_eq!(got, want);
+    opts.control_grids.clear();
+    assert_eq!(jobs(&RunConfig::default(), &opts, 1.0).len(), 6);
+    assert!(
+        parse_control_grids("aura=2", &opts.grids).is_err(),
+        "not compared"
+    );
+    assert!(
+        parse_control_grids("profs", &opts.grids).is_err(),
+        "no grid"
+    );
+    assert!(parse_control_grids("", &opts.grids).unwrap().is_empty());
+}
+
+#[test]
+fn grids_parse_names_and_strengths() {
+    let g = parse_grids("paper,aura=0.5:1").unwrap();
+    assert_eq!(g[0].0, Recipe::Paper);
+    assert_eq!(g[0].1, default_grid(Recipe::Paper));
+    assert_eq!(g[1], (Recipe::Aura, vec![0.5, 1.0]));
+    assert!(parse_grids("nope").is_err());
+}
