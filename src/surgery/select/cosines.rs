@@ -17,9 +17,9 @@ const LANES: usize = 8;
 
 type Lanes = [f64; LANES];
 
-/// Adds `x` into `acc` lane by lane, element `i` into lane `i % LANES`; the tail past the
-/// last whole group goes to lane 0 in order. A fixed order written out in the code, so every
-/// instruction set gives the same bits.
+/// Σ x² and Σ x·y in [`LANES`] partial sums, element `i` in lane `i % LANES`; the tail past
+/// the last whole group goes to lane 0 in order. A fixed order written out in the code, so
+/// every instruction set gives the same bits.
 #[inline(always)]
 fn lane_sums(x: &[f64], y: &[f64]) -> (Lanes, Lanes) {
     let (mut xx, mut xy) = ([0f64; LANES], [0f64; LANES]);
@@ -62,7 +62,6 @@ struct TensorCosines<'a> {
     ty: crate::formats::ggml::GgmlType,
     bytes: &'a [u8],
     row_bytes: usize,
-    n_rows: usize,
     w: &'a [f32],
     gain: Option<&'a [f32]>,
 }
@@ -78,7 +77,7 @@ impl pulp::WithSimd for TensorCosines<'_> {
         let (mut g, mut gs) = (vec![0f32; n], vec![0f32; n]);
         let (mut gd, mut w) = (vec![0f64; n], vec![0f64; n]);
         widen(self.w, &mut w);
-        let mut out = Vec::with_capacity(self.n_rows);
+        let mut out = Vec::with_capacity(self.bytes.len() / self.row_bytes);
         for (r, row) in self.bytes.chunks_exact(self.row_bytes).enumerate() {
             quant::decode_row_inline(self.ty, row, &mut g).map_err(|e| (r, e))?;
             widen(&g, &mut gd);
@@ -120,6 +119,12 @@ pub(super) fn cosines(
             t.name
         )
     };
+    ensure!(
+        rb > 0,
+        "{}: {} has rows of no elements",
+        model.path().display(),
+        t.name
+    );
     let bytes = bytes.get(..t.n_rows * rb).with_context(shorter)?;
     ensure!(
         w.len() == n,
@@ -131,7 +136,6 @@ pub(super) fn cosines(
         ty: t.ty,
         bytes,
         row_bytes: rb,
-        n_rows: t.n_rows,
         w,
         gain: v.row_gain.as_deref(),
     };
