@@ -460,8 +460,10 @@ def tables(res):
                f"(median of {res['runs']} interleaved runs after a warm-up; harness wall time {res['wall_s'] / 60:.1f} min"
                f"{', --quick' if res['quick'] else ''}).")
     out.append("")
-    out.append(f"CPU instruction sets: {m.get('isa_flags', '?')}. The peers use the best this CPU has "
-               f"(llama.cpp: {res.get('peers', {}).get('llama.cpp', {}).get('system_info', '?')}); scalpel's "
+    llama = res.get("peers", {}).get("llama.cpp")
+    peer_isa = (f"The peers use the best this CPU has (llama.cpp: {llama.get('system_info', '?')}); "
+                if llama else "No compute peer ran (`cp` is the floor); ")
+    out.append(f"CPU instruction sets: {m.get('isa_flags', '?')}. {peer_isa}scalpel's "
                "kernels are in the `kernels` column (forced lower with SCALPEL_ISA).")
     out.append("")
     all_peers = [p for p in ("transformers", "llama.cpp", "llama.cpp 1 thread") if p in res.get("peers", {})]
