@@ -171,11 +171,15 @@ fn run_generate(a: &BenchArgs, prompts_path: &std::path::Path) -> Result<()> {
     generate(&model, &prompts[..1], &warm, None)?;
     let mut secs = Vec::new();
     let mut tokens = Vec::new();
+    // Where each run's time went: prompt processing, then the token-by-token steps.
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for _ in 0..a.runs.max(1) {
         let t = Instant::now();
         let (_, stats) = generate(&model, &prompts, &params, None)?;
         secs.push(t.elapsed().as_secs_f64());
         tokens.push(stats.generated_tokens);
+        prefill.push(stats.prefill_secs);
+        decode.push(stats.decode_secs);
     }
     let rates: Vec<f64> = tokens
         .iter()
@@ -188,7 +192,8 @@ fn run_generate(a: &BenchArgs, prompts_path: &std::path::Path) -> Result<()> {
             "threads": candle_core::utils::get_num_threads(), "prompts": prompts.len(),
             "prompt_tokens": prompts.iter().map(Vec::len).sum::<usize>(),
             "generated_tokens": tokens, "batch_size": a.batch_size, "load_secs": load_secs,
-            "secs": secs, "tokens_per_s": median(rates)})
+            "secs": secs, "prefill_secs": prefill, "decode_secs": decode,
+            "tokens_per_s": median(rates)})
     );
     Ok(())
 }
