@@ -286,19 +286,17 @@ fn batched_product(
         .div_ceil(threads * 4)
         .next_multiple_of(batched::GROUP)
         .max(16);
-    let mut cols = vec![0f32; n * m];
-    cols.par_chunks_mut(chunk * m)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            let r0 = c * chunk;
-            let nrows = dst.len() / m;
+    let mut out = vec![0f32; m * n];
+    batched::column_blocks(&mut out, m, n, chunk)
+        .into_par_iter()
+        .for_each(|dst| {
+            let (r0, nrows) = (dst.first(), dst.width());
             isa::dispatch(
                 isa,
                 batched::Chunk {
                     ty: rows,
                     w: &data[r0 * rb..(r0 + nrows) * rb],
                     rb,
-                    nrows,
                     x: &padded,
                     m,
                     k,
@@ -306,7 +304,7 @@ fn batched_product(
                 },
             )
         });
-    transpose(&cols, n, m)
+    out
 }
 
 /// One single-row product's inputs, shared by the chunks of output rows.

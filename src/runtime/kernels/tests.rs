@@ -377,3 +377,36 @@ fn rejects_wrong_sizes() {
     assert!(QuantMatrix::new(BlockType::Q4_1, 2, 32, vec![0; 39]).is_err());
     assert!(QuantMatrix::new(BlockType::Q8_0, 2, 32, vec![0; 67]).is_err());
 }
+
+/// The batched path's column blocks cover every column of the output exactly once, each
+/// writes only its own columns, and a write outside a block panics instead of landing in
+/// another block's columns.
+#[test]
+fn column_blocks_partition_the_output() {
+    let (m, n) = (3, 10);
+    let mut out = vec![0f32; m * n];
+    let blocks = batched::column_blocks(&mut out, m, n, 4);
+    let spans: Vec<(usize, usize)> = blocks.iter().map(|b| (b.first(), b.width())).collect();
+    assert_eq!(spans, [(0, 4), (4, 4), (8, 2)]);
+    for mut b in blocks {
+        for row in 0..m {
+            for col in 0..b.width() {
+                b.set(row, col, (row * 100 + b.first() + col) as f32);
+            }
+        }
+    }
+    let want: Vec<f32> = (0..m * n).map(|e| ((e / n) * 100 + e % n) as f32).collect();
+    assert_eq!(out, want);
+    let mut out = vec![0f32; m * n];
+    let mut blocks = batched::column_blocks(&mut out, m, n, 4);
+    let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        blocks[2].set(0, 2, 1.0)
+    }));
+    assert!(outside.is_err());
+    let below = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        blocks[0].set(m, 0, 1.0)
+    }));
+    assert!(below.is_err());
+    drop(blocks);
+    assert!(out.iter().all(|&v| v == 0.0));
+}
