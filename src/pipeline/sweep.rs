@@ -37,7 +37,8 @@ impl Default for SweepOptions {
 }
 
 impl SweepOptions {
-    /// Every α finite, every fraction in (0, 1].
+    /// Every α finite, every fraction in (0, 1], none of either given twice (a grid
+    /// point evaluated twice is a typo that costs a whole evaluation).
     pub fn validate(&self) -> Result<()> {
         if let Some(a) = self.alphas.iter().find(|a| !a.is_finite()) {
             bail!("--alphas: {a} is not a finite number");
@@ -45,8 +46,21 @@ impl SweepOptions {
         if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
             bail!("--fractions: {f} is not in (0, 1]");
         }
+        if let Some(a) = first_repeat(&self.alphas) {
+            bail!("--alphas: {a} is given twice");
+        }
+        if let Some(f) = first_repeat(&self.fractions) {
+            bail!("--fractions: {f} is given twice");
+        }
         Ok(())
     }
+}
+
+/// The first value of `list` that an earlier one equals.
+fn first_repeat<T: PartialEq + Copy>(list: &[T]) -> Option<T> {
+    (0..list.len())
+        .find(|&i| list[..i].contains(&list[i]))
+        .map(|i| list[i])
 }
 
 /// What `sweep.json` holds.
@@ -173,4 +187,27 @@ pub fn sweep(mut cfg: RunConfig, grid: &SweepOptions, inputs: Inputs) -> Result<
     );
     write_atomic(&out.join("sweep.md"), md.as_bytes())?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_with_bad_or_repeated_points_are_refused() {
+        assert!(SweepOptions::default().validate().is_ok());
+        let with = |alphas: Vec<f32>, fractions: Vec<f64>| SweepOptions {
+            alphas,
+            fractions,
+            controls: true,
+        };
+        for bad in [
+            with(vec![f32::NAN], vec![0.1]),
+            with(vec![1.0, 4.0, 1.0], vec![0.1]),
+            with(vec![1.0], vec![0.0]),
+            with(vec![1.0], vec![0.1, 0.1]),
+        ] {
+            assert!(bad.validate().is_err(), "{:?}", bad.alphas);
+        }
+    }
 }

@@ -68,6 +68,23 @@ pub fn parse_grids(spec: &str) -> Result<Vec<(Recipe, Vec<f32>)>> {
             None => default_grid(r),
         };
         ensure!(!g.is_empty(), "recipe {name}: empty strength grid");
+        // Checked here, before anything runs: a bad control grid would otherwise fail only
+        // after the recipe's own points had been evaluated, minutes later.
+        for (i, &v) in g.iter().enumerate() {
+            ensure!(
+                v.is_finite() && v > 0.0,
+                "recipe {name}: strength {v} must be a finite number > 0 (0 is the base, \
+                 which every comparison has; a negative strength reverses the edit)"
+            );
+            ensure!(
+                !g[..i].contains(&v),
+                "recipe {name}: strength {v} is given twice"
+            );
+        }
+        ensure!(
+            !out.iter().any(|(o, _)| *o == r),
+            "recipe {name} is given twice in {spec:?}"
+        );
         out.push((r, g));
     }
     ensure!(!out.is_empty(), "no recipe to compare in {spec:?}");

@@ -135,4 +135,17 @@ fn grids_parse_names_and_strengths() {
     assert_eq!(g[0].1, default_grid(Recipe::Paper));
     assert_eq!(g[1], (Recipe::Aura, vec![0.5, 1.0]));
     assert!(parse_grids("nope").is_err());
+    // Refused before anything runs, in the recipes' grids and the controls' alike.
+    for bad in [
+        "aura=nan",
+        "aura=inf",
+        "aura=0",
+        "aura=-1",
+        "aura=1:1",
+        "aura=1,aura=2",
+    ] {
+        assert!(parse_grids(bad).is_err(), "{bad}");
+        let grids = parse_grids("aura=0.5").unwrap();
+        assert!(parse_control_grids(bad, &grids).is_err(), "control {bad}");
+    }
 }

@@ -78,7 +78,10 @@ impl ColumnBlock<'_> {
     /// Writes output `[row, first + col]`.
     #[inline(always)]
     pub fn set(&mut self, row: usize, col: usize, v: f32) {
-        assert!(row < self.m && col < self.width, "write outside the column block");
+        assert!(
+            row < self.m && col < self.width,
+            "write outside the column block"
+        );
         // SAFETY: `row < m` and `first + col < first + width <= n` (checked here and in
         // `column_blocks`), so the element lies inside the borrowed `[m, n]` output, in
         // this block's columns, which no other block has.
@@ -94,7 +97,11 @@ pub(super) fn column_blocks(
     n: usize,
     width: usize,
 ) -> Vec<ColumnBlock<'_>> {
-    assert!(out.len() == m * n && width > 0, "output of {m}×{n} has {} elements", out.len());
+    assert!(
+        out.len() == m * n && width > 0,
+        "output of {m}×{n} has {} elements",
+        out.len()
+    );
     let ptr = out.as_mut_ptr();
     (0..n)
         .step_by(width)

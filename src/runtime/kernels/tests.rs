@@ -399,13 +399,10 @@ fn column_blocks_partition_the_output() {
     assert_eq!(out, want);
     let mut out = vec![0f32; m * n];
     let mut blocks = batched::column_blocks(&mut out, m, n, 4);
-    let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        blocks[2].set(0, 2, 1.0)
-    }));
+    let outside =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| blocks[2].set(0, 2, 1.0)));
     assert!(outside.is_err());
-    let below = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        blocks[0].set(m, 0, 1.0)
-    }));
+    let below = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| blocks[0].set(m, 0, 1.0)));
     assert!(below.is_err());
     drop(blocks);
     assert!(out.iter().all(|&v| v == 0.0));
