@@ -5,7 +5,7 @@
 use crate::eval::openai::Endpoint;
 use crate::eval::stats::BootstrapConfig;
 use crate::runtime::{Model, Precision};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -143,12 +143,54 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
-    /// The settings that change a single suite's results (the suite list does not).
-    pub fn cache_key(&self) -> serde_json::Value {
+    /// The settings that change `suite`'s cached result, as the JSON of its cache key.
+    ///
+    /// Settings the suite never reads are left out, so that its entry survives a change to
+    /// them: a ToxiGen comparison reuses the perplexity of an RTP one, which used to be
+    /// recomputed (a minute per model on the default model) because the key held every
+    /// setting. The threshold, the bootstrap and the KL windows are applied after the
+    /// cached runs (summaries, KL), so no key holds them. The `file` suite's prompts enter
+    /// by content (sha256), not only by path, so an edited file is never served the
+    /// results of its earlier version.
+    pub fn cache_key(&self, suite: Suite) -> Result<serde_json::Value> {
         let mut c = self.clone();
         c.suites.clear();
         c.allow_tokenizer_mismatch = false;
-        serde_json::to_value(c).unwrap_or_default()
+        c.threshold = 0.0;
+        c.bootstrap_resamples = 0;
+        c.kl_windows = 0;
+        c.kl_window = 0;
+        if suite == Suite::Ppl {
+            // WikiText windows from the start of the corpus: no prompts, no sampling.
+            c.limit = None;
+            c.max_new = None;
+            c.seed = 0;
+            c.batch_size = 0;
+        } else {
+            c.ppl_window = 0;
+            c.ppl_windows = None;
+        }
+        if suite != Suite::Toxigen {
+            c.toxigen_per_group = 0;
+        }
+        if suite != Suite::Kl {
+            c.benign_prompts = 0;
+        }
+        let mut file_sha256 = None;
+        if suite == Suite::File {
+            if let Some(p) = &self.prompt_file {
+                file_sha256 = Some(file_sha256_hex(p)?);
+            }
+        } else {
+            c.prompt_file = None;
+            c.prompt_field.clear();
+            c.prompt_file_chat = false;
+        }
+        let mut key = serde_json::to_value(c)?;
+        if let Some(h) = file_sha256 {
+            key["prompt_file_sha256"] = h.into();
+        }
+        Ok(key)
     }
 
     /// Refuses settings that would run and report something misleading (a NaN threshold
@@ -199,6 +241,17 @@ impl EvalConfig {
     }
 }
 
+/// The sha256 of a file's contents, streamed.
+fn file_sha256_hex(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("prompt file {}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .with_context(|| format!("prompt file {}: cannot read", path.display()))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// A model under evaluation.
 pub struct Subject<'a> {
     /// Name in the report ("base", "edited", "control-random-rows", ...).
@@ -209,4 +262,99 @@ pub struct Subject<'a> {
     pub endpoint: Option<&'a Endpoint>,
     /// Content fingerprint of the model files ([`crate::eval::suites::fingerprint`]).
     pub fingerprint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Precision;
+
+    fn key(c: &EvalConfig, s: Suite) -> serde_json::Value {
+        c.cache_key(s).unwrap()
+    }
+
+    /// A suite's key moves with the settings it reads and with no other, so that a cached
+    /// result is reused exactly when it would come out the same.
+    #[test]
+    fn a_suite_key_holds_the_settings_that_suite_reads() {
+        let base = EvalConfig::default();
+        let changed = |f: &dyn Fn(&mut EvalConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        let others = [
+            changed(&|c| c.threshold = 0.7),
+            changed(&|c| c.bootstrap_resamples = 10),
+            changed(&|c| c.kl_windows = 3),
+            changed(&|c| c.kl_window = 64),
+            changed(&|c| c.suites = vec![Suite::Ppl]),
+        ];
+        for suite in Suite::ALL.into_iter().filter(|&s| s != Suite::File) {
+            for c in &others {
+                assert_eq!(key(&base, suite), key(c, suite), "{suite}");
+            }
+            let precision = changed(&|c| c.precision = Precision::F32);
+            assert_ne!(key(&base, suite), key(&precision, suite), "{suite}");
+        }
+        // Perplexity: only its windows (and the precision, above).
+        for c in [
+            changed(&|c| c.limit = Some(7)),
+            changed(&|c| c.max_new = Some(5)),
+            changed(&|c| c.toxigen_per_group = 3),
+            changed(&|c| c.seed = 9),
+            changed(&|c| c.benign_prompts = 2),
+        ] {
+            assert_eq!(key(&base, Suite::Ppl), key(&c, Suite::Ppl));
+        }
+        assert_ne!(
+            key(&base, Suite::Ppl),
+            key(&changed(&|c| c.ppl_windows = Some(4)), Suite::Ppl)
+        );
+        assert_ne!(
+            key(&base, Suite::Ppl),
+            key(&changed(&|c| c.ppl_window = 512), Suite::Ppl)
+        );
+        // Generation: prompts, sampling and lengths; ToxiGen its groups, KL its prompts.
+        for s in [Suite::Rtp, Suite::Toxigen, Suite::Kl] {
+            assert_eq!(
+                key(&base, s),
+                key(&changed(&|c| c.ppl_windows = Some(4)), s)
+            );
+            for c in [
+                changed(&|c| c.limit = Some(7)),
+                changed(&|c| c.max_new = Some(5)),
+                changed(&|c| c.seed = 9),
+            ] {
+                assert_ne!(key(&base, s), key(&c, s), "{s}");
+            }
+        }
+        let groups = changed(&|c| c.toxigen_per_group = 3);
+        assert_eq!(key(&base, Suite::Rtp), key(&groups, Suite::Rtp));
+        assert_ne!(key(&base, Suite::Toxigen), key(&groups, Suite::Toxigen));
+        let benign = changed(&|c| c.benign_prompts = 2);
+        assert_eq!(key(&base, Suite::Rtp), key(&benign, Suite::Rtp));
+        assert_ne!(key(&base, Suite::Kl), key(&benign, Suite::Kl));
+    }
+
+    /// The `file` suite's key follows the prompts' contents, not only the file's name.
+    #[test]
+    fn a_prompt_file_enters_its_key_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prompts.txt");
+        std::fs::write(&path, "one\ntwo\n").unwrap();
+        let c = EvalConfig {
+            prompt_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let before = key(&c, Suite::File);
+        assert_eq!(before, key(&c, Suite::File));
+        std::fs::write(&path, "one\nthree\n").unwrap();
+        assert_ne!(before, key(&c, Suite::File));
+        // Other suites do not read the file.
+        assert_eq!(key(&c, Suite::Rtp), key(&EvalConfig::default(), Suite::Rtp));
+        std::fs::remove_file(&path).unwrap();
+        let err = c.cache_key(Suite::File).unwrap_err().to_string();
+        assert!(err.contains("prompts.txt"), "{err}");
+    }
 }

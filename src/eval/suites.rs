@@ -415,7 +415,7 @@ pub fn run_suite_cached(
 ) -> Result<SuiteRun> {
     let key = serde_json::json!({
         "v": CACHE_VERSION, "suite": suite, "model": subject.fingerprint,
-        "nll_model": nll_ref.fingerprint, "cfg": cfg.cache_key(),
+        "nll_model": nll_ref.fingerprint, "cfg": cfg.cache_key(suite)?,
     });
     let path = cfg
         .cache_dir
