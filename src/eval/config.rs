@@ -193,6 +193,18 @@ impl EvalConfig {
         Ok(key)
     }
 
+    /// The key of cache entries written before [`EvalConfig::cache_key`] held only a
+    /// suite's own settings: every setting but the suite list. `None` for the `file` suite,
+    /// whose earlier key held the prompt file's path and not its contents.
+    pub fn legacy_cache_key(&self, suite: Suite) -> Option<serde_json::Value> {
+        let mut c = self.clone();
+        c.suites.clear();
+        c.allow_tokenizer_mismatch = false;
+        (suite != Suite::File)
+            .then(|| serde_json::to_value(c).ok())
+            .flatten()
+    }
+
     /// Refuses settings that would run and report something misleading (a NaN threshold
     /// counts nothing as toxic; zero windows or prompts give empty measures). Called before
     /// any model loads.
@@ -335,6 +347,24 @@ mod tests {
         let benign = changed(&|c| c.benign_prompts = 2);
         assert_eq!(key(&base, Suite::Rtp), key(&benign, Suite::Rtp));
         assert_ne!(key(&base, Suite::Kl), key(&benign, Suite::Kl));
+    }
+
+    /// The earlier key is every setting but the suite list (what entries written before
+    /// per-suite keys were filed under), and is never used for a prompt file.
+    #[test]
+    fn the_legacy_key_is_every_setting_but_the_suite_list() {
+        let c = EvalConfig {
+            threshold: 0.7,
+            suites: vec![Suite::Rtp, Suite::Ppl],
+            ..Default::default()
+        };
+        let old = c.legacy_cache_key(Suite::Ppl).unwrap();
+        let mut want = serde_json::to_value(&c).unwrap();
+        want["suites"] = serde_json::json!([]);
+        assert_eq!(old, want);
+        assert_eq!(old["threshold"], 0.7);
+        assert_ne!(old, key(&c, Suite::Ppl));
+        assert!(c.legacy_cache_key(Suite::File).is_none());
     }
 
     /// The `file` suite's key follows the prompts' contents, not only the file's name.

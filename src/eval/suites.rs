@@ -413,21 +413,34 @@ pub fn run_suite_cached(
     scorers: &Scorers,
     fetch: &FetchOptions,
 ) -> Result<SuiteRun> {
-    let key = serde_json::json!({
-        "v": CACHE_VERSION, "suite": suite, "model": subject.fingerprint,
-        "nll_model": nll_ref.fingerprint, "cfg": cfg.cache_key(suite)?,
-    });
-    let path = cfg
+    let entry = |cfg_key: serde_json::Value| {
+        let key = serde_json::json!({
+            "v": CACHE_VERSION, "suite": suite, "model": subject.fingerprint,
+            "nll_model": nll_ref.fingerprint, "cfg": cfg_key,
+        });
+        let h = Sha256::digest(key.to_string().as_bytes());
+        format!("{suite}-{h:x}.json")
+    };
+    let dir = cfg
         .cache_dir
         .as_ref()
-        .filter(|_| subject.endpoint.is_none())
-        .map(|d| {
-            let h = Sha256::digest(key.to_string().as_bytes());
-            d.join(format!("{suite}-{:x}.json", h))
-        });
+        .filter(|_| subject.endpoint.is_none());
+    let path = dir.map(|d| -> Result<_> { Ok(d.join(entry(cfg.cache_key(suite)?))) });
+    let path = path.transpose()?;
     if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
         if let Some(run) = read_cached_run(p) {
             eprintln!("{} {suite}: cached ({})", subject.label, p.display());
+            return Ok(run);
+        }
+    }
+    // An entry written under the earlier key (every setting in it) is the same result when
+    // all settings match: read it and file it under the current key, so that evaluations
+    // cached before per-suite keys are not recomputed.
+    if let (Some(d), Some(p), Some(old)) = (dir, path.as_ref(), cfg.legacy_cache_key(suite)) {
+        let legacy = d.join(entry(old));
+        if let Some(run) = legacy.is_file().then(|| read_cached_run(&legacy)).flatten() {
+            eprintln!("{} {suite}: cached ({})", subject.label, legacy.display());
+            write_atomic(p, &cached_run_bytes(&run)?)?;
             return Ok(run);
         }
     }
