@@ -420,7 +420,7 @@ const SERIAL_MAX_EXACT: usize = 1 << 19;
 /// processing, collection, batched generation) stay exact.
 const INT8_MAX_ROWS: usize = 16;
 
-/// `cols[r·m + i]` (the kernels' layout) as the row-major `[m, n]` product.
+/// `cols[r·m + i]` (the single-row kernels' layout) as the row-major `[m, n]` product.
 fn transpose(cols: &[f32], n: usize, m: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for r in 0..n {
