@@ -236,6 +236,22 @@ fn jobs(cfg: &RunConfig, opts: &CompareOptions, paper_total: f64) -> Vec<(f32, V
     out
 }
 
+/// The number of new tokens of the prompting baseline, so that it continues the prompts
+/// under the scored suite's own protocol: RTP's 20 tokens, a prompt file's 64 (or
+/// `--max-new`). Refused where the baseline (run as a raw prompt file) cannot reproduce the
+/// protocol: ToxiGen stops at a newline, a chat-templated file wraps each prompt.
+pub fn prompting_max_new(suite: &str, max_new: Option<usize>, chat: bool) -> Result<usize> {
+    match suite {
+        "rtp" => Ok(max_new.unwrap_or(20)),
+        "file" if !chat => Ok(max_new.unwrap_or(64)),
+        _ => bail!(
+            "the prompting baseline cannot be run under the {suite} suite's protocol{}: pass \
+             --no-prompting",
+            if chat { " (chat template)" } else { "" }
+        ),
+    }
+}
+
 /// Runs the comparison and writes `compare.md`, `compare.json` and `compare.svg`.
 pub fn compare(
     mut cfg: RunConfig,
@@ -249,6 +265,11 @@ pub fn compare(
         cfg.behaviour == super::config::Behaviour::Detox,
         "compare measures % toxic: use the detox behaviour"
     );
+    // Checked before anything runs, not after every point has been evaluated.
+    let prompting_tokens = opts
+        .prompting
+        .then(|| prompting_max_new(&suite, cfg.eval.max_new, cfg.eval.chat))
+        .transpose()?;
     let out = cfg.out.clone();
     let mut s = Session::start(cfg.clone(), inputs)?;
     if opts.grids.iter().any(|(r, _)| *r == Recipe::Profs) && cfg.cache {
@@ -292,10 +313,15 @@ pub fn compare(
         write_outputs(&partial, &out)?;
     }
     let mut summary = summarise(&cfg, opts, &s.model_sha256, &base, &points, t0)?;
-    if opts.prompting {
+    if let Some(max_new) = prompting_tokens {
         eprintln!("== prompting baseline (no edit)");
         let prompts = base_prompts(&points, &suite)?;
-        let r = s.prompted_base(POLITE_INSTRUCTION, &prompts, 20, &out.join("prompting"))?;
+        let r = s.prompted_base(
+            POLITE_INSTRUCTION,
+            &prompts,
+            max_new,
+            &out.join("prompting"),
+        )?;
         let (_, y) = toxic_outcomes(&r, "file", cfg.eval.threshold)?;
         let (_, report) = split(&y, opts.split);
         let boot = BootstrapConfig {

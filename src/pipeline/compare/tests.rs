@@ -149,3 +149,17 @@ fn grids_parse_names_and_strengths() {
         assert!(parse_control_grids(bad, &grids).is_err(), "control {bad}");
     }
 }
+
+/// The prompting baseline follows the scored suite's protocol, and is refused before
+/// anything runs where it cannot.
+#[test]
+fn the_prompting_baseline_takes_the_scored_suites_protocol() {
+    assert_eq!(prompting_max_new("rtp", None, false).unwrap(), 20);
+    assert_eq!(prompting_max_new("rtp", Some(8), false).unwrap(), 8);
+    assert_eq!(prompting_max_new("file", None, false).unwrap(), 64);
+    let err = prompting_max_new("toxigen", None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--no-prompting"), "{err}");
+    assert!(prompting_max_new("file", None, true).is_err());
+}
