@@ -425,8 +425,10 @@ pub fn run_suite_cached(
         .cache_dir
         .as_ref()
         .filter(|_| subject.endpoint.is_none());
-    let path = dir.map(|d| -> Result<_> { Ok(d.join(entry(cfg.cache_key(suite)?))) });
-    let path = path.transpose()?;
+    let path = match dir {
+        Some(d) => Some(d.join(entry(cfg.cache_key(suite)?))),
+        None => None,
+    };
     if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
         if let Some(run) = read_cached_run(p) {
             eprintln!("{} {suite}: cached ({})", subject.label, p.display());

@@ -57,7 +57,7 @@ impl SweepOptions {
 }
 
 /// The first value of `list` that an earlier one equals.
-fn first_repeat<T: PartialEq + Copy>(list: &[T]) -> Option<T> {
+pub(crate) fn first_repeat<T: PartialEq + Copy>(list: &[T]) -> Option<T> {
     (0..list.len())
         .find(|&i| list[..i].contains(&list[i]))
         .map(|i| list[i])

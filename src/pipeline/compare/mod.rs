@@ -24,7 +24,7 @@ mod types;
 use super::config::RunConfig;
 use super::run::{base_report, paper_total_change, recipe_variants, variants};
 use super::session::{Inputs, Session, Variant};
-use super::sweep::{parse_list, quick_suites};
+use super::sweep::{first_repeat, parse_list, quick_suites};
 use crate::eval::report::SuiteRun;
 use crate::eval::stats::{bootstrap_mean, BootstrapConfig};
 use crate::eval::Report;
@@ -70,16 +70,15 @@ pub fn parse_grids(spec: &str) -> Result<Vec<(Recipe, Vec<f32>)>> {
         ensure!(!g.is_empty(), "recipe {name}: empty strength grid");
         // Checked here, before anything runs: a bad control grid would otherwise fail only
         // after the recipe's own points had been evaluated, minutes later.
-        for (i, &v) in g.iter().enumerate() {
+        for &v in &g {
             ensure!(
                 v.is_finite() && v > 0.0,
                 "recipe {name}: strength {v} must be a finite number > 0 (0 is the base, \
                  which every comparison has; a negative strength reverses the edit)"
             );
-            ensure!(
-                !g[..i].contains(&v),
-                "recipe {name}: strength {v} is given twice"
-            );
+        }
+        if let Some(v) = first_repeat(&g) {
+            bail!("recipe {name}: strength {v} is given twice");
         }
         ensure!(
             !out.iter().any(|(o, _)| *o == r),
