@@ -100,15 +100,10 @@ fn target_log_probs(model: &Model, batch: &[(usize, Vec<u32>, usize)]) -> Result
             targets.push(toks[p + 1]);
         }
     }
-    let dev = h.device();
     let h = h
         .reshape((b * t, d))?
-        .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-    let lp = candle_nn::ops::log_softmax(&model.head_logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
-    let picked = lp
-        .gather(&Tensor::new(targets.as_slice(), dev)?.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .to_vec1::<f32>()?;
+        .index_select(&Tensor::new(rows.as_slice(), h.device())?, 0)?;
+    let picked = log_probs_of(model, &h, &targets)?;
     let mut rest = picked.as_slice();
     Ok(batch
         .iter()
@@ -118,6 +113,16 @@ fn target_log_probs(model: &Model, batch: &[(usize, Vec<u32>, usize)]) -> Result
             mine.to_vec()
         })
         .collect())
+}
+
+/// `log p(targets[i] | state i)` for final-norm states `h` `[n, d]`: the output head and a
+/// log-softmax over the vocabulary, row by row.
+pub(crate) fn log_probs_of(model: &Model, h: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
+    let lp = candle_nn::ops::log_softmax(&model.head_logits(h)?.to_dtype(DType::F32)?, D::Minus1)?;
+    Ok(lp
+        .gather(&Tensor::new(targets, h.device())?.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .to_vec1::<f32>()?)
 }
 
 /// The logits of every position of one sequence, `t × vocab` row-major, and `vocab`.

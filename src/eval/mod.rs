@@ -14,7 +14,8 @@
 //! - [`suites`]: prompt sets + the paper's generation protocols, and suite execution (local
 //!   runtime or an OpenAI-compatible endpoint, [`openai`]), with a result cache;
 //! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
-//!   between two models, tokenizer equality;
+//!   between two models, tokenizer equality; [`prompt_states`]: continuations' NLL from the
+//!   base model's prompt states, run once per prompt set and kept for the process;
 //! - [`options`]: the settings a user gives ([`EvalOptions`], a [`Profile`]), resolved into
 //!   [`config`]: everything that decides an evaluation's numbers ([`EvalConfig`]) and the
 //!   models under it ([`Subject`]);
@@ -31,6 +32,7 @@ pub mod markdown;
 pub mod openai;
 pub mod options;
 pub mod plots;
+pub mod prompt_states;
 pub mod report;
 pub mod run;
 pub mod scorers;

@@ -239,6 +239,47 @@ impl KvCache {
         Ok(())
     }
 
+    /// A cache whose first `filled` positions hold keys and values that earlier passes
+    /// produced: per layer contiguous `[b, h, capacity, d]` tensors (`capacity` = the last
+    /// axis but one). The next pass attends to them as if it had run them itself.
+    pub fn prefilled(layers: Vec<(Tensor, Tensor)>, filled: usize) -> candle_core::Result<Self> {
+        let capacity = match layers.first() {
+            Some((k, _)) => k.dim(2)?,
+            None => 0,
+        };
+        if filled > capacity {
+            candle_core::bail!("key/value cache: {filled} positions filled > capacity {capacity}");
+        }
+        for (k, v) in &layers {
+            let dense = k.is_contiguous() && v.is_contiguous();
+            if k.dims4()?.2 != capacity || k.shape() != v.shape() || !dense {
+                candle_core::bail!(
+                    "key/value cache layers disagree: {:?} / {:?}, expected {capacity} contiguous positions",
+                    k.shape(),
+                    v.shape()
+                );
+            }
+        }
+        Ok(KvCache {
+            layers: layers.into_iter().map(Some).collect(),
+            len: filled,
+            capacity,
+        })
+    }
+
+    /// Every layer's keys and values so far, `[b, h, len, d]` each (views into the cache);
+    /// an error before the first pass.
+    pub fn layers(&self) -> candle_core::Result<Vec<(Tensor, Tensor)>> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| match slot {
+                Some((k, v)) => Ok((k.narrow(2, 0, self.len)?, v.narrow(2, 0, self.len)?)),
+                None => candle_core::bail!("key/value cache layer {i} was never written"),
+            })
+            .collect()
+    }
+
     /// Records that a forward pass of `t` positions has appended to every layer.
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;
