@@ -12,7 +12,8 @@
 //! Running evaluations (these need a model):
 //!
 //! - [`suites`]: prompt sets + the paper's generation protocols, and suite execution (local
-//!   runtime or an OpenAI-compatible endpoint, [`openai`]), with a result cache;
+//!   runtime or an OpenAI-compatible endpoint, [`openai`]); [`cache`]: their results and
+//!   the KL windows, kept per model by content;
 //! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
 //!   between two models, tokenizer equality; [`prompt_states`]: continuations' NLL from the
 //!   base model's prompt states, run once per prompt set and kept for the process;
@@ -26,6 +27,7 @@
 //! Scorers that need a third-party file (the ONNX model, the VADER lexicon) load it at run time
 //! from a path; none of those files is part of the repository.
 
+pub mod cache;
 pub mod capability;
 pub mod config;
 pub mod markdown;

@@ -4,6 +4,7 @@
 //! come from the cache after the first call).
 
 use crate::assets::FetchOptions;
+use crate::eval::cache::{kl_cached, run_suite_cached};
 use crate::eval::capability;
 use crate::eval::config::{EvalConfig, Subject, Suite};
 use crate::eval::report::{
@@ -11,7 +12,7 @@ use crate::eval::report::{
     GenSummary, PplSummary, SuiteRun, Throughput, PPL_RISE_WARN,
 };
 use crate::eval::stats::bootstrap_mean;
-use crate::eval::suites::{preflight, run_suite_cached, wikitext_windows, Scorers};
+use crate::eval::suites::{preflight, Scorers};
 use crate::runtime::Model;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -166,11 +167,7 @@ pub fn run_suites(
         }
         if cfg.suites.contains(&Suite::Kl) {
             if same_tok {
-                let (windows, _) =
-                    wikitext_windows(b.model, fetch, cfg.kl_window, Some(cfg.kl_windows))?;
-                let timed = crate::progress::stage(crate::progress::Stage::Kl, &model.label);
-                let kl = capability::kl_per_window(b.model, model.model, &windows)?;
-                drop(timed);
+                let kl = kl_cached(b, model, cfg, fetch)?;
                 cap.kl = Some(Ci::from(bootstrap_mean(&kl, &boot)?));
                 cap.kl_windows = kl.len();
             } else {

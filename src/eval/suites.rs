@@ -1,6 +1,6 @@
 //! Evaluation suites, one at a time: prompt sets, the paper's generation protocols, and
-//! running a suite (local runtime or endpoint) behind a result cache. [`super::run`] runs a
-//! list of them.
+//! running a suite (local runtime or endpoint); [`super::cache`] keeps their results and
+//! [`super::run`] runs a list of them.
 //!
 //! A suite is a prompt set plus the paper's generation protocol (or, for `ppl`, a corpus):
 //!
@@ -25,24 +25,16 @@ pub use crate::eval::config::{parse_suites, Suite, DEFAULT_SUITES};
 use crate::eval::config::{EvalConfig, Subject};
 use crate::eval::openai::Endpoint;
 use crate::eval::prompt_states::PromptStore;
-use crate::eval::report::{GenRun, Item, PplRun, SuiteRun, Throughput};
+use crate::eval::report::{GenRun, Item, PplRun, Throughput};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
-use crate::formats::io::write_atomic;
 use crate::progress::{stage, Stage};
 use crate::runtime::generate::{generate, Finish, GenParams};
 use crate::runtime::Model;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use rand::{seq::SliceRandom, SeedableRng};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
-
-/// Bump when a change alters cached suite results. A change within float rounding keeps it:
-/// scoring from stored prompt states ([`crate::eval::prompt_states`]) moved continuation
-/// NLLs by at most 2.4e-6 relative (328 continuations of the default model) and nothing
-/// else, so entries written before it still stand for the same result.
-const CACHE_VERSION: u32 = 1;
 
 /// The text scorers applied to every continuation, and the base model's prompt states
 /// that its NLL is scored from (kept for the process: every model after the first reuses
@@ -411,119 +403,4 @@ pub fn fingerprint(path: &Path) -> Result<String> {
     // One definition of a model's identity for every cache (activations, evaluations),
     // memoised in the scalpel cache so an unchanged file is hashed once.
     crate::probe::model_fingerprint(path, assets::default_cache_dir().ok().as_deref())
-}
-
-/// Runs one suite on `subject`, from the cache when the same (model, base model, suite,
-/// configuration) ran before. Endpoint runs are never cached: the server's model is not
-/// known from the URL.
-pub fn run_suite_cached(
-    suite: Suite,
-    subject: &Subject,
-    nll_ref: &Subject,
-    cfg: &EvalConfig,
-    scorers: &Scorers,
-    fetch: &FetchOptions,
-) -> Result<SuiteRun> {
-    let entry = |cfg_key: serde_json::Value| {
-        let key = serde_json::json!({
-            "v": CACHE_VERSION, "suite": suite, "model": subject.fingerprint,
-            "nll_model": nll_ref.fingerprint, "cfg": cfg_key,
-        });
-        let h = Sha256::digest(key.to_string().as_bytes());
-        format!("{suite}-{h:x}.json")
-    };
-    let dir = cfg
-        .cache_dir
-        .as_ref()
-        .filter(|_| subject.endpoint.is_none());
-    let path = match dir {
-        Some(d) => Some(d.join(entry(cfg.cache_key(suite)?))),
-        None => None,
-    };
-    if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
-        if let Some(run) = read_cached_run(p) {
-            eprintln!("{} {suite}: cached ({})", subject.label, p.display());
-            return Ok(run);
-        }
-    }
-    // An entry written under the earlier key (every setting in it) is the same result when
-    // all settings match: read it and file it under the current key, so that evaluations
-    // cached before per-suite keys are not recomputed.
-    if let (Some(d), Some(p), Some(old)) = (dir, path.as_ref(), cfg.legacy_cache_key(suite)) {
-        let legacy = d.join(entry(old));
-        if let Some(run) = legacy.is_file().then(|| read_cached_run(&legacy)).flatten() {
-            eprintln!("{} {suite}: cached ({})", subject.label, legacy.display());
-            write_atomic(p, &cached_run_bytes(&run)?)?;
-            return Ok(run);
-        }
-    }
-    let run = if suite == Suite::Ppl {
-        let _timed = stage(Stage::Perplexity, &subject.label);
-        SuiteRun::Perplexity(run_ppl(subject.model, cfg, fetch)?)
-    } else {
-        SuiteRun::Generation(run_generative(
-            suite, subject, nll_ref, cfg, scorers, fetch,
-        )?)
-    };
-    if let Some(p) = path {
-        write_atomic(&p, &cached_run_bytes(&run)?)?;
-    }
-    Ok(run)
-}
-
-/// A cached result: a first line `sha256:<hex of the JSON that follows>`, then the JSON.
-fn cached_run_bytes(run: &SuiteRun) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(run)?;
-    let mut out = format!("sha256:{:x}\n", Sha256::digest(&json)).into_bytes();
-    out.extend_from_slice(&json);
-    Ok(out)
-}
-
-/// Reads a cached result; `None` (recompute) when unreadable, and with a warning when the
-/// JSON does not match the hash recorded when it was written: an edited cache must not turn
-/// a report from 0 % to 100 % toxic.
-fn read_cached_run(p: &Path) -> Option<SuiteRun> {
-    let bytes = std::fs::read(p).ok()?;
-    let checked = bytes
-        .strip_prefix(b"sha256:")
-        .and_then(|rest| {
-            let nl = rest.iter().position(|&b| b == b'\n')?;
-            Some((&rest[..nl], &rest[nl + 1..]))
-        })
-        .filter(|(h, json)| *h == format!("{:x}", Sha256::digest(json)).as_bytes());
-    let Some((_, json)) = checked else {
-        eprintln!(
-            "WARNING evaluation cache {}: content does not match its recorded sha256; recomputing",
-            p.display()
-        );
-        return None;
-    };
-    serde_json::from_slice(json).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cached_result_is_checked_against_its_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ppl.json");
-        let run = SuiteRun::Perplexity(PplRun {
-            corpus: "wikitext".into(),
-            licence: "cc".into(),
-            window: 8,
-            windows: vec![(12.5, 8), (9.0, 8)],
-            secs: 1.0,
-        });
-        std::fs::write(&p, cached_run_bytes(&run).unwrap()).unwrap();
-        assert_eq!(read_cached_run(&p), Some(run));
-        // Edited values (same length, still valid JSON): refused, so the suite is recomputed.
-        let text = std::fs::read_to_string(&p).unwrap().replace("12.5", "13.5");
-        std::fs::write(&p, text).unwrap();
-        assert_eq!(read_cached_run(&p), None);
-        // A file from before the hash: recomputed too.
-        std::fs::write(&p, r#"{"kind":"perplexity"}"#).unwrap();
-        assert_eq!(read_cached_run(&p), None);
-    }
 }

@@ -247,3 +247,73 @@ fn model_against_itself_gives_zero_kl_and_identical_continuations() {
         .iter()
         .all(|i| i.nll_tokens > 0 && i.nll_sum.is_finite()));
 }
+
+/// KL windows are cached per ordered pair of models: the second call reads the entry (shown
+/// by planting a valid entry with other values), an entry whose JSON no longer matches its
+/// recorded hash is recomputed, and swapping the two models is another entry.
+#[test]
+#[ignore = "needs SCALPEL_MIRROR (WikiText-2 test)"]
+fn kl_windows_are_cached_per_pair_and_checked() {
+    use scalpel::eval::cache::kl_cached;
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let opts = LoadOptions {
+        precision: Precision::F32,
+    };
+    let a = Model::load(
+        &crate::common::tiny_gguf(&da, &TinySpec::default(), 1),
+        &opts,
+    )
+    .unwrap();
+    let b = Model::load(
+        &crate::common::tiny_gguf(&db, &TinySpec::default(), 2),
+        &opts,
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let cfg = EvalConfig {
+        kl_windows: 2,
+        kl_window: 32,
+        cache_dir: Some(cache.clone()),
+        ..Default::default()
+    };
+    let subject = |label: &str, m, fp: &str| Subject {
+        label: label.into(),
+        model: m,
+        endpoint: None,
+        fingerprint: fp.into(),
+    };
+    let (base, other) = (subject("base", &a, "fa"), subject("other", &b, "fb"));
+    let fetch = FetchOptions::from_env().unwrap();
+    let kl = kl_cached(&base, &other, &cfg, &fetch).unwrap();
+    assert_eq!(kl.len(), 2);
+    assert!(kl.iter().all(|&k| k > 0.0 && k.is_finite()), "{kl:?}");
+    let entries = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = entries();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let planted = "[9.0,9.0]";
+    let checked = format!(
+        "sha256:{}\n{planted}",
+        crate::common::sha256_hex(planted.as_bytes())
+    );
+    std::fs::write(&files[0], &checked).unwrap();
+    assert_eq!(
+        kl_cached(&base, &other, &cfg, &fetch).unwrap(),
+        vec![9.0, 9.0]
+    );
+    std::fs::write(&files[0], checked.replace("9.0,9.0", "0.5,0.5")).unwrap();
+    assert_eq!(kl_cached(&base, &other, &cfg, &fetch).unwrap(), kl);
+    let swapped = kl_cached(&other, &base, &cfg, &fetch).unwrap();
+    assert_ne!(swapped, kl);
+    assert_eq!(entries().len(), 2);
+}
