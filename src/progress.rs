@@ -153,6 +153,9 @@ pub fn totals_line(times: &[StageTime]) -> String {
 /// How often a bar that is not drawn logs a line.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// The template of a bar of steps: label, bar, count, elapsed and remaining time, rate.
+pub const STEPS: &str = "{msg:24} {bar:30} {pos}/{len} [{elapsed}<{eta}] {per_sec:.1}";
+
 /// A progress bar of `len` steps labelled `label`, in `template` (an indicatif template;
 /// `{msg}` is the label). On a terminal it is drawn; otherwise it logs a line when it
 /// starts, every minute, and when it finishes or is dropped.

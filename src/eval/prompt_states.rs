@@ -25,9 +25,11 @@
 
 use crate::eval::capability::{self, Scored, TOKEN_BUDGET};
 use crate::eval::scorers::fluency::TextNll;
+use crate::progress::{bar, STEPS};
 use crate::runtime::{KvCache, Logits, Model, Point};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,8 +83,15 @@ struct Kept {
 impl PromptStore {
     /// NLL (nats) of each `target` after its `context` under `model`, as
     /// [`capability::teacher_forced_nll`] computes it (within float rounding: the same
-    /// sums in another order). `model_id` names the model's weights (its fingerprint).
-    pub fn nll(&self, model: &Model, model_id: &str, items: &[Scored]) -> Result<Vec<TextNll>> {
+    /// sums in another order). `model_id` names the model's weights (its fingerprint);
+    /// `label` names the progress bars.
+    pub fn nll(
+        &self,
+        model: &Model,
+        model_id: &str,
+        items: &[Scored],
+        label: &str,
+    ) -> Result<Vec<TextNll>> {
         let mut key = Sha256::new();
         key.update(model_id.as_bytes());
         key.update(format!("\0{:?}\0", model.precision).as_bytes());
@@ -93,20 +102,23 @@ impl PromptStore {
             }
         }
         let key: [u8; 32] = key.finalize().into();
-        let kept = self
-            .kept
-            .lock()
-            .expect("prompt store lock")
-            .sets
-            .get(&key)
-            .cloned();
+        // A poisoned lock only means another thread panicked while inserting; what is kept
+        // is still whole (an insertion is one map operation), so keep using it.
+        let lock = || self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = lock().sets.get(&key).cloned();
         let states = match kept {
             Some(s) => s,
             None => {
                 let contexts: Vec<&[u32]> = items.iter().map(|i| i.context.as_slice()).collect();
-                let s = Arc::new(prefill(model, &contexts)?);
+                let pb = bar(
+                    contexts.len(),
+                    format!("{label} prompts under the base"),
+                    STEPS,
+                );
+                let s = Arc::new(prefill(model, &contexts, &pb)?);
+                pb.finish_and_clear();
                 let bytes: usize = s.prompts.iter().flatten().map(PromptState::bytes).sum();
-                let mut guard = self.kept.lock().expect("prompt store lock");
+                let mut guard = lock();
                 if guard.bytes + bytes <= BUDGET_BYTES {
                     guard.bytes += bytes;
                     guard.sets.insert(key, s.clone());
@@ -114,12 +126,19 @@ impl PromptStore {
                 s
             }
         };
-        score(model, &states, items)
+        let pb = bar(
+            items.len(),
+            format!("{label} continuations under the base"),
+            STEPS,
+        );
+        let out = score(model, &states, items, &pb);
+        pb.finish_and_clear();
+        out
     }
 }
 
 /// Runs every non-empty context through `model`, left-padded, longest first.
-fn prefill(model: &Model, contexts: &[&[u32]]) -> Result<PromptStates> {
+fn prefill(model: &Model, contexts: &[&[u32]], pb: &ProgressBar) -> Result<PromptStates> {
     let dev = Device::Cpu;
     let pad_id = model.tokenizer.pad_id;
     // A context that leaves no room for a token is never scored from here (see `score`).
@@ -187,6 +206,7 @@ fn prefill(model: &Model, contexts: &[&[u32]]) -> Result<PromptStates> {
                 kv[r].push([cut(&k), cut(&v)]);
             }
         }
+        pb.inc(chunk.len() as u64);
         for ((r, &i), kv) in chunk.iter().enumerate().zip(kv) {
             out[i] = Some(PromptState {
                 len: contexts[i].len(),
@@ -206,7 +226,12 @@ fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 /// Scores each item's target after its stored prompt, batched by target length.
-fn score(model: &Model, states: &PromptStates, items: &[Scored]) -> Result<Vec<TextNll>> {
+fn score(
+    model: &Model,
+    states: &PromptStates,
+    items: &[Scored],
+    pb: &ProgressBar,
+) -> Result<Vec<TextNll>> {
     let ctx = model.config().max_position_embeddings;
     let mut out = vec![
         TextNll {
@@ -264,6 +289,7 @@ fn score(model: &Model, states: &PromptStates, items: &[Scored]) -> Result<Vec<T
             };
         }
         start += n;
+        pb.inc(n as u64);
     }
     Ok(out)
 }
@@ -425,10 +451,10 @@ mod tests {
             let items = items();
             let want = capability::teacher_forced_nll(&model, &items).unwrap();
             let store = PromptStore::default();
-            let got = store.nll(&model, "tiny", &items).unwrap();
+            let got = store.nll(&model, "tiny", &items, "t").unwrap();
             // Kept: a second model's continuations (here the same ones) reuse the states.
             assert_eq!(store.kept.lock().unwrap().sets.len(), 1);
-            let again = store.nll(&model, "tiny", &items).unwrap();
+            let again = store.nll(&model, "tiny", &items, "t").unwrap();
             assert_eq!(got, again, "{family:?}: reuse changed the result");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.n_tokens, w.n_tokens, "{family:?} item {i}");
@@ -456,13 +482,13 @@ mod tests {
         let model = tiny(TinyFamily::Llama, dir.path());
         let store = PromptStore::default();
         let mut items = items();
-        store.nll(&model, "a", &items).unwrap();
-        store.nll(&model, "b", &items).unwrap();
+        store.nll(&model, "a", &items, "t").unwrap();
+        store.nll(&model, "b", &items, "t").unwrap();
         items[0].context.push(9);
-        store.nll(&model, "a", &items).unwrap();
+        store.nll(&model, "a", &items, "t").unwrap();
         assert_eq!(store.kept.lock().unwrap().sets.len(), 3);
         items[0].context.clear();
-        let err = store.nll(&model, "a", &items).unwrap_err().to_string();
+        let err = store.nll(&model, "a", &items, "t").unwrap_err().to_string();
         assert!(err.contains("no context token"), "{err}");
     }
 }

@@ -188,11 +188,7 @@ pub fn benign_prompts(fetch: &FetchOptions, n: usize) -> Result<PromptSet> {
 }
 
 fn progress(len: usize, msg: String) -> ProgressBar {
-    crate::progress::bar(
-        len,
-        msg,
-        "{msg:24} {bar:30} {pos}/{len} [{elapsed}<{eta}] {per_sec:.1}",
-    )
+    crate::progress::bar(len, msg, crate::progress::STEPS)
 }
 
 /// The prompts as given to the model (chat template applied when the protocol asks) and
@@ -297,7 +293,12 @@ pub fn run_generative(
     }
     let nll = scorers
         .prompt_states
-        .nll(nll_model, &nll_ref.fingerprint, &scored)
+        .nll(
+            nll_model,
+            &nll_ref.fingerprint,
+            &scored,
+            &format!("{} {suite}", subject.label),
+        )
         .with_context(|| format!("suite {suite}: scoring continuations under the base model"))?;
     let tox = scorers
         .toxicity
