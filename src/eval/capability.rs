@@ -34,13 +34,9 @@ pub fn teacher_forced_nll(model: &Model, items: &[Scored]) -> Result<Vec<TextNll
     let ctx = model.config().max_position_embeddings;
     let mut seqs: Vec<(usize, Vec<u32>, usize)> = Vec::new(); // (item, tokens, first scored pos)
     for (i, it) in items.iter().enumerate() {
-        if it.target.is_empty() {
+        if !has_target(i, it)? {
             continue;
         }
-        ensure!(
-            !it.context.is_empty(),
-            "scored text {i} has no context token to predict its first token from"
-        );
         let keep_ctx = ctx.saturating_sub(it.target.len()).min(it.context.len());
         ensure!(
             keep_ctx >= 1,
@@ -78,6 +74,19 @@ pub fn teacher_forced_nll(model: &Model, items: &[Scored]) -> Result<Vec<TextNll
         start += n;
     }
     Ok(out)
+}
+
+/// Whether item `i` has tokens to score: false for an empty target (it scores `{0, 0}`), an
+/// error for a target with no context token to predict its first token from.
+pub(crate) fn has_target(i: usize, it: &Scored) -> Result<bool> {
+    if it.target.is_empty() {
+        return Ok(false);
+    }
+    ensure!(
+        !it.context.is_empty(),
+        "scored text {i} has no context token to predict its first token from"
+    );
+    Ok(true)
 }
 
 /// For each `(item, tokens, first)` of a right-padded batch, the log-probability of every

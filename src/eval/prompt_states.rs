@@ -27,7 +27,7 @@ use crate::eval::capability::{self, Scored, TOKEN_BUDGET};
 use crate::eval::scorers::fluency::TextNll;
 use crate::progress::{bar, STEPS};
 use crate::runtime::{KvCache, Logits, Model, Point};
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
@@ -243,13 +243,9 @@ fn score(
     let mut order = Vec::new();
     let mut too_long = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        if it.target.is_empty() {
+        if !capability::has_target(i, it)? {
             continue;
         }
-        ensure!(
-            !it.context.is_empty(),
-            "scored text {i} has no context token to predict its first token from"
-        );
         if it.context.len() + it.target.len() > ctx {
             too_long.push(i);
         } else {
