@@ -151,18 +151,14 @@ fn prefill(model: &Model, contexts: &[&[u32]], pb: &ProgressBar) -> Result<Promp
     let mut layout = (0, 0, DType::F32);
     let mut start = 0;
     while start < order.len() {
-        let len = contexts[order[start]].len();
-        let rows = (TOKEN_BUDGET / len).max(1).min(order.len() - start);
+        let rows = (TOKEN_BUDGET / contexts[order[start]].len())
+            .max(1)
+            .min(order.len() - start);
         let chunk = &order[start..start + rows];
         start += rows;
         let b = chunk.len();
-        let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        for &i in chunk {
-            let pad = len - contexts[i].len();
-            ids.extend(std::iter::repeat_n(pad_id, pad).chain(contexts[i].iter().copied()));
-            pos.extend((0..len).map(|j| j.saturating_sub(pad) as u32));
-            mask.extend((0..len).map(|j| u8::from(j >= pad)));
-        }
+        let seqs: Vec<&[u32]> = chunk.iter().map(|&i| contexts[i]).collect();
+        let (ids, pos, mask, len) = crate::runtime::left_padded(&seqs, pad_id);
         let mut cache = KvCache::new(model.config().num_layers, len);
         let ids = Tensor::from_vec(ids, (b, len), &dev)?;
         let pos = Tensor::from_vec(pos, (b, len), &dev)?;

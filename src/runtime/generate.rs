@@ -299,30 +299,23 @@ struct Prefill {
 }
 
 fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Prefill {
-    let len = chunk.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-    let padded = chunk.iter().any(|&i| prompts[i].len() != len);
-    let b = chunk.len();
-    let mut ids = Vec::with_capacity(b * len);
-    let mut pos = Vec::with_capacity(b * len);
-    let mut rows: Vec<Sequence> = Vec::with_capacity(b);
-    for &i in chunk {
-        let p = &prompts[i];
-        let pad = len - p.len();
-        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
-        pos.extend((0..len).map(|j| j.saturating_sub(pad) as u32));
-        let mut key_mask = vec![0u8; pad];
-        key_mask.resize(len, 1);
-        rows.push(Sequence {
+    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+    let (ids, pos, mask, len) = super::left_padded(&seqs, pad_id);
+    let padded = seqs.iter().any(|s| s.len() != len);
+    let rows = chunk
+        .iter()
+        .zip(mask.chunks(len.max(1)))
+        .map(|(&i, key_mask)| Sequence {
             prompt: i,
             tokens: Vec::new(),
-            pos: p.len() as u32,
-            key_mask,
+            pos: prompts[i].len() as u32,
+            key_mask: key_mask.to_vec(),
             // Each prompt's own stream, so a prompt samples the same in any batch.
             rng: StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             finish: None,
             text: String::new(),
-        });
-    }
+        })
+        .collect();
     Prefill {
         ids,
         pos,

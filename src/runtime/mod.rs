@@ -254,6 +254,27 @@ fn check_block_count(src: &weights::WeightSource, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Left-padded sequences as flat row-major `[b, len]` vectors, `len` the longest: ids (`pad`
+/// before each sequence), positions (each sequence from 0, padding at 0) and the key mask
+/// (0 on padding). What prefills with a key/value cache use, so that every sequence ends at
+/// the same index.
+pub fn left_padded(seqs: &[&[u32]], pad: u32) -> (Vec<u32>, Vec<u32>, Vec<u8>, usize) {
+    let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let n = seqs.len() * len;
+    let (mut ids, mut pos, mut mask) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for s in seqs {
+        let gap = len - s.len();
+        ids.extend(std::iter::repeat_n(pad, gap).chain(s.iter().copied()));
+        pos.extend((0..len).map(|j| j.saturating_sub(gap) as u32));
+        mask.extend((0..len).map(|j| u8::from(j >= gap)));
+    }
+    (ids, pos, mask, len)
+}
+
 /// Builds `[b, t]` ids, positions and mask tensors for right-padded sequences.
 pub fn right_padded(seqs: &[Vec<u32>], pad: u32) -> Result<(Tensor, Tensor, Tensor)> {
     anyhow::ensure!(!seqs.is_empty(), "empty batch");
