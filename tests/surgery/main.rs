@@ -9,6 +9,7 @@ mod common;
 mod adapter;
 mod families_surgery;
 mod recipes;
+mod recipes_profs;
 mod surgery;
 mod surgery_default;
 mod surgery_variants;
