@@ -6,8 +6,8 @@
 //! from its URL).
 
 use crate::assets::FetchOptions;
-use crate::eval::capability;
 use crate::eval::config::{EvalConfig, Subject, Suite};
+use crate::eval::kl::{self, BaseLogits};
 use crate::eval::report::SuiteRun;
 use crate::eval::suites::{run_generative, run_ppl, wikitext_windows, Scorers};
 use crate::formats::io::write_atomic;
@@ -84,12 +84,14 @@ pub fn run_suite_cached(
 
 /// KL(base ‖ `subject`) on each of `cfg`'s WikiText-2 KL windows, from the cache when the
 /// same two models (by content), precision and windows were compared before. The windows
-/// are recomputed on every `compare` otherwise: ~25 s per point on the default model, seven
-/// minutes of a 17-point comparison whose every suite was cached.
+/// were recomputed on every `compare` otherwise: ~25 s per point on the default model, seven
+/// minutes of a 17-point comparison whose every suite was cached. When they are computed,
+/// the base's logits come from `base_logits` after the first model of the process.
 pub fn kl_cached(
     base: &Subject,
     subject: &Subject,
     cfg: &EvalConfig,
+    base_logits: &BaseLogits,
     fetch: &FetchOptions,
 ) -> Result<Vec<f64>> {
     let path = cfg.cache_dir.as_ref().map(|d| {
@@ -112,7 +114,13 @@ pub fn kl_cached(
     }
     let (windows, _) = wikitext_windows(base.model, fetch, cfg.kl_window, Some(cfg.kl_windows))?;
     let timed = stage(Stage::Kl, &subject.label);
-    let kl = capability::kl_per_window(base.model, subject.model, &windows)?;
+    let kl = kl::kl_per_window(
+        base.model,
+        &base.fingerprint,
+        base_logits,
+        subject.model,
+        &windows,
+    )?;
     drop(timed);
     if let Some(p) = path {
         write_atomic(&p, &checked_bytes(&kl)?)?;

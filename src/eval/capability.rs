@@ -1,9 +1,9 @@
-//! Capability measures that need the models' logits: teacher-forced negative log-likelihood
-//! (the fluency of scored continuations and WikiText-2 perplexity) and the KL divergence of
-//! the next-token distributions of two models on the same text.
+//! Capability measures that need a model's logits: teacher-forced negative log-likelihood
+//! (the fluency of scored continuations and WikiText-2 perplexity), WikiText-2's windows, and
+//! tokenizer equality. The KL between two models is [`crate::eval::kl`]'s.
 //!
 //! Everything is computed from forward passes over right-padded batches (teacher-forced
-//! scoring runs the output head only on the positions it scores; KL needs them all); the
+//! scoring runs the output head only on the positions it scores); the
 //! batch is sized by a token budget because a `[b, t, vocab]` f32 logits tensor is the
 //! largest allocation of an evaluation (49,152 × 1,024 tokens ≈ 200 MB for the default
 //! model), not the weights.
@@ -134,48 +134,6 @@ pub(crate) fn log_probs_of(model: &Model, h: &Tensor, targets: &[u32]) -> Result
         .to_vec1::<f32>()?)
 }
 
-/// The logits of every position of one sequence, `t × vocab` row-major, and `vocab`.
-fn all_logits(model: &Model, seq: &[u32]) -> Result<(Vec<f32>, usize)> {
-    let (out, _mask) =
-        model.forward_batch(std::slice::from_ref(&seq.to_vec()), &[], Logits::All)?;
-    let logits = out.logits.context("the forward pass returned no logits")?;
-    let vocab = logits.dim(D::Minus1)?;
-    Ok((
-        logits
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?,
-        vocab,
-    ))
-}
-
-/// KL(p ‖ q) of the next-token distributions of each row of two `t × vocab` logit matrices,
-/// in nats. With `e_i = exp(p_i − max p)`, `KL = Σ e_i (p_i − q_i) / Σ e_i − lse(p) + lse(q)`,
-/// so each matrix is exponentiated once and nothing of its size is written (the candle
-/// version made six full passes over `[256, 49152]` tensors per window; 8 windows now take
-/// 12.2 s against 13.0, the forward passes being the rest). Sums are f64, rows run in
-/// parallel, and equal rows give exactly 0.
-fn kl_rows(p: &[f32], q: &[f32], vocab: usize) -> Vec<f64> {
-    use rayon::prelude::*;
-    p.par_chunks_exact(vocab)
-        .zip(q.par_chunks_exact(vocab))
-        .map(|(p, q)| {
-            let max_p = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let max_q = q.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let (mut sum_p, mut sum_q, mut weighted) = (0f64, 0f64, 0f64);
-            for (&a, &b) in p.iter().zip(q) {
-                let e = ((a - max_p) as f64).exp();
-                sum_p += e;
-                weighted += e * (a as f64 - b as f64);
-                sum_q += ((b - max_q) as f64).exp();
-            }
-            let lse_p = max_p as f64 + sum_p.ln();
-            let lse_q = max_q as f64 + sum_q.ln();
-            weighted / sum_p - lse_p + lse_q
-        })
-        .collect()
-}
-
 /// Non-overlapping windows of `window` tokens (the last partial window is dropped, as in
 /// the usual stride = window protocol), at most `max_windows` of them when given.
 pub fn windows(tokens: &[u32], window: usize, max_windows: Option<usize>) -> Vec<Vec<u32>> {
@@ -205,32 +163,6 @@ pub fn window_nll(model: &Model, windows: &[Vec<u32>]) -> Result<Vec<TextNll>> {
         })
         .collect();
     teacher_forced_nll(model, &items)
-}
-
-/// Mean per-token KL(base ‖ edited) of the next-token distributions on each window, in
-/// nats: `Σ_v p_base(v) (log p_base(v) − log p_edited(v))`, averaged over every position of
-/// the window. Identical models give exactly 0 (same arithmetic on the same inputs).
-pub fn kl_per_window(base: &Model, edited: &Model, windows: &[Vec<u32>]) -> Result<Vec<f64>> {
-    ensure!(
-        base.config().vocab_size == edited.config().vocab_size,
-        "KL needs the same vocabulary ({} vs {} tokens)",
-        base.config().vocab_size,
-        edited.config().vocab_size
-    );
-    let mut out = Vec::with_capacity(windows.len());
-    for w in windows {
-        // One window at a time: two `t × vocab` logit matrices.
-        let (p, vocab) = all_logits(base, w)?;
-        let (q, vocab_q) = all_logits(edited, w)?;
-        ensure!(
-            vocab == vocab_q && p.len() == q.len(),
-            "KL: the two models' logits differ in shape ({vocab} vs {vocab_q} tokens)"
-        );
-        let per_pos = kl_rows(&p, &q, vocab);
-        let mean = per_pos.iter().map(|&v| v.max(0.0)).sum::<f64>() / per_pos.len() as f64;
-        out.push(mean);
-    }
-    Ok(out)
 }
 
 /// Whether two tokenizers map every id to the same token (and agree on the special ids
@@ -263,51 +195,6 @@ mod tests {
         assert_eq!(w, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         assert_eq!(windows(&toks, 4, Some(1)).len(), 1);
         assert!(windows(&toks, 1, None).is_empty());
-    }
-
-    /// KL(p ‖ q) straight from the definition: both softmaxes written out, f64 throughout.
-    fn kl_direct(p: &[f32], q: &[f32]) -> f64 {
-        let softmax = |x: &[f32]| {
-            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
-            let z: f64 = e.iter().sum();
-            e.into_iter().map(|v| v / z).collect::<Vec<f64>>()
-        };
-        let (sp, sq) = (softmax(p), softmax(q));
-        sp.iter().zip(&sq).map(|(a, b)| a * (a / b).ln()).sum()
-    }
-
-    #[test]
-    fn kl_rows_matches_the_definition_and_is_zero_on_equal_rows() {
-        // Two outcomes: p = (½, ½), q = (¼, ¾) (logits 0 and ln 3), so
-        // KL = ½ ln(½ / ¼) + ½ ln(½ / ¾) = ½ ln 2 + ½ ln(2/3).
-        let q1 = [0f32, 3f32.ln()];
-        let kl = kl_rows(&[5.0, 5.0], &q1, 2);
-        let want = 0.5 * 2f64.ln() + 0.5 * (2.0f64 / 3.0).ln();
-        assert!((kl[0] - want).abs() < 1e-7, "{} vs {want}", kl[0]);
-        // Random rows over a realistic vocabulary, logits of either sign and a wide range.
-        let vocab = 4099;
-        let mut x = 12345u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 * 30.0 - 15.0
-        };
-        let p: Vec<f32> = (0..3 * vocab).map(|_| next()).collect();
-        let q: Vec<f32> = (0..3 * vocab).map(|_| next()).collect();
-        let got = kl_rows(&p, &q, vocab);
-        for (r, g) in got.iter().enumerate() {
-            let want = kl_direct(
-                &p[r * vocab..(r + 1) * vocab],
-                &q[r * vocab..(r + 1) * vocab],
-            );
-            assert!(
-                (g - want).abs() < 1e-9 * want.max(1.0),
-                "row {r}: {g} vs {want}"
-            );
-        }
-        assert!(kl_rows(&p, &p, vocab).iter().all(|&v| v == 0.0));
     }
 
     #[test]

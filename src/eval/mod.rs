@@ -14,8 +14,9 @@
 //! - [`suites`]: prompt sets + the paper's generation protocols, and suite execution (local
 //!   runtime or an OpenAI-compatible endpoint, [`openai`]); [`cache`]: their results and
 //!   the KL windows, kept per model by content;
-//! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity), KL
-//!   between two models, tokenizer equality; [`prompt_states`]: continuations' NLL from the
+//! - [`capability`]: teacher-forced NLL (continuation fluency, WikiText-2 perplexity),
+//!   tokenizer equality; [`kl`]: KL between the base and a model, the base's logits kept for
+//!   the process; [`prompt_states`]: continuations' NLL from the
 //!   base model's prompt states, run once per prompt set and kept for the process;
 //! - [`options`]: the settings a user gives ([`EvalOptions`], a [`Profile`]), resolved into
 //!   [`config`]: everything that decides an evaluation's numbers ([`EvalConfig`]) and the
@@ -30,6 +31,7 @@
 pub mod cache;
 pub mod capability;
 pub mod config;
+pub mod kl;
 pub mod markdown;
 pub mod openai;
 pub mod options;

@@ -167,7 +167,7 @@ pub fn run_suites(
         }
         if cfg.suites.contains(&Suite::Kl) {
             if same_tok {
-                let kl = kl_cached(b, model, cfg, fetch)?;
+                let kl = kl_cached(b, model, cfg, &scorers.base_logits, fetch)?;
                 cap.kl = Some(Ci::from(bootstrap_mean(&kl, &boot)?));
                 cap.kl_windows = kl.len();
             } else {

@@ -23,6 +23,7 @@ use crate::data::{self as prompts, PromptOptions, PromptSet};
 use crate::eval::capability::{self, Scored};
 pub use crate::eval::config::{parse_suites, Suite, DEFAULT_SUITES};
 use crate::eval::config::{EvalConfig, Subject};
+use crate::eval::kl::BaseLogits;
 use crate::eval::openai::Endpoint;
 use crate::eval::prompt_states::PromptStore;
 use crate::eval::report::{GenRun, Item, PplRun, Throughput};
@@ -44,6 +45,8 @@ pub struct Scorers {
     pub refusal: RefusalMatcher,
     pub sentiment: Vader,
     pub prompt_states: PromptStore,
+    /// The base's logits on the KL windows, kept for the process ([`crate::eval::kl`]).
+    pub base_logits: BaseLogits,
 }
 
 impl Scorers {
@@ -62,6 +65,7 @@ impl Scorers {
             refusal: RefusalMatcher::paper(),
             sentiment: Vader::load(lexicon, emoji_lexicon)?,
             prompt_states: PromptStore::default(),
+            base_logits: BaseLogits::default(),
         })
     }
 }

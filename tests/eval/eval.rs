@@ -2,6 +2,7 @@
 //! degeneration warning on synthetic broken continuations, and bad input.
 
 use scalpel::assets::FetchOptions;
+use scalpel::eval::kl::BaseLogits;
 use scalpel::eval::markdown::{render, write_report};
 use scalpel::eval::report::{GenRun, Item, SuiteRun, Throughput};
 use scalpel::eval::run::{ModelReport, Report};
@@ -288,7 +289,8 @@ fn kl_windows_are_cached_per_pair_and_checked() {
     };
     let (base, other) = (subject("base", &a, "fa"), subject("other", &b, "fb"));
     let fetch = FetchOptions::from_env().unwrap();
-    let kl = kl_cached(&base, &other, &cfg, &fetch).unwrap();
+    let store = BaseLogits::default();
+    let kl = kl_cached(&base, &other, &cfg, &store, &fetch).unwrap();
     assert_eq!(kl.len(), 2);
     assert!(kl.iter().all(|&k| k > 0.0 && k.is_finite()), "{kl:?}");
     let entries = || -> Vec<PathBuf> {
@@ -308,12 +310,12 @@ fn kl_windows_are_cached_per_pair_and_checked() {
     );
     std::fs::write(&files[0], &checked).unwrap();
     assert_eq!(
-        kl_cached(&base, &other, &cfg, &fetch).unwrap(),
+        kl_cached(&base, &other, &cfg, &store, &fetch).unwrap(),
         vec![9.0, 9.0]
     );
     std::fs::write(&files[0], checked.replace("9.0,9.0", "0.5,0.5")).unwrap();
-    assert_eq!(kl_cached(&base, &other, &cfg, &fetch).unwrap(), kl);
-    let swapped = kl_cached(&other, &base, &cfg, &fetch).unwrap();
+    assert_eq!(kl_cached(&base, &other, &cfg, &store, &fetch).unwrap(), kl);
+    let swapped = kl_cached(&other, &base, &cfg, &store, &fetch).unwrap();
     assert_ne!(swapped, kl);
     assert_eq!(entries().len(), 2);
 }
