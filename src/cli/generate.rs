@@ -132,7 +132,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if ids.len() < 2 {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let t0 = std::time::Instant::now();
     let (gens, stats) = generate(&model, &ids, &params, Some(&pb))?;
+    let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
     for (p, g) in prompts.iter().zip(&gens) {
         if a.json {
@@ -146,7 +148,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             println!("### {p}\n{}\n", g.text);
         }
     }
-    let secs = stats.prefill_secs + stats.decode_secs;
     eprintln!(
         "{} prompts, {} prompt tokens, {} new tokens in {:.2} s ({:.1} new tok/s)",
         stats.prompts,

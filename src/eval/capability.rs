@@ -9,6 +9,7 @@
 //! model), not the weights.
 
 use crate::eval::scorers::fluency::TextNll;
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::{Logits, Model, Point, Tokenizer};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor, D};
@@ -56,23 +57,30 @@ pub fn teacher_forced_nll(model: &Model, items: &[Scored]) -> Result<Vec<TextNll
     ];
     // Longest first, so a batch's padding stays small and the budget is checked on the first.
     seqs.sort_by_key(|s| std::cmp::Reverse(s.1.len()));
+    let mut batches = Vec::new();
     let mut start = 0;
     while start < seqs.len() {
         let longest = seqs[start].1.len();
         let n = (TOKEN_BUDGET / longest.max(1))
             .max(1)
             .min(seqs.len() - start);
-        let batch = &seqs[start..start + n];
-        let picked = target_log_probs(model, batch)?;
-        for ((item, toks, first), lp) in batch.iter().zip(picked) {
-            let sum: f64 = lp.iter().map(|&v| -(v as f64)).sum();
-            out[*item] = TextNll {
-                nll_sum: sum.max(0.0),
-                n_tokens: toks.len() - first,
-            };
-        }
+        batches.push(start..start + n);
         start += n;
     }
+    two_at_a_time(
+        &batches,
+        |r| target_log_probs(model, &seqs[r.clone()]),
+        |r, picked| {
+            for ((item, toks, first), lp) in seqs[r.clone()].iter().zip(picked) {
+                let sum: f64 = lp.iter().map(|&v| -(v as f64)).sum();
+                out[*item] = TextNll {
+                    nll_sum: sum.max(0.0),
+                    n_tokens: toks.len() - first,
+                };
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

@@ -12,6 +12,7 @@
 //! the process, a window at a time, up to [`BUDGET_BYTES`]; a window past the budget is
 //! recomputed. Kept or recomputed, the KL comes from the same numbers in the same order.
 
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::{Logits, Model};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, D};
@@ -94,19 +95,25 @@ pub fn kl_per_window(
         edited.config().vocab_size
     );
     let mut out = Vec::with_capacity(windows.len());
-    for w in windows {
-        // One window at a time: two `t × vocab` logit matrices.
-        let kept = store.logits(base, base_id, w)?;
-        let (p, vocab) = (&kept.0, kept.1);
-        let (q, vocab_q) = all_logits(edited, w)?;
-        ensure!(
-            vocab == vocab_q && p.len() == q.len(),
-            "KL: the two models' logits differ in shape ({vocab} vs {vocab_q} tokens)"
-        );
-        let per_pos = kl_rows(p, &q, vocab);
-        let mean = per_pos.iter().map(|&v| v.max(0.0)).sum::<f64>() / per_pos.len() as f64;
-        out.push(mean);
-    }
+    // One window at a time per job (two `t × vocab` logit matrices), two jobs at a time.
+    two_at_a_time(
+        windows,
+        |w| {
+            let kept = store.logits(base, base_id, w)?;
+            let (p, vocab) = (&kept.0, kept.1);
+            let (q, vocab_q) = all_logits(edited, w)?;
+            ensure!(
+                vocab == vocab_q && p.len() == q.len(),
+                "KL: the two models' logits differ in shape ({vocab} vs {vocab_q} tokens)"
+            );
+            let per_pos = kl_rows(p, &q, vocab);
+            Ok(per_pos.iter().map(|&v| v.max(0.0)).sum::<f64>() / per_pos.len() as f64)
+        },
+        |_, mean| {
+            out.push(mean);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

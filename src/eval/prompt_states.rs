@@ -18,7 +18,7 @@
 //! distance, which Gemma 3's sliding window relies on ([`crate::runtime::layers`]).
 //!
 //! The arithmetic never depends on what was kept: prompts are always run in the same batches
-//! (longest first, as many as fill [`TOKEN_BUDGET`]), and a prompt set whose
+//! (longest first, as many as fill [`TOKEN_BUDGET`], two batches at a time), and a prompt set whose
 //! states would pass [`BUDGET_BYTES`] is run again for each model in those same batches.
 //! Continuations too long for the context with their prompt go through
 //! [`capability::teacher_forced_nll`], which cuts the context from the left.
@@ -26,6 +26,7 @@
 use crate::eval::capability::{self, Scored, TOKEN_BUDGET};
 use crate::eval::scorers::fluency::TextNll;
 use crate::progress::{bar, STEPS};
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::{KvCache, Logits, Model, Point};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -137,84 +138,110 @@ impl PromptStore {
     }
 }
 
-/// Runs every non-empty context through `model`, left-padded, longest first.
+/// Runs every non-empty context through `model`, left-padded, longest first, two batches at
+/// a time.
 fn prefill(model: &Model, contexts: &[&[u32]], pb: &ProgressBar) -> Result<PromptStates> {
-    let dev = Device::Cpu;
-    let pad_id = model.tokenizer.pad_id;
     // A context that leaves no room for a token is never scored from here (see `score`).
     let ctx = model.config().max_position_embeddings;
     let mut order: Vec<usize> = (0..contexts.len())
         .filter(|&i| !contexts[i].is_empty() && contexts[i].len() < ctx)
         .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(contexts[i].len()));
-    let mut out: Vec<Option<PromptState>> = (0..contexts.len()).map(|_| None).collect();
-    let mut layout = (0, 0, DType::F32);
+    let mut chunks = Vec::new();
     let mut start = 0;
     while start < order.len() {
         let rows = (TOKEN_BUDGET / contexts[order[start]].len())
             .max(1)
             .min(order.len() - start);
-        let chunk = &order[start..start + rows];
+        chunks.push(&order[start..start + rows]);
         start += rows;
-        let b = chunk.len();
-        let seqs: Vec<&[u32]> = chunk.iter().map(|&i| contexts[i]).collect();
-        let (ids, pos, mask, len) = crate::runtime::left_padded(&seqs, pad_id);
-        let mut cache = KvCache::new(model.config().num_layers, len);
-        let ids = Tensor::from_vec(ids, (b, len), &dev)?;
-        let pos = Tensor::from_vec(pos, (b, len), &dev)?;
-        let mask = Tensor::from_vec(mask, (b, len), &dev)?;
-        let run = model
-            .net
-            .forward(
-                &ids,
-                &pos,
-                Some(&mask),
-                Some(&mut cache),
-                &[Point::FinalNorm],
-                Logits::None,
-            )
-            .context("running the prompts under the base model")?;
-        let last = run
-            .hidden
-            .first()
-            .context("the forward pass returned no final-norm states")?
-            .narrow(1, len - 1, 1)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let hidden = last.len() / b;
-        let mut kv: Vec<Vec<[Vec<f32>; 2]>> = vec![Vec::new(); b];
-        for (k, v) in cache.layers()? {
-            let (_, h, _, d) = k.dims4()?;
-            layout = (h, d, k.dtype());
-            let (k, v) = (flat(&k)?, flat(&v)?);
-            for (r, &i) in chunk.iter().enumerate() {
-                let n = contexts[i].len();
-                // Row r, head j: positions len - n .. len of the padded block.
-                let cut = |x: &[f32]| -> Vec<f32> {
-                    (0..h)
-                        .flat_map(|j| {
-                            let at = ((r * h + j) * len + len - n) * d;
-                            x[at..at + n * d].iter().copied()
-                        })
-                        .collect()
-                };
-                kv[r].push([cut(&k), cut(&v)]);
-            }
-        }
-        pb.inc(chunk.len() as u64);
-        for ((r, &i), kv) in chunk.iter().enumerate().zip(kv) {
-            out[i] = Some(PromptState {
-                len: contexts[i].len(),
-                kv,
-                last: last[r * hidden..(r + 1) * hidden].to_vec(),
-            });
-        }
     }
+    let mut out: Vec<Option<PromptState>> = (0..contexts.len()).map(|_| None).collect();
+    let mut layout = (0, 0, DType::F32);
+    two_at_a_time(
+        &chunks,
+        |chunk| prefill_batch(model, contexts, chunk),
+        |chunk, (states, l)| {
+            layout = l;
+            for (&i, state) in chunk.iter().zip(states) {
+                out[i] = Some(state);
+            }
+            pb.inc(chunk.len() as u64);
+            Ok(())
+        },
+    )?;
     Ok(PromptStates {
         prompts: out,
         layout,
     })
+}
+
+/// One batch of [`prefill`]: the states of the `chunk` contexts, in its order, and the
+/// key/value layout.
+fn prefill_batch(
+    model: &Model,
+    contexts: &[&[u32]],
+    chunk: &[usize],
+) -> Result<(Vec<PromptState>, (usize, usize, DType))> {
+    let dev = Device::Cpu;
+    let b = chunk.len();
+    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| contexts[i]).collect();
+    let (ids, pos, mask, len) = crate::runtime::left_padded(&seqs, model.tokenizer.pad_id);
+    let mut cache = KvCache::new(model.config().num_layers, len);
+    let ids = Tensor::from_vec(ids, (b, len), &dev)?;
+    let pos = Tensor::from_vec(pos, (b, len), &dev)?;
+    let mask = Tensor::from_vec(mask, (b, len), &dev)?;
+    let run = model
+        .net
+        .forward(
+            &ids,
+            &pos,
+            Some(&mask),
+            Some(&mut cache),
+            &[Point::FinalNorm],
+            Logits::None,
+        )
+        .context("running the prompts under the base model")?;
+    let last = run
+        .hidden
+        .first()
+        .context("the forward pass returned no final-norm states")?
+        .narrow(1, len - 1, 1)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let hidden = last.len() / b;
+    let mut layout = (0, 0, DType::F32);
+    let mut kv: Vec<Vec<[Vec<f32>; 2]>> = vec![Vec::new(); b];
+    for (k, v) in cache.layers()? {
+        let (_, h, _, d) = k.dims4()?;
+        layout = (h, d, k.dtype());
+        let (k, v) = (flat(&k)?, flat(&v)?);
+        for (r, &i) in chunk.iter().enumerate() {
+            let n = contexts[i].len();
+            // Row r, head j: positions len - n .. len of the padded block.
+            let cut = |x: &[f32]| -> Vec<f32> {
+                (0..h)
+                    .flat_map(|j| {
+                        let at = ((r * h + j) * len + len - n) * d;
+                        x[at..at + n * d].iter().copied()
+                    })
+                    .collect()
+            };
+            kv[r].push([cut(&k), cut(&v)]);
+        }
+    }
+    let states = chunk
+        .iter()
+        .enumerate()
+        .zip(kv)
+        .map(|((r, &i), kv)| PromptState {
+            len: contexts[i].len(),
+            kv,
+            last: last[r * hidden..(r + 1) * hidden].to_vec(),
+        })
+        .collect();
+    Ok((states, layout))
 }
 
 fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -258,6 +285,7 @@ fn score(
         }
     }
     order.sort_by_key(|&i| std::cmp::Reverse(items[i].target.len()));
+    let mut batches = Vec::new();
     let mut start = 0;
     while start < order.len() {
         // Longest target first: rows while the continuation tokens fit the token budget
@@ -272,17 +300,23 @@ fn score(
             }
             (n, past) = (rows, p);
         }
-        let batch = &order[start..start + n];
-        let lp = continuation_log_probs(model, states, items, batch)?;
-        for (&i, lp) in batch.iter().zip(lp) {
-            out[i] = TextNll {
-                nll_sum: lp.iter().map(|&v| -(v as f64)).sum::<f64>().max(0.0),
-                n_tokens: items[i].target.len(),
-            };
-        }
+        batches.push(&order[start..start + n]);
         start += n;
-        pb.inc(n as u64);
     }
+    two_at_a_time(
+        &batches,
+        |batch| continuation_log_probs(model, states, items, batch),
+        |batch, lp| {
+            for (&i, lp) in batch.iter().zip(lp) {
+                out[i] = TextNll {
+                    nll_sum: lp.iter().map(|&v| -(v as f64)).sum::<f64>().max(0.0),
+                    n_tokens: items[i].target.len(),
+                };
+            }
+            pb.inc(batch.len() as u64);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

@@ -30,6 +30,7 @@ use crate::eval::report::{GenRun, Item, PplRun, Throughput};
 use crate::eval::scorers::{hatesonar::HateSonar, refusal::RefusalMatcher, sentiment::Vader};
 use crate::progress::{stage, Stage};
 use crate::runtime::generate::{generate, Finish, GenParams};
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::Model;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -386,12 +387,17 @@ pub fn run_ppl(model: &Model, cfg: &EvalConfig, fetch: &FetchOptions) -> Result<
     let pb = progress(windows.len(), "perplexity windows".into());
     let t0 = Instant::now();
     let mut out = Vec::with_capacity(windows.len());
-    // One window per call so the progress bar moves (a window fills the token budget).
-    for w in &windows {
-        let n = capability::window_nll(model, std::slice::from_ref(w))?;
-        out.push((n[0].nll_sum, n[0].n_tokens));
-        pb.inc(1);
-    }
+    // One window per call so the progress bar moves (a window fills the token budget), two
+    // windows at a time.
+    two_at_a_time(
+        &windows,
+        |w| capability::window_nll(model, std::slice::from_ref(w)),
+        |_, n| {
+            out.push((n[0].nll_sum, n[0].n_tokens));
+            pb.inc(1);
+            Ok(())
+        },
+    )?;
     pb.finish_and_clear();
     Ok(PplRun {
         corpus: "wikitext2-test".into(),

@@ -14,6 +14,7 @@ use super::file::serialize_f32;
 use super::fingerprint::model_fingerprint;
 use crate::data::Dataset;
 use crate::formats::io::write_atomic;
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::{Logits, Model, Point, Precision};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor, D};
@@ -382,19 +383,31 @@ fn run(
     } else {
         crate::progress::hidden(n)
     };
-    for chunk in order.chunks(opts.batch_size) {
+    // Pooled states of one batch, per point.
+    let pooled = |chunk: &[usize]| -> Result<Vec<Vec<f32>>> {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
         let (out, mask) = model
             .forward_batch(&batch, points, Logits::None)
             .with_context(|| format!("running the model over {name}"))?;
-        for (k, h) in out.hidden.iter().enumerate() {
-            let pooled = pool_states(h, &mask, &batch, opts.pool)?;
-            for (r, &i) in chunk.iter().enumerate() {
-                mats[k][i * d..(i + 1) * d].copy_from_slice(&pooled[r * d..(r + 1) * d]);
+        out.hidden
+            .iter()
+            .map(|h| pool_states(h, &mask, &batch, opts.pool))
+            .collect()
+    };
+    let chunks: Vec<&[usize]> = order.chunks(opts.batch_size).collect();
+    two_at_a_time(
+        &chunks,
+        |chunk| pooled(chunk),
+        |chunk, per_point| {
+            for (k, pooled) in per_point.iter().enumerate() {
+                for (r, &i) in chunk.iter().enumerate() {
+                    mats[k][i * d..(i + 1) * d].copy_from_slice(&pooled[r * d..(r + 1) * d]);
+                }
             }
-        }
-        pb.inc(chunk.len() as u64);
-    }
+            pb.inc(chunk.len() as u64);
+            Ok(())
+        },
+    )?;
     pb.finish_and_clear();
     for (m, p) in mats.iter().zip(points) {
         if let Some(i) = m.iter().position(|v| !v.is_finite()) {

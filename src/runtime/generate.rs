@@ -1,11 +1,13 @@
 //! Batched generation with a KV cache: the hot loop of every evaluation.
 //!
-//! Prompts are sorted by length and run in batches, left-padded so that every sequence's
+//! Prompts are sorted by length and run in batches (two at a time, [`super::overlap`]),
+//! left-padded so that every sequence's
 //! next token sits in the last column; each row keeps its own RoPE positions. Sequences
 //! that finish (EOS, a stop string, the token limit) are dropped from the batch and their
 //! cache rows released, so a batch never pays for its finished members.
 
 use super::layers::{KvCache, Logits};
+use super::overlap::two_at_a_time;
 use super::tokenizer::Tokenizer;
 use super::Model;
 use anyhow::{Context, Result};
@@ -100,7 +102,8 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Token counts and times of a generation run.
+/// Token counts and times of a generation run. Batches run two at a time, so the prefill
+/// and decode times are sums over batches and may add up to more than the wall time.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GenStats {
     pub prompts: usize,
@@ -108,6 +111,16 @@ pub struct GenStats {
     pub generated_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+}
+
+impl GenStats {
+    /// Adds one batch's token counts and times (not its prompt count, which the run sets).
+    fn add(&mut self, batch: &GenStats) {
+        self.prompt_tokens += batch.prompt_tokens;
+        self.generated_tokens += batch.generated_tokens;
+        self.prefill_secs += batch.prefill_secs;
+        self.decode_secs += batch.decode_secs;
+    }
 }
 
 /// One generating sequence of a batch (its prompt, tokens so far, position, key mask, random stream).
@@ -146,12 +159,20 @@ pub fn generate(
         prompts: prompts.len(),
         ..Default::default()
     };
-    for chunk in order.chunks(params.batch_size.max(1)) {
-        for g in generate_batch(model, prompts, chunk, params, &mut stats, progress)? {
-            let idx = g.0;
-            out[idx] = Some(g.1);
-        }
-    }
+    let chunks: Vec<&[usize]> = order.chunks(params.batch_size.max(1)).collect();
+    // Two batches at a time (see `overlap`); every sequence draws from its own random
+    // stream, so sampled continuations do not depend on which batch ran first either.
+    two_at_a_time(
+        &chunks,
+        |chunk| generate_batch(model, prompts, chunk, params, progress),
+        |_, (gens, s)| {
+            stats.add(&s);
+            for (idx, g) in gens {
+                out[idx] = Some(g);
+            }
+            Ok(())
+        },
+    )?;
     Ok((
         out.into_iter()
             .map(|g| g.expect("every prompt generated"))
@@ -160,14 +181,16 @@ pub fn generate(
     ))
 }
 
+/// Generates one batch; its generations (with their prompts' indices) and its counts.
 fn generate_batch(
     model: &Model,
     prompts: &[Vec<u32>],
     chunk: &[usize],
     params: &GenParams,
-    stats: &mut GenStats,
     progress: Option<&ProgressBar>,
-) -> Result<Vec<(usize, Generation)>> {
+) -> Result<(Vec<(usize, Generation)>, GenStats)> {
+    let mut stats = GenStats::default();
+    let stats = &mut stats;
     let tok = &model.tokenizer;
     let dev = Device::Cpu;
     let b = chunk.len();
@@ -270,7 +293,8 @@ fn generate_batch(
             .expect("logits requested");
     }
     stats.decode_secs += t1.elapsed().as_secs_f64();
-    rows.into_iter()
+    let gens = rows
+        .into_iter()
         .map(|row| {
             let text = match row.finish {
                 Some(Finish::Stop) => row.text,
@@ -285,7 +309,8 @@ fn generate_batch(
                 },
             ))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((gens, std::mem::take(stats)))
 }
 
 /// A batch's prompts left-padded to one length, with their positions (padding at 0) and a

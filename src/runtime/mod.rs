@@ -7,7 +7,8 @@
 //!   model's own chat template;
 //! - [`llama`] (Llama, Mistral, SmolLM, Qwen2) and [`gemma3`]: the forward passes, top to
 //!   bottom, chosen by architecture in [`Net`], built from the shared [`layers`];
-//! - [`generate`]: batched generation with a KV cache;
+//! - [`generate`]: batched generation with a KV cache; [`overlap`]: independent batches
+//!   two at a time, so that one pass fills the other's serial gaps;
 //! - [`kernels`]: SIMD matmuls for Q4_1, Q8_0 and Q5_0 weights on every instruction set
 //!   (exact by default; 8-bit inputs with `Precision::Int8Activations`).
 
@@ -18,6 +19,7 @@ pub mod generate;
 pub mod kernels;
 pub mod layers;
 pub mod llama;
+pub mod overlap;
 pub mod spm;
 pub mod tokenizer;
 pub mod weights;

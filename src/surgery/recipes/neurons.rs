@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::read_matrix;
 use crate::runtime::config::Arch;
+use crate::runtime::overlap::two_at_a_time;
 use crate::runtime::{Logits, Model, Point};
 use crate::surgery::model::{Matrix, ModelFile};
 
@@ -62,33 +63,48 @@ pub fn pooled_activations(
         ProgressStyle::with_template("neurons {bar:30} {pos}/{len} texts [{elapsed}<{eta}]")
             .expect("valid template"),
     );
-    for chunk in order.chunks(batch_size) {
+    // One batch's pooled activations, per block (`b × n_ff` each).
+    let pooled = |chunk: &[usize]| -> Result<Vec<Vec<f32>>> {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
         let (o, mask) = model.forward_batch(&batch, &points, Logits::None)?;
         let mask = mask.to_dtype(DType::F32)?;
         let count = mask.sum_keepdim(1)?; // [b, 1]
-        for ((h, (g, u)), dst) in o.hidden.iter().zip(&weights).zip(&mut out) {
-            let (b, t, d) = h.dims3()?;
-            let m = h.to_dtype(DType::F32)?.reshape((b * t, d))?;
-            let pre = m.matmul(g)?;
-            let a = if gelu {
-                pre.gelu()?
-            } else {
-                candle_nn::ops::silu(&pre)?
-            };
-            let a = (a * m.matmul(u)?)?.reshape((b, t, ()))?;
-            let pooled = a
-                .broadcast_mul(&mask.unsqueeze(D::Minus1)?)?
-                .sum(1)?
-                .broadcast_div(&count)?;
-            let w = pooled.dim(1)?;
-            let v = pooled.flatten_all()?.to_vec1::<f32>()?;
-            for (r, &i) in chunk.iter().enumerate() {
-                dst[i * w..(i + 1) * w].copy_from_slice(&v[r * w..(r + 1) * w]);
+        o.hidden
+            .iter()
+            .zip(&weights)
+            .map(|(h, (g, u))| -> Result<Vec<f32>> {
+                let (b, t, d) = h.dims3()?;
+                let m = h.to_dtype(DType::F32)?.reshape((b * t, d))?;
+                let pre = m.matmul(g)?;
+                let a = if gelu {
+                    pre.gelu()?
+                } else {
+                    candle_nn::ops::silu(&pre)?
+                };
+                let a = (a * m.matmul(u)?)?.reshape((b, t, ()))?;
+                let pooled = a
+                    .broadcast_mul(&mask.unsqueeze(D::Minus1)?)?
+                    .sum(1)?
+                    .broadcast_div(&count)?;
+                Ok(pooled.flatten_all()?.to_vec1::<f32>()?)
+            })
+            .collect()
+    };
+    let chunks: Vec<&[usize]> = order.chunks(batch_size).collect();
+    two_at_a_time(
+        &chunks,
+        |chunk| pooled(chunk),
+        |chunk, per_block| {
+            for (v, dst) in per_block.iter().zip(&mut out) {
+                let w = v.len() / chunk.len();
+                for (r, &i) in chunk.iter().enumerate() {
+                    dst[i * w..(i + 1) * w].copy_from_slice(&v[r * w..(r + 1) * w]);
+                }
             }
-        }
-        pb.inc(chunk.len() as u64);
-    }
+            pb.inc(chunk.len() as u64);
+            Ok(())
+        },
+    )?;
     pb.finish_and_clear();
     for (b, a) in out.iter().enumerate() {
         if a.iter().any(|v| !v.is_finite()) {
