@@ -1,8 +1,8 @@
 //! Batched generation with a KV cache: the hot loop of every evaluation.
 //!
-//! Prompts are sorted by length and run in batches (two at a time, [`super::overlap`]),
-//! left-padded so that every sequence's
-//! next token sits in the last column; each row keeps its own RoPE positions. Sequences
+//! Prompts are sorted by length and run in batches (two at a time, [`super::overlap`]; a set
+//! that fits one batch runs as two halves), left-padded so that every sequence's next token
+//! sits in the last column; each row keeps its own RoPE positions. Sequences
 //! that finish (EOS, a stop string, the token limit) are dropped from the batch and their
 //! cache rows released, so a batch never pays for its finished members.
 
@@ -159,7 +159,7 @@ pub fn generate(
         prompts: prompts.len(),
         ..Default::default()
     };
-    let chunks: Vec<&[usize]> = order.chunks(params.batch_size.max(1)).collect();
+    let chunks = batches(&order, params.batch_size.max(1));
     // Two batches at a time (see `overlap`); every sequence draws from its own random
     // stream, so sampled continuations do not depend on which batch ran first either.
     two_at_a_time(
@@ -179,6 +179,26 @@ pub fn generate(
             .collect(),
         stats,
     ))
+}
+
+/// Prompts per batch below which a set that fits one batch is not cut in two: each half
+/// keeps the batched kernels (`kernels::BATCHED_MIN_ROWS`) for a while as its members finish.
+const MIN_SPLIT_BATCH: usize = 8;
+
+/// `order` (longest prompt first) cut into batches of at most `batch_size`. A set that fits
+/// one batch is cut into two halves when each keeps [`MIN_SPLIT_BATCH`] prompts: one batch
+/// alone leaves the second core idle in its serial parts and, once most of its members have
+/// stopped, decodes its last long continuations nearly single-stream; two halves run side
+/// by side ([`two_at_a_time`]). Larger sets keep their batches of `batch_size`: they already
+/// run two at a time.
+fn batches(order: &[usize], batch_size: usize) -> Vec<&[usize]> {
+    let n = order.len();
+    let size = if n <= batch_size && n >= 2 * MIN_SPLIT_BATCH {
+        n.div_ceil(2)
+    } else {
+        batch_size
+    };
+    order.chunks(size).collect()
 }
 
 /// Generates one batch; its generations (with their prompts' indices) and its counts.
@@ -436,6 +456,24 @@ fn sample(logits: &[f32], params: &GenParams, rng: &mut StdRng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_batch_is_cut_in_two_halves_and_larger_sets_keep_their_batches() {
+        let sizes = |n: usize, b: usize| {
+            let order: Vec<usize> = (0..n).collect();
+            let cut = batches(&order, b);
+            assert_eq!(cut.concat(), order, "every prompt once, in order");
+            cut.iter().map(|c| c.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(32, 32), vec![16, 16]);
+        assert_eq!(sizes(17, 32), vec![9, 8]);
+        assert_eq!(sizes(16, 32), vec![8, 8]);
+        assert_eq!(sizes(15, 32), vec![15]);
+        assert_eq!(sizes(200, 32), vec![32, 32, 32, 32, 32, 32, 8]);
+        assert_eq!(sizes(33, 32), vec![32, 1]);
+        assert_eq!(sizes(1, 1), vec![1]);
+        assert!(sizes(0, 32).is_empty());
+    }
 
     #[test]
     fn every_bad_decoding_setting_is_refused() {
