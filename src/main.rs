@@ -16,7 +16,7 @@ fn main() {
         .try_get_matches()
         .unwrap_or_else(|e| usage_error(e));
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
-    if let Err(err) = cli::run(args, &matches) {
+    if let Err(err) = on_the_pool(|| cli::run(args, &matches)) {
         // One line, with the whole context chain ("what: where: why"), and a non-zero exit.
         // Some library errors (candle's) append a backtrace after a newline: keep line one.
         let chain: Vec<String> = err
@@ -33,6 +33,21 @@ fn main() {
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
     }
+}
+
+/// Runs `f` on a thread of rayon's global pool instead of the main thread. A parallel
+/// operation started outside the pool hands its work to the pool and puts the caller to sleep
+/// until it is done, two futex round trips per call; single-stream generation makes a few
+/// hundred such calls per token. Started from a worker, the caller does its share of the work
+/// and the other workers are often still spinning from the last call. The pool's threads get
+/// the main thread's 8 MiB stack.
+fn on_the_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    // Fails only when a global pool already exists (nothing has started one yet here); the
+    // run then goes on with that pool.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
+    rayon::scope(|_| f())
 }
 
 /// Sets `RAYON_NUM_THREADS` to this machine's thread count when the user has not set it,
