@@ -7,7 +7,7 @@
 //! cache rows released, so a batch never pays for its finished members.
 
 use super::layers::{KvCache, Logits};
-use super::overlap::two_at_a_time;
+use super::overlap::{two_at_a_time, IN_FLIGHT};
 use super::tokenizer::Tokenizer;
 use super::Model;
 use anyhow::{Context, Result};
@@ -186,15 +186,15 @@ pub fn generate(
 const MIN_SPLIT_BATCH: usize = 8;
 
 /// `order` (longest prompt first) cut into batches of at most `batch_size`. A set that fits
-/// one batch is cut into two halves when each keeps [`MIN_SPLIT_BATCH`] prompts: one batch
-/// alone leaves the second core idle in its serial parts and, once most of its members have
-/// stopped, decodes its last long continuations nearly single-stream; two halves run side
-/// by side ([`two_at_a_time`]). Larger sets keep their batches of `batch_size`: they already
-/// run two at a time.
+/// one batch is cut into [`IN_FLIGHT`] equal parts when each keeps [`MIN_SPLIT_BATCH`]
+/// prompts: one batch alone leaves the second core idle in its serial parts and, once most
+/// of its members have stopped, decodes its last long continuations nearly single-stream;
+/// the parts run side by side ([`two_at_a_time`]). Larger sets keep their batches of
+/// `batch_size`: they already run two at a time.
 fn batches(order: &[usize], batch_size: usize) -> Vec<&[usize]> {
     let n = order.len();
-    let size = if n <= batch_size && n >= 2 * MIN_SPLIT_BATCH {
-        n.div_ceil(2)
+    let size = if n <= batch_size && n >= IN_FLIGHT * MIN_SPLIT_BATCH {
+        n.div_ceil(IN_FLIGHT)
     } else {
         batch_size
     };
