@@ -16,8 +16,9 @@
 //! - [`int8`]: the opt-in path that rounds inputs to 8 bits per block and multiplies with
 //!   integer dot products (AVX2, AVX-512 VNNI), as llama.cpp does; not bit-exact.
 //!
-//! Rows of the output are split across threads in a few chunks per thread, except for the
-//! small products of one token, which run on the calling thread (see `SERIAL_MAX_INT8`).
+//! Rows of the output are split across threads in a few chunks per thread: the batched
+//! products on rayon's pool, the single-row products of one token on [`team`], whose
+//! helpers spin between products instead of sleeping.
 
 use rayon::prelude::*;
 
@@ -28,6 +29,7 @@ pub mod isa;
 mod q4_1;
 mod q5_0;
 mod q8_0;
+mod team;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -36,6 +38,7 @@ mod x86_exact;
 use crate::formats::{ggml::GgmlType, quant};
 use isa::Isa;
 use q5_0::q5_0_row_as_q8_0;
+use std::sync::Mutex;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
@@ -173,7 +176,7 @@ impl QuantMatrix {
         let x = &x[..m * k];
         // A few chunks per thread: even shares for the small matrices of one token, and
         // the thread hand-off negligible against the work of a chunk.
-        let threads = rayon::current_num_threads().max(1);
+        let threads = team::width();
         let exact = self.inputs == Inputs::Exact;
         let p = RowProduct {
             mat: self,
@@ -196,17 +199,13 @@ impl QuantMatrix {
             },
         };
         let mut cols: Vec<f32> = vec![0f32; self.n * m];
-        let serial_max = if exact {
-            SERIAL_MAX_EXACT
-        } else {
-            SERIAL_MAX_INT8
-        };
-        let work = |(c, dst): (usize, &mut [f32])| p.chunk(c, dst);
-        if self.n * k * m <= serial_max {
-            cols.chunks_mut(p.chunk * m).enumerate().for_each(work);
-        } else {
-            cols.par_chunks_mut(p.chunk * m).enumerate().for_each(work);
-        }
+        // Every chunk on the team, even for the smallest matrices of one token: its helpers
+        // are awake between products, so a hand-off costs a cache line, not a futex.
+        let parts: Vec<Mutex<&mut [f32]>> = cols.chunks_mut(p.chunk * m).map(Mutex::new).collect();
+        team::run(parts.len(), &|c| {
+            let mut dst = parts[c].lock().unwrap_or_else(|e| e.into_inner());
+            p.chunk(c, &mut dst)
+        });
         transpose(&cols, self.n, m)
     }
 
@@ -404,17 +403,6 @@ impl RowProduct<'_> {
 /// take 4 inputs, so 2 rows waste half of them (measured a tie with the single-row
 /// kernels in 2-prompt generation; 4 prompts 1.2–1.5× faster batched).
 pub const BATCHED_MIN_ROWS: usize = 3;
-
-/// Up to this many weight × input products, the single-row kernels run on the calling
-/// thread: handing a small matrix to rayon's threads cost more than the second thread
-/// saved. Single-stream greedy generation on the default model (2 threads, quiet machine,
-/// `scalpel bench --generate`): 8-bit inputs 77–91 tok/s with every matrix split against
-/// 108–114 with the per-layer matrices (up to 1536 × 576) on one thread; the exact
-/// kernels do more work per weight and gained only from the 576-wide ones (q, k, v, o).
-/// The output head (49152 × 576) stays split.
-const SERIAL_MAX_INT8: usize = 1 << 20;
-/// [`SERIAL_MAX_INT8`] for the exact kernels.
-const SERIAL_MAX_EXACT: usize = 1 << 19;
 
 /// The 8-bit-input kernels serve fewer input rows than this; larger batches (prompt
 /// processing, collection, batched generation) stay exact.
