@@ -2,15 +2,18 @@
 //!
 //! Prompts are sorted by length and run in batches (two at a time, [`super::overlap`]; a set
 //! that fits one batch runs as two halves), left-padded so that every sequence's next token
-//! sits in the last column; each row keeps its own RoPE positions. Sequences
+//! sits in the last column; each row keeps its own RoPE positions. The prompts are
+//! prefilled in groups of similar length ([`super::prefill`]) so that the padding is not
+//! computed. Sequences
 //! that finish (EOS, a stop string, the token limit) are dropped from the batch and their
 //! cache rows released, so a batch never pays for its finished members.
 
-use super::layers::{KvCache, Logits};
+use super::layers::Logits;
 use super::overlap::{two_at_a_time, IN_FLIGHT};
+use super::prefill::prefill;
 use super::tokenizer::Tokenizer;
 use super::Model;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor, D};
 use indicatif::ProgressBar;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -214,15 +217,9 @@ fn generate_batch(
     let tok = &model.tokenizer;
     let dev = Device::Cpu;
     let b = chunk.len();
-    let Prefill {
-        ids,
-        pos,
-        mut rows,
-        len,
-        padded,
-    } = left_pad(prompts, chunk, tok.pad_id, params.seed);
+    let Prefill { mut rows, len } = left_pad(prompts, chunk, tok.pad_id, params.seed);
     stats.prompt_tokens += chunk.iter().map(|&i| prompts[i].len()).sum::<usize>();
-    let mut cache = KvCache::new(model.config().num_layers, len + params.max_new_tokens);
+    let padded = chunk.iter().any(|&i| prompts[i].len() != len);
     let t0 = Instant::now();
     let mask_tensor = |rows: &[&Sequence]| -> Result<Tensor> {
         let w = rows[0].key_mask.len();
@@ -232,24 +229,8 @@ fn generate_batch(
             .collect();
         Ok(Tensor::from_vec(flat, (rows.len(), w), &dev)?)
     };
-    let first_mask = if padded {
-        Some(mask_tensor(&rows.iter().collect::<Vec<_>>())?)
-    } else {
-        None
-    };
-    let mut logits = model
-        .net
-        .forward(
-            &Tensor::from_vec(ids, (b, len), &dev)?,
-            &Tensor::from_vec(pos, (b, len), &dev)?,
-            first_mask.as_ref(),
-            Some(&mut cache),
-            &[],
-            Logits::Last,
-        )
-        .context("prefill")?
-        .logits
-        .expect("logits requested");
+    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+    let (mut logits, mut cache) = prefill(model, &seqs, len + params.max_new_tokens)?;
     stats.prefill_secs += t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -333,20 +314,16 @@ fn generate_batch(
     Ok((gens, std::mem::take(stats)))
 }
 
-/// A batch's prompts left-padded to one length, with their positions (padding at 0) and a
-/// row per sequence whose key mask hides the padding.
+/// A batch's rows, one per sequence, whose key masks hide the left padding up to `len`,
+/// the longest prompt.
 struct Prefill {
-    ids: Vec<u32>,
-    pos: Vec<u32>,
     rows: Vec<Sequence>,
     len: usize,
-    padded: bool,
 }
 
 fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Prefill {
     let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
-    let (ids, pos, mask, len) = super::left_padded(&seqs, pad_id);
-    let padded = seqs.iter().any(|s| s.len() != len);
+    let (_, _, mask, len) = super::left_padded(&seqs, pad_id);
     let rows = chunk
         .iter()
         .zip(mask.chunks(len.max(1)))
@@ -361,13 +338,7 @@ fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Pr
             text: String::new(),
         })
         .collect();
-    Prefill {
-        ids,
-        pos,
-        rows,
-        len,
-        padded,
-    }
+    Prefill { rows, len }
 }
 
 /// Takes token `id` for `row` at decoding step `step`: EOS ends the row; otherwise the token

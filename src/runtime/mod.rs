@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod overlap;
+pub mod prefill;
 pub mod spm;
 pub mod tokenizer;
 pub mod weights;

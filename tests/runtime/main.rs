@@ -7,6 +7,7 @@
 mod common;
 
 mod families;
+mod prefill_tiny;
 mod reference;
 mod reference_quant;
 mod runtime;
