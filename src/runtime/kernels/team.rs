@@ -137,8 +137,16 @@ pub fn run(chunks: usize, work: &(dyn Fn(usize) + Sync)) {
     }
     let mine = catch_unwind(AssertUnwindSafe(|| claim(s, work)));
     s.open.store(false, SeqCst);
+    // A helper mid-chunk finishes in microseconds unless it lost its core (more runnable
+    // threads than cores, as in a parallel test run); then yielding lets it back on.
+    let mut spins = 0u32;
     while s.active.load(SeqCst) != 0 {
-        std::hint::spin_loop();
+        spins += 1;
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
     // SAFETY: as above; no helper is inside the job any more.
     unsafe { *s.job.get() = None };
