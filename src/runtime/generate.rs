@@ -217,9 +217,10 @@ fn generate_batch(
     let tok = &model.tokenizer;
     let dev = Device::Cpu;
     let b = chunk.len();
-    let Prefill { mut rows, len } = left_pad(prompts, chunk, tok.pad_id, params.seed);
-    stats.prompt_tokens += chunk.iter().map(|&i| prompts[i].len()).sum::<usize>();
-    let padded = chunk.iter().any(|&i| prompts[i].len() != len);
+    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+    let Prefill { mut rows, len } = left_pad(&seqs, chunk, tok.pad_id, params.seed);
+    stats.prompt_tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
+    let padded = seqs.iter().any(|s| s.len() != len);
     let t0 = Instant::now();
     let mask_tensor = |rows: &[&Sequence]| -> Result<Tensor> {
         let w = rows[0].key_mask.len();
@@ -229,7 +230,6 @@ fn generate_batch(
             .collect();
         Ok(Tensor::from_vec(flat, (rows.len(), w), &dev)?)
     };
-    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
     let (mut logits, mut cache) = prefill(model, &seqs, len + params.max_new_tokens)?;
     stats.prefill_secs += t0.elapsed().as_secs_f64();
 
@@ -321,16 +321,17 @@ struct Prefill {
     len: usize,
 }
 
-fn left_pad(prompts: &[Vec<u32>], chunk: &[usize], pad_id: u32, seed: u64) -> Prefill {
-    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
-    let (_, _, mask, len) = super::left_padded(&seqs, pad_id);
+/// `seqs` are the prompts of `chunk`, in its order.
+fn left_pad(seqs: &[&[u32]], chunk: &[usize], pad_id: u32, seed: u64) -> Prefill {
+    let (_, _, mask, len) = super::left_padded(seqs, pad_id);
     let rows = chunk
         .iter()
+        .zip(seqs)
         .zip(mask.chunks(len.max(1)))
-        .map(|(&i, key_mask)| Sequence {
+        .map(|((&i, seq), key_mask)| Sequence {
             prompt: i,
             tokens: Vec::new(),
-            pos: prompts[i].len() as u32,
+            pos: seq.len() as u32,
             key_mask: key_mask.to_vec(),
             // Each prompt's own stream, so a prompt samples the same in any batch.
             rng: StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),

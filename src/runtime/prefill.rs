@@ -62,7 +62,7 @@ pub fn groups(lens: &[usize]) -> Vec<Range<usize>> {
 /// last position's logits `[b, vocab]` and a cache of `capacity` positions holding the
 /// prompts left-padded to the longest.
 pub fn prefill(model: &Model, seqs: &[&[u32]], capacity: usize) -> Result<(Tensor, KvCache)> {
-    let layers = model.config().num_layers;
+    let num_layers = model.config().num_layers;
     let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
     anyhow::ensure!(
         lens.windows(2).all(|w| w[0] >= w[1]),
@@ -70,17 +70,17 @@ pub fn prefill(model: &Model, seqs: &[&[u32]], capacity: usize) -> Result<(Tenso
     );
     let parts = groups(&lens);
     if parts.len() <= 1 {
-        let mut cache = KvCache::new(layers, capacity);
+        let mut cache = KvCache::new(num_layers, capacity);
         let logits = pass(model, seqs, &mut cache)?;
         return Ok((logits, cache));
     }
     let longest = lens.first().copied().unwrap_or(0);
     let mut logits = Vec::with_capacity(parts.len());
-    let mut stacked: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![(Vec::new(), Vec::new()); layers];
+    let mut stacked: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![(Vec::new(), Vec::new()); num_layers];
     for g in parts {
         let group = &seqs[g];
         let len = group[0].len();
-        let mut cache = KvCache::new(layers, len);
+        let mut cache = KvCache::new(num_layers, len);
         logits.push(pass(model, group, &mut cache)?);
         for ((k, v), (ks, vs)) in cache.layers()?.into_iter().zip(&mut stacked) {
             let (left, right) = (longest - len, capacity - longest);

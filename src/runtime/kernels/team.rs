@@ -170,13 +170,18 @@ fn claim(s: &Shared, work: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Whether a job is open that the helper which last joined job `seen` has not joined.
+fn new_job(s: &Shared, seen: usize) -> bool {
+    s.open.load(SeqCst) && s.epoch.load(SeqCst) != seen
+}
+
 /// A helper: joins each job once, spins, yields, then parks while there is none.
 fn helper(s: &Shared, me: usize) {
     let mut seen = 0usize;
     let mut idle = Instant::now();
     let mut polls = 0u32;
     loop {
-        if s.open.load(SeqCst) && s.epoch.load(SeqCst) != seen {
+        if new_job(s, seen) {
             s.active.fetch_add(1, SeqCst);
             // Counted before looking again: the caller either sees this helper in `active`
             // and waits for it, or cleared `open` first, and then this load sees that.
@@ -209,7 +214,7 @@ fn helper(s: &Shared, me: usize) {
             s.asleep[me].store(true, SeqCst);
             // Looked at after announcing sleep: a caller that opened a job before this
             // store is seen here; one that opens after it sees `asleep` and unparks.
-            if !(s.open.load(SeqCst) && s.epoch.load(SeqCst) != seen) {
+            if !new_job(s, seen) {
                 std::thread::park();
             }
             s.asleep[me].store(false, SeqCst);
