@@ -27,7 +27,7 @@ use crate::eval::capability::{self, Scored, TOKEN_BUDGET};
 use crate::eval::scorers::fluency::TextNll;
 use crate::progress::{bar, STEPS};
 use crate::runtime::overlap::two_at_a_time;
-use crate::runtime::{KvCache, Logits, Model, Point};
+use crate::runtime::{KvCache, KvRows, Logits, Model, Point};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
@@ -43,12 +43,10 @@ const HEAD_ROWS: usize = 512;
 pub const BUDGET_BYTES: usize = 4 << 30;
 
 /// One prompt's states under the base model, as plain f32 buffers (a batch's cache is
-/// assembled from them with one copy each).
+/// stacked from them with one copy each).
 struct PromptState {
-    /// Prompt length n.
-    len: usize,
-    /// Per layer, keys and values `[h, n, d]` row-major.
-    kv: Vec<[Vec<f32>; 2]>,
+    /// Per layer, keys and values of the prompt's n tokens (one row, no padding).
+    kv: KvRows,
     /// The final-norm state `[hidden]` at the last prompt token (it predicts the first
     /// continuation token).
     last: Vec<f32>,
@@ -56,16 +54,13 @@ struct PromptState {
 
 impl PromptState {
     fn bytes(&self) -> usize {
-        let floats: usize = self.kv.iter().flatten().map(Vec::len).sum();
-        (floats + self.last.len()) * std::mem::size_of::<f32>()
+        self.kv.bytes() + self.last.len() * std::mem::size_of::<f32>()
     }
 }
 
-/// The states of one prompt set: per prompt (`None` for one never scored from here), and
-/// the key/value layout `(heads, head dim, dtype)` of the model that made them.
+/// The states of one prompt set: per prompt (`None` for one never scored from here).
 struct PromptStates {
     prompts: Vec<Option<PromptState>>,
-    layout: (usize, usize, DType),
 }
 
 /// Prompt states kept between the models of one process, keyed by the base model and the
@@ -157,12 +152,10 @@ fn prefill(model: &Model, contexts: &[&[u32]], pb: &ProgressBar) -> Result<Promp
         start += rows;
     }
     let mut out: Vec<Option<PromptState>> = (0..contexts.len()).map(|_| None).collect();
-    let mut layout = (0, 0, DType::F32);
     two_at_a_time(
         &chunks,
         |chunk| prefill_batch(model, contexts, chunk),
-        |chunk, (states, l)| {
-            layout = l;
+        |chunk, states| {
             for (&i, state) in chunk.iter().zip(states) {
                 out[i] = Some(state);
             }
@@ -170,19 +163,11 @@ fn prefill(model: &Model, contexts: &[&[u32]], pb: &ProgressBar) -> Result<Promp
             Ok(())
         },
     )?;
-    Ok(PromptStates {
-        prompts: out,
-        layout,
-    })
+    Ok(PromptStates { prompts: out })
 }
 
-/// One batch of [`prefill`]: the states of the `chunk` contexts, in its order, and the
-/// key/value layout.
-fn prefill_batch(
-    model: &Model,
-    contexts: &[&[u32]],
-    chunk: &[usize],
-) -> Result<(Vec<PromptState>, (usize, usize, DType))> {
+/// One batch of [`prefill`]: the states of the `chunk` contexts, in its order.
+fn prefill_batch(model: &Model, contexts: &[&[u32]], chunk: &[usize]) -> Result<Vec<PromptState>> {
     let dev = Device::Cpu;
     let b = chunk.len();
     let seqs: Vec<&[u32]> = chunk.iter().map(|&i| contexts[i]).collect();
@@ -211,41 +196,15 @@ fn prefill_batch(
         .flatten_all()?
         .to_vec1::<f32>()?;
     let hidden = last.len() / b;
-    let mut layout = (0, 0, DType::F32);
-    let mut kv: Vec<Vec<[Vec<f32>; 2]>> = vec![Vec::new(); b];
-    for (k, v) in cache.layers()? {
-        let (_, h, _, d) = k.dims4()?;
-        layout = (h, d, k.dtype());
-        let (k, v) = (flat(&k)?, flat(&v)?);
-        for (r, &i) in chunk.iter().enumerate() {
-            let n = contexts[i].len();
-            // Row r, head j: positions len - n .. len of the padded block.
-            let cut = |x: &[f32]| -> Vec<f32> {
-                (0..h)
-                    .flat_map(|j| {
-                        let at = ((r * h + j) * len + len - n) * d;
-                        x[at..at + n * d].iter().copied()
-                    })
-                    .collect()
-            };
-            kv[r].push([cut(&k), cut(&v)]);
-        }
-    }
-    let states = chunk
+    let block = KvRows::of_cache(&cache)?;
+    Ok(chunk
         .iter()
         .enumerate()
-        .zip(kv)
-        .map(|((r, &i), kv)| PromptState {
-            len: contexts[i].len(),
-            kv,
+        .map(|(r, &i)| PromptState {
+            kv: block.row(r, contexts[i].len()),
             last: last[r * hidden..(r + 1) * hidden].to_vec(),
         })
-        .collect();
-    Ok((states, layout))
-}
-
-fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+        .collect())
 }
 
 /// Scores each item's target after its stored prompt, batched by target length.
@@ -336,33 +295,15 @@ fn continuation_log_probs(
                 .context("a scored prompt has no stored states")
         })
         .collect::<Result<_>>()?;
-    let past = prompts.iter().map(|p| p.len).max().unwrap_or(0);
+    let past = prompts.iter().map(|p| p.kv.len).max().unwrap_or(0);
     let t = items[batch[0]].target.len();
     let b = batch.len();
-    let (h, d, dtype) = states.layout;
-    let cap = past + t;
-    // Each layer's cache: every prompt's keys and values left-padded to `past`, room for
-    // the continuation after them.
-    let mut layers = Vec::with_capacity(prompts[0].kv.len());
-    for l in 0..prompts[0].kv.len() {
-        // `which`: 0 keys, 1 values.
-        let fill = |which: usize| -> Result<Tensor> {
-            let mut x = vec![0f32; b * h * cap * d];
-            for (r, p) in prompts.iter().enumerate() {
-                let src = &p.kv[l][which];
-                for j in 0..h {
-                    let at = ((r * h + j) * cap + past - p.len) * d;
-                    x[at..at + p.len * d].copy_from_slice(&src[j * p.len * d..(j + 1) * p.len * d]);
-                }
-            }
-            Ok(Tensor::from_vec(x, (b, h, cap, d), &dev)?.to_dtype(dtype)?)
-        };
-        layers.push((fill(0)?, fill(1)?));
-    }
-    let mut cache = KvCache::prefilled(layers, past)?;
+    // Every prompt's keys and values left-padded to `past`, room for the continuation.
+    let rows: Vec<&KvRows> = prompts.iter().map(|p| &p.kv).collect();
+    let mut cache = KvCache::stacked(&rows, past, past + t)?;
     let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for (&i, p) in batch.iter().zip(&prompts) {
-        let (n, target) = (p.len, &items[i].target);
+        let (n, target) = (p.kv.len, &items[i].target);
         ids.extend(target.iter().copied().chain(std::iter::repeat_n(
             model.tokenizer.pad_id,
             t - target.len(),

@@ -239,29 +239,53 @@ impl KvCache {
         Ok(())
     }
 
-    /// A cache whose first `filled` positions hold keys and values that earlier passes
-    /// produced: per layer contiguous `[b, h, capacity, d]` tensors (`capacity` = the last
-    /// axis but one). The next pass attends to them as if it had run them itself.
-    pub fn prefilled(layers: Vec<(Tensor, Tensor)>, filled: usize) -> candle_core::Result<Self> {
-        let capacity = match layers.first() {
-            Some((k, _)) => k.dim(2)?,
-            None => 0,
+    /// A cache of `capacity` positions holding the rows of `parts` in order, each part's
+    /// positions ending at `filled` and zeros before them (left padding, which the attention
+    /// bias masks out): the cache one left-padded pass over all the rows would have left,
+    /// but at padding. The next pass attends to it as if it had run those positions itself.
+    pub fn stacked(parts: &[&KvRows], filled: usize, capacity: usize) -> candle_core::Result<Self> {
+        let Some(first) = parts.first() else {
+            candle_core::bail!("key/value cache: nothing to stack");
         };
-        if filled > capacity {
-            candle_core::bail!("key/value cache: {filled} positions filled > capacity {capacity}");
-        }
-        for (k, v) in &layers {
-            let dense = k.is_contiguous() && v.is_contiguous();
-            if k.dims4()?.2 != capacity || k.shape() != v.shape() || !dense {
+        let (h, d, layers) = (first.heads, first.head_dim, first.layers.len());
+        for p in parts {
+            if (p.heads, p.head_dim, p.layers.len(), p.dtype) != (h, d, layers, first.dtype) {
                 candle_core::bail!(
-                    "key/value cache layers disagree: {:?} / {:?}, expected {capacity} contiguous positions",
-                    k.shape(),
-                    v.shape()
+                    "key/value rows disagree: {} layers × {} heads × {} dims ({:?}) against {layers} × {h} × {d} ({:?})",
+                    p.layers.len(), p.heads, p.head_dim, p.dtype, first.dtype
+                );
+            }
+            if p.len > filled || filled > capacity {
+                candle_core::bail!(
+                    "key/value rows of {} positions do not fit {filled} filled of {capacity}",
+                    p.len
                 );
             }
         }
+        let b: usize = parts.iter().map(|p| p.rows).sum();
+        let dev = Device::Cpu;
+        let mut out = Vec::with_capacity(layers);
+        for l in 0..layers {
+            // `which`: 0 keys, 1 values.
+            let fill = |which: usize| -> candle_core::Result<Tensor> {
+                let mut x = vec![0f32; b * h * capacity * d];
+                let mut row = 0;
+                for p in parts {
+                    let src = &p.layers[l][which];
+                    let n = p.len;
+                    for r in 0..p.rows * h {
+                        // Row `row`, head j (r = row-in-part · h + j): its n positions end at `filled`.
+                        let at = ((row * h + r) * capacity + filled - n) * d;
+                        x[at..at + n * d].copy_from_slice(&src[r * n * d..(r + 1) * n * d]);
+                    }
+                    row += p.rows;
+                }
+                Tensor::from_vec(x, (b, h, capacity, d), &dev)?.to_dtype(first.dtype)
+            };
+            out.push(Some((fill(0)?, fill(1)?)));
+        }
         Ok(KvCache {
-            layers: layers.into_iter().map(Some).collect(),
+            layers: out,
             len: filled,
             capacity,
         })
@@ -310,6 +334,72 @@ impl KvCache {
         kc.slice_set(&k.contiguous()?, 2, start)?;
         vc.slice_set(&v.contiguous()?, 2, start)?;
         Ok((kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?))
+    }
+}
+
+/// Keys and values that some rows left in an earlier pass, as plain f32 buffers, to be
+/// stacked into one cache ([`KvCache::stacked`]): a generation batch's groups
+/// ([`super::prefill`]), or the stored prompts of `eval::prompt_states`.
+#[derive(Debug, Clone)]
+pub struct KvRows {
+    /// Batch rows.
+    pub rows: usize,
+    /// Key/value heads.
+    pub heads: usize,
+    /// Positions per row: each row's tokens end here, left padding before them.
+    pub len: usize,
+    /// Dimension of a head.
+    pub head_dim: usize,
+    /// What the cache held them in (restored on stacking).
+    pub dtype: DType,
+    /// Per layer, keys and values `[rows, heads, len, head_dim]` row-major.
+    pub layers: Vec<[Vec<f32>; 2]>,
+}
+
+impl KvRows {
+    /// Every row and position of `cache` so far; an error before its first pass.
+    pub fn of_cache(cache: &KvCache) -> candle_core::Result<Self> {
+        let mut out = KvRows {
+            rows: 0,
+            heads: 0,
+            len: cache.len(),
+            head_dim: 0,
+            dtype: DType::F32,
+            layers: Vec::new(),
+        };
+        for (k, v) in cache.layers()? {
+            (out.rows, out.heads, _, out.head_dim) = k.dims4()?;
+            out.dtype = k.dtype();
+            let flat = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+            out.layers.push([flat(&k)?, flat(&v)?]);
+        }
+        Ok(out)
+    }
+
+    /// Row `r`'s last `n` positions (a prompt of `n` tokens, without its padding), as rows
+    /// of their own.
+    pub fn row(&self, r: usize, n: usize) -> KvRows {
+        let (h, d, len) = (self.heads, self.head_dim, self.len);
+        let cut = |x: &[f32]| -> Vec<f32> {
+            (0..h)
+                .flat_map(|j| {
+                    let at = ((r * h + j) * len + len - n) * d;
+                    x[at..at + n * d].iter().copied()
+                })
+                .collect()
+        };
+        KvRows {
+            rows: 1,
+            len: n,
+            layers: self.layers.iter().map(|[k, v]| [cut(k), cut(v)]).collect(),
+            ..*self
+        }
+    }
+
+    /// Bytes of its buffers.
+    pub fn bytes(&self) -> usize {
+        let floats: usize = self.layers.iter().flatten().map(Vec::len).sum();
+        floats * std::mem::size_of::<f32>()
     }
 }
 

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{Arch, ModelConfig};
 pub use gemma3::Gemma3;
-pub use layers::{KvCache, Logits, Output, Point};
+pub use layers::{KvCache, KvRows, Logits, Output, Point};
 pub use llama::Llama;
 pub use tokenizer::Tokenizer;
 pub use weights::Precision;

@@ -21,7 +21,7 @@
 //! prefill and after the first decoding step on the stacked cache, against its own full
 //! pass (1e-4, every family, Gemma's sliding window crossed).
 
-use super::layers::{KvCache, Logits};
+use super::layers::{KvCache, KvRows, Logits};
 use super::{left_padded, Model};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -76,23 +76,15 @@ pub fn prefill(model: &Model, seqs: &[&[u32]], capacity: usize) -> Result<(Tenso
     }
     let longest = lens.first().copied().unwrap_or(0);
     let mut logits = Vec::with_capacity(parts.len());
-    let mut stacked: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![(Vec::new(), Vec::new()); num_layers];
+    let mut stacked = Vec::with_capacity(parts.len());
     for g in parts {
         let group = &seqs[g];
-        let len = group[0].len();
-        let mut cache = KvCache::new(num_layers, len);
+        let mut cache = KvCache::new(num_layers, group[0].len());
         logits.push(pass(model, group, &mut cache)?);
-        for ((k, v), (ks, vs)) in cache.layers()?.into_iter().zip(&mut stacked) {
-            let (left, right) = (longest - len, capacity - longest);
-            ks.push(k.pad_with_zeros(2, left, right)?);
-            vs.push(v.pad_with_zeros(2, left, right)?);
-        }
+        stacked.push(KvRows::of_cache(&cache)?);
     }
-    let layers = stacked
-        .into_iter()
-        .map(|(ks, vs)| Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let cache = KvCache::prefilled(layers, longest)?;
+    let stacked: Vec<&KvRows> = stacked.iter().collect();
+    let cache = KvCache::stacked(&stacked, longest, capacity)?;
     Ok((Tensor::cat(&logits, 0)?, cache))
 }
 

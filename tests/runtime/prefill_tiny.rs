@@ -111,3 +111,85 @@ fn qwen2_grouped_prefill_equals_one_pass_per_prompt() {
 fn gemma3_grouped_prefill_equals_one_pass_per_prompt() {
     grouped_prefill_equals_one_pass_per_prompt(TinyFamily::Gemma3);
 }
+
+/// `KvCache::stacked` by hand: each part's rows land in order, their positions ending at
+/// `filled`, zeros before (padding) and after (room); `KvRows::row` cuts a row's last
+/// positions; parts that disagree or do not fit are refused.
+#[test]
+fn stacked_rows_land_right_aligned() {
+    use candle_core::DType;
+    use scalpel::runtime::{KvCache, KvRows};
+    let (h, d) = (2, 3);
+    // Part a: 1 row of 2 positions; part b: 2 rows of 3. Values name (part, row, head, pos, dim).
+    let part = |tag: f32, rows: usize, len: usize| -> KvRows {
+        let one = |which: f32| -> Vec<f32> {
+            let mut x = Vec::new();
+            for r in 0..rows {
+                for j in 0..h {
+                    for p in 0..len {
+                        for e in 0..d {
+                            x.push(
+                                which * 10_000.0
+                                    + tag * 1000.0
+                                    + (r * 100 + j * 10 + p) as f32
+                                    + e as f32 / 10.0,
+                            );
+                        }
+                    }
+                }
+            }
+            x
+        };
+        KvRows {
+            rows,
+            heads: h,
+            len,
+            head_dim: d,
+            dtype: DType::F32,
+            layers: vec![[one(1.0), one(2.0)]],
+        }
+    };
+    let (a, b) = (part(1.0, 1, 2), part(2.0, 2, 3));
+    let (filled, cap) = (4, 6);
+    let cache = KvCache::stacked(&[&a, &b], filled, cap).unwrap();
+    assert_eq!(cache.len(), filled);
+    let (k, v) = cache.layers().unwrap().remove(0);
+    assert_eq!(k.dims(), &[3, h, filled, d]);
+    let (k, v) = (flat(&k), flat(&v));
+    // Cache row, its part, the row within it, and the part's length.
+    for (row, src, r, len) in [(0, &a, 0, 2), (1, &b, 0, 3), (2, &b, 1, 3)] {
+        for j in 0..h {
+            for p in 0..filled {
+                for e in 0..d {
+                    let at = ((row * h + j) * filled + p) * d + e;
+                    let want = |which: usize| match p.checked_sub(filled - len) {
+                        Some(q) => src.layers[0][which][((r * h + j) * len + q) * d + e],
+                        None => 0.0,
+                    };
+                    assert_eq!(
+                        (k[at], v[at]),
+                        (want(0), want(1)),
+                        "row {row} head {j} pos {p} dim {e}"
+                    );
+                }
+            }
+        }
+    }
+    // A row cut back out of a stacked block is the part it came from.
+    let whole = KvRows::of_cache(&KvCache::stacked(&[&b], 3, 3).unwrap()).unwrap();
+    let again = KvRows::of_cache(&KvCache::stacked(&[&whole.row(1, 3)], 3, 3).unwrap()).unwrap();
+    let second: Vec<f32> = b.layers[0][0][h * 3 * d..].to_vec();
+    assert_eq!(again.layers[0][0], second);
+    // Rows longer than the filled positions, filled past capacity, other shapes: refused.
+    assert!(KvCache::stacked(&[&b], 2, 6).is_err());
+    assert!(KvCache::stacked(&[&b], 4, 3).is_err());
+    let mut other = part(3.0, 1, 2);
+    other.heads = 1;
+    other.layers = vec![[vec![0.0; 2 * d], vec![0.0; 2 * d]]];
+    assert!(KvCache::stacked(&[&a, &other], 4, 6).is_err());
+    assert!(KvCache::stacked(&[], 4, 6).is_err());
+}
+
+fn flat(t: &candle_core::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
