@@ -26,7 +26,9 @@ use std::path::Path;
 /// continuations of the default model and its edit came out byte-identical. Prefilling a
 /// batch in groups of similar length (`runtime::prefill`) is the same kind of change: 200
 /// RTP and 64 ToxiGen continuations of the default model, with their scores, came out
-/// byte-identical.
+/// byte-identical. Taking a long pass's attention in query blocks (`runtime::layers`) moved
+/// the default model's perplexity on 6 WikiText windows by 4e-8 relative (23.670766698 →
+/// 23.670765774), and touches no pass under 256 positions (every generation).
 const CACHE_VERSION: u32 = 1;
 
 /// Runs one suite on `subject`, from the cache when the same (model, base model, suite,

@@ -128,10 +128,27 @@ pub(crate) fn split_heads(
     y.transpose(1, 2)?.contiguous()
 }
 
+/// Queries per block of a long pass's attention ([`attention`]).
+const QUERY_BLOCK: usize = 128;
+
 /// Softmax attention of rotated queries `[b, nh, t, hd]` over keys and values
 /// `[b, nkv, t, hd]` (appended to `cache` at `layer` first, when given); queries are scaled
-/// by `scale`, `bias` is [`attention_bias`]'s. Returns `[b, t, nh·hd]`, before the output
-/// projection.
+/// by `scale`, `bias` is [`attention_bias`]'s (required when `t > 1`: it carries the causal
+/// mask). Returns `[b, t, nh·hd]`, before the output projection.
+///
+/// A pass of many positions (a WikiText window of 1,024 tokens) takes its queries in blocks
+/// of [`QUERY_BLOCK`], each against the keys up to its last query only: the keys after it
+/// are masked for every query of the block, so their scores, exponentials and products are
+/// never computed (at 1,024 positions, 56 % of the work of one block). Dropping a masked key
+/// removes an exact zero from each sum.
+///
+/// ```text
+///            keys →
+///   block 0  ■ · · ·        ■ computed (the diagonal block masked inside by the bias)
+///   block 1  ■ ■ · ·        · skipped: causally masked for the whole block
+///   block 2  ■ ■ ■ ·
+///   block 3  ■ ■ ■ ■
+/// ```
 pub(crate) fn attention(
     q: &Tensor,
     k: Tensor,
@@ -141,24 +158,55 @@ pub(crate) fn attention(
     cache: Option<(&mut KvCache, usize)>,
 ) -> candle_core::Result<Tensor> {
     let (b, nh, t, hd) = q.dims4()?;
-    let nkv = k.dim(1)?;
-    let rep = nh / nkv;
     let (k, v) = match cache {
         Some((cache, layer)) => cache.append(layer, &k, &v)?,
         None => (k, v),
     };
-    let total = k.dim(2)?;
+    let past = k.dim(2)? - t;
+    let y = match bias {
+        Some(bias) if t >= 2 * QUERY_BLOCK => {
+            let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
+            for q0 in (0..t).step_by(QUERY_BLOCK) {
+                let n = QUERY_BLOCK.min(t - q0);
+                let keys = past + q0 + n;
+                blocks.push(attend(
+                    &q.narrow(2, q0, n)?.contiguous()?,
+                    &k.narrow(2, 0, keys)?,
+                    &v.narrow(2, 0, keys)?,
+                    scale,
+                    Some(&bias.narrow(2, q0, n)?.narrow(3, 0, keys)?),
+                )?);
+            }
+            Tensor::cat(&blocks, 2)?
+        }
+        _ => attend(q, &k, &v, scale, bias)?,
+    };
+    y.transpose(1, 2)?.reshape((b, t, nh * hd))
+}
+
+/// Softmax attention of contiguous queries `[b, nh, t, hd]` over every key and value given,
+/// `[b, nkv, keys, hd]`, with `bias` `[b, 1, t, keys]`; returns `[b, nh, t, hd]`.
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, nh, t, hd) = q.dims4()?;
+    let nkv = k.dim(1)?;
+    let rep = nh / nkv;
+    let keys = k.dim(2)?;
     // Grouped-query attention without copying keys: the `rep` query heads that share a
     // key/value head are stacked along the sequence axis of one matmul.
     let q = (q.reshape((b, nkv, rep * t, hd))? * scale)?;
-    let att = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, total))?;
+    let att = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, keys))?;
     let att = match bias {
         Some(bias) => att.broadcast_add(&bias.unsqueeze(1)?)?,
         None => att,
     };
-    let att = candle_nn::ops::softmax_last_dim(&att.reshape((b, nkv, rep * t, total))?)?;
-    let y = att.matmul(&v)?.reshape((b, nh, t, hd))?;
-    y.transpose(1, 2)?.reshape((b, t, nh * hd))
+    let att = candle_nn::ops::softmax_last_dim(&att.reshape((b, nkv, rep * t, keys))?)?;
+    att.matmul(v)?.reshape((b, nh, t, hd))
 }
 
 /// The additive attention bias `[b, 1, t, past + t]`: 0 where query i may attend key j

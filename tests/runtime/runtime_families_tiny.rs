@@ -250,6 +250,31 @@ fn gemma3_forward_equals_direct_computation() {
     forward_equals_direct_computation(TinyFamily::Gemma3);
 }
 
+/// A pass long enough for the attention to take its queries in blocks (`runtime::layers`:
+/// 128 per block from 256 positions on, each against the keys up to its last query) against
+/// the direct computation, every family, GGUF and safetensors; Gemma's sliding window of 4
+/// crosses every block boundary.
+#[test]
+fn long_pass_in_query_blocks_equals_direct_computation() {
+    for family in [TinyFamily::Llama, TinyFamily::Qwen2, TinyFamily::Gemma3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec(family);
+        spec.context = 512;
+        let vocab = spec.vocab() as u32;
+        let ids: Vec<u32> = (0..300u32).map(|i| (i * 37 + 11) % vocab).collect();
+        let w = weights(&spec, 11).unwrap();
+        let want = direct_logits(&spec, &w, &ids);
+        let gguf = dir.path().join("tiny.gguf");
+        write_gguf(&gguf, &spec, 11, GgmlType::F32).unwrap();
+        let diff = max_diff(&logits_all(&load(&gguf), &ids), &want);
+        eprintln!("{family:?}, 300 positions: max |Δlogit| vs direct = {diff:.2e}");
+        assert!(
+            diff < 1e-4,
+            "{family:?}: max |Δlogit| {diff} over 300 positions"
+        );
+    }
+}
+
 /// The direct computation is sensitive to what it checks: without the window, Gemma's
 /// logits after position 4 change.
 #[test]
