@@ -139,8 +139,8 @@ const QUERY_BLOCK: usize = 128;
 /// A pass of many positions (a WikiText window of 1,024 tokens) takes its queries in blocks
 /// of [`QUERY_BLOCK`], each against the keys up to its last query only: the keys after it
 /// are masked for every query of the block, so their scores, exponentials and products are
-/// never computed (at 1,024 positions, 56 % of the work of one block). Dropping a masked key
-/// removes an exact zero from each sum.
+/// never computed (at 1,024 positions the blocks do 56 % of the work of one pass over every
+/// key). Dropping a masked key removes an exact zero from each sum.
 ///
 /// ```text
 ///            keys →
@@ -303,6 +303,14 @@ impl KvCache {
                     p.layers.len(), p.heads, p.head_dim, p.dtype, first.dtype
                 );
             }
+            let floats = p.rows * h * p.len * d;
+            if p.layers.iter().flatten().any(|x| x.len() != floats) {
+                candle_core::bail!(
+                    "key/value rows: a layer does not hold {} rows × {h} heads × {} positions × {d}",
+                    p.rows,
+                    p.len
+                );
+            }
             if p.len > filled || filled > capacity {
                 candle_core::bail!(
                     "key/value rows of {} positions do not fit {filled} filled of {capacity}",
@@ -425,7 +433,7 @@ impl KvRows {
     }
 
     /// Row `r`'s last `n` positions (a prompt of `n` tokens, without its padding), as rows
-    /// of their own.
+    /// of their own. Panics, as slice indexing does, when `r ≥ rows` or `n > len`.
     pub fn row(&self, r: usize, n: usize) -> KvRows {
         let (h, d, len) = (self.heads, self.head_dim, self.len);
         let cut = |x: &[f32]| -> Vec<f32> {

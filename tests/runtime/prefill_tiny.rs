@@ -188,6 +188,9 @@ fn stacked_rows_land_right_aligned() {
     other.layers = vec![[vec![0.0; 2 * d], vec![0.0; 2 * d]]];
     assert!(KvCache::stacked(&[&a, &other], 4, 6).is_err());
     assert!(KvCache::stacked(&[], 4, 6).is_err());
+    let mut short = part(4.0, 1, 2);
+    short.layers[0][1].pop();
+    assert!(KvCache::stacked(&[&short], 4, 6).is_err());
 }
 
 fn flat(t: &candle_core::Tensor) -> Vec<f32> {
