@@ -62,8 +62,15 @@ pub struct Row {
     pub label: String,
     pub suites: Vec<SuiteRow>,
     pub wikitext_ppl: Option<Ci>,
+    /// WikiText windows and tokens behind `wikitext_ppl`.
+    #[serde(default)]
+    pub wikitext_size: Option<(usize, usize)>,
     /// Perplexity ratio to the base (WikiText) and KL(base ‖ model) per token.
     pub ppl_ratio: Option<f64>,
+    /// The paired per-window mean NLL difference (model − base, nats/token) with its 95 %
+    /// interval: exponentiated, it is the interval of `ppl_ratio`.
+    #[serde(default)]
+    pub ppl_nll_diff: Option<Ci>,
     pub kl: Option<Ci>,
     pub edit: Option<EditInfo>,
     pub warnings: Vec<String>,
@@ -98,16 +105,18 @@ pub fn row_from_report(label: &str, r: &Report, compared: bool, edit: Option<Edi
             });
         }
     }
-    let wikitext_ppl = r.model.summaries.iter().find_map(|s| match s {
-        SuiteSummary::Perplexity(p) => Some(p.perplexity),
+    let ppl = r.model.summaries.iter().find_map(|s| match s {
+        SuiteSummary::Perplexity(p) => Some(p),
         _ => None,
     });
     let cap = r.capability.as_ref();
     Row {
         label: label.to_string(),
         suites,
-        wikitext_ppl,
+        wikitext_ppl: ppl.map(|p| p.perplexity),
+        wikitext_size: ppl.map(|p| (p.windows, p.tokens)),
         ppl_ratio: cap.and_then(|c| c.ppl_ratio),
+        ppl_nll_diff: cap.and_then(|c| c.ppl_nll_diff),
         kl: cap.and_then(|c| c.kl),
         edit,
         warnings: r.warnings.clone(),

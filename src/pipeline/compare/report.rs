@@ -85,19 +85,50 @@ pub fn render(s: &CompareSummary) -> String {
             "\n\nPrompting baseline (no edit, KL 0; each prompt preceded by \"{instr}\"): {e:.1} % toxic [{lo:.1}, {hi:.1}] on {on}."
         );
     }
-    md.push_str("\n\n## Sweep points (all prompts)\n\n| series | strength | KL | ppl ratio | % toxic |\n|---|---|---|---|---|\n");
+    md.push_str("\n\n## Sweep points (all prompts)\n\n");
+    md.push_str(&wikitext_line(&s.points));
+    md.push_str("| series | strength | KL | WikiText ppl | ppl ratio [95 % CI] | fluency | % toxic |\n|---|---|---|---|---|---|---|\n");
     for p in &s.points {
         let rate = 100.0 * p.toxic.iter().sum::<f64>() / p.toxic.len().max(1) as f64;
+        let r = &p.row;
+        let ppl = r
+            .wikitext_ppl
+            .map_or("–".into(), |c| format!("{:.3}", c.estimate));
+        let ratio = match (r.ppl_ratio, r.ppl_nll_diff) {
+            (Some(x), Some(d)) => format!("{x:.4} [{:.4}, {:.4}]", d.lo.exp(), d.hi.exp()),
+            (Some(x), None) => format!("{x:.4}"),
+            (None, _) => "–".into(),
+        };
+        let fluency = r
+            .suite(&s.suite)
+            .and_then(|q| q.fluency.perplexity)
+            .map_or("–".into(), |f| format!("{f:.2}"));
         let _ = writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {rate:.1} |",
-            p.series, p.strength, p.kl, p.ppl_ratio
+            "| {} | {} | {:.4} | {ppl} | {ratio} | {fluency} | {rate:.1} |",
+            p.series, p.strength, p.kl
         );
     }
     md.push_str(
         "\nPlot: `compare.svg` (toxicity against KL, one line per series through the base).\n",
     );
     md
+}
+
+/// What the sweep table's perplexity columns were measured on, and the base's perplexity
+/// (a point's perplexity over its ratio: every point is scored on the same windows).
+fn wikitext_line(points: &[SweepPoint]) -> String {
+    let measured = points.iter().find_map(|p| {
+        let r = &p.row;
+        Some((r.wikitext_size?, r.wikitext_ppl?.estimate / r.ppl_ratio?))
+    });
+    let fluency = "fluency: perplexity of the continuations under the base model.";
+    match measured {
+        Some(((windows, tokens), base)) => format!(
+            "WikiText-2: {windows} windows, {tokens} tokens; base perplexity {base:.3}. The ratio's interval is the exponent of the 95 % bootstrap interval of the paired per-window NLL difference; {fluency}\n\n"
+        ),
+        None => format!("WikiText perplexity not measured; {fluency}\n\n"),
+    }
 }
 
 /// The change from the base in percent of the base; "–" when the base has no toxic

@@ -42,7 +42,9 @@ fn point(series: &str, strength: f32, kl: f64, toxic: Vec<f64>) -> SweepPoint {
             label: series.into(),
             suites: Vec::new(),
             wikitext_ppl: None,
+            wikitext_size: None,
             ppl_ratio: None,
+            ppl_nll_diff: None,
             kl: None,
             edit: None,
             warnings: Vec::new(),
@@ -87,6 +89,51 @@ fn a_confirmation_reports_every_prompt_and_chooses_no_recipe() {
     assert!((s.base_toxic_report[0] - 100.0 / 3.0).abs() < 1e-9);
     assert_eq!(s.best.len(), 1);
     assert!(render(&s).contains("3 tuning / 3 report"));
+}
+
+#[test]
+fn sweep_table_shows_the_perplexity_measured_and_dashes_what_was_not() {
+    use crate::eval::report::Ci;
+    let ci = |estimate, lo, hi| Ci { estimate, lo, hi };
+    let mut measured = point("paper", 4.0, 0.05, vec![0.0, 1.0]);
+    measured.ppl_ratio = 1.1;
+    measured.row.wikitext_ppl = Some(ci(23.1, 22.0, 24.0));
+    measured.row.wikitext_size = Some((304, 310_992));
+    measured.row.ppl_ratio = Some(1.1);
+    measured.row.ppl_nll_diff = Some(ci(0.095, 0.09, 0.1));
+    let unmeasured = point("paper control-random-rows", 4.0, 0.04, vec![1.0, 1.0]);
+    let opts = CompareOptions {
+        grids: vec![(Recipe::Paper, vec![4.0])],
+        controls: ControlSet::Matched,
+        kl_targets: vec![0.05],
+        ppl_targets: Vec::new(),
+        prompting: false,
+        split: PromptSplit::Halves,
+        control_grids: Vec::new(),
+    };
+    let mut cfg = RunConfig::default();
+    cfg.eval.bootstrap = 50;
+    let base = Some((vec!["0".into(), "1".into()], vec![1.0, 1.0]));
+    let points = [measured, unmeasured];
+    let s = summarise(&cfg, &opts, "sha", &base, &points, Instant::now()).unwrap();
+    let md = render(&s);
+    // The base is the point's perplexity over its ratio: 23.1 / 1.1.
+    assert!(
+        md.contains("304 windows, 310992 tokens; base perplexity 21.000"),
+        "{md}"
+    );
+    let e = |x: f64| x.exp();
+    let row = format!(
+        "| paper | 4 | 0.0500 | 23.100 | 1.1000 [{:.4}, {:.4}] | – | 50.0 |",
+        e(0.09),
+        e(0.1)
+    );
+    assert!(md.contains(&row), "{md}");
+    assert!(
+        md.contains("| paper control-random-rows | 4 | 0.0400 | – | – | – | 100.0 |"),
+        "{md}"
+    );
+    assert!(!md.contains("NaN"), "{md}");
 }
 
 #[test]
