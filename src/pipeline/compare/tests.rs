@@ -52,6 +52,19 @@ fn point(series: &str, strength: f32, kl: f64, toxic: Vec<f64>) -> SweepPoint {
     }
 }
 
+/// One recipe at one strength against its random-neuron control, one KL target.
+fn options(recipe: Recipe, strength: f32, kl: f64, split: PromptSplit) -> CompareOptions {
+    CompareOptions {
+        grids: vec![(recipe, vec![strength])],
+        controls: ControlSet::Matched,
+        kl_targets: vec![kl],
+        ppl_targets: Vec::new(),
+        prompting: false,
+        split,
+        control_grids: Vec::new(),
+    }
+}
+
 #[test]
 fn a_confirmation_reports_every_prompt_and_chooses_no_recipe() {
     let base = vec![1.0, 1.0, 1.0, 0.0, 1.0, 0.0];
@@ -59,15 +72,7 @@ fn a_confirmation_reports_every_prompt_and_chooses_no_recipe() {
         point("aura", 1.0, 0.2, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
         point("aura control-random-rows", 1.0, 0.2, base.clone()),
     ];
-    let mut opts = CompareOptions {
-        grids: vec![(Recipe::Aura, vec![1.0])],
-        controls: ControlSet::Matched,
-        kl_targets: vec![0.2],
-        ppl_targets: Vec::new(),
-        prompting: false,
-        split: PromptSplit::Confirm,
-        control_grids: Vec::new(),
-    };
+    let mut opts = options(Recipe::Aura, 1.0, 0.2, PromptSplit::Confirm);
     let mut cfg = RunConfig::default();
     cfg.eval.bootstrap = 200;
     let ids = (0..6).map(|i| i.to_string()).collect();
@@ -102,15 +107,7 @@ fn sweep_table_shows_the_perplexity_measured_and_dashes_what_was_not() {
     measured.row.ppl_ratio = Some(1.1);
     measured.row.ppl_nll_diff = Some(ci(0.095, 0.09, 0.1));
     let unmeasured = point("paper control-random-rows", 4.0, 0.04, vec![1.0, 1.0]);
-    let opts = CompareOptions {
-        grids: vec![(Recipe::Paper, vec![4.0])],
-        controls: ControlSet::Matched,
-        kl_targets: vec![0.05],
-        ppl_targets: Vec::new(),
-        prompting: false,
-        split: PromptSplit::Halves,
-        control_grids: Vec::new(),
-    };
+    let opts = options(Recipe::Paper, 4.0, 0.05, PromptSplit::Halves);
     let mut cfg = RunConfig::default();
     cfg.eval.bootstrap = 50;
     let base = Some((vec!["0".into(), "1".into()], vec![1.0, 1.0]));
