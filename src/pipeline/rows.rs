@@ -68,7 +68,8 @@ pub struct Row {
     /// Perplexity ratio to the base (WikiText) and KL(base ‖ model) per token.
     pub ppl_ratio: Option<f64>,
     /// The paired per-window mean NLL difference (model − base, nats/token) with its 95 %
-    /// interval: exponentiated, it is the interval of `ppl_ratio`.
+    /// interval. Exponentiated it is the interval of `ppl_ratio`, whose estimate it equals
+    /// when every window has the same length.
     #[serde(default)]
     pub ppl_nll_diff: Option<Ci>,
     pub kl: Option<Ci>,
