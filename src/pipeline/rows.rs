@@ -133,7 +133,8 @@ fn pct(c: &Ci) -> String {
     )
 }
 
-fn opt(v: Option<f64>, prec: usize) -> String {
+/// `v` to `prec` decimals, or "–" when it was not measured.
+pub(crate) fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.prec$}"))
 }
 

@@ -3,6 +3,7 @@
 
 use super::types::{CompareSummary, PromptSplit, SweepPoint};
 use crate::formats::io::write_atomic;
+use crate::pipeline::rows::opt;
 use anyhow::Result;
 use std::fmt::Write;
 
@@ -91,18 +92,13 @@ pub fn render(s: &CompareSummary) -> String {
     for p in &s.points {
         let rate = 100.0 * p.toxic.iter().sum::<f64>() / p.toxic.len().max(1) as f64;
         let r = &p.row;
-        let ppl = r
-            .wikitext_ppl
-            .map_or("–".into(), |c| format!("{:.3}", c.estimate));
+        let ppl = opt(r.wikitext_ppl.map(|c| c.estimate), 3);
         let ratio = match (r.ppl_ratio, r.ppl_nll_diff) {
             (Some(x), Some(d)) => format!("{x:.4} [{:.4}, {:.4}]", d.lo.exp(), d.hi.exp()),
             (Some(x), None) => format!("{x:.4}"),
             (None, _) => "–".into(),
         };
-        let fluency = r
-            .suite(&s.suite)
-            .and_then(|q| q.fluency.perplexity)
-            .map_or("–".into(), |f| format!("{f:.2}"));
+        let fluency = opt(r.suite(&s.suite).and_then(|q| q.fluency.perplexity), 2);
         let _ = writeln!(
             md,
             "| {} | {} | {:.4} | {ppl} | {ratio} | {fluency} | {rate:.1} |",
